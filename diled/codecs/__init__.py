@@ -1,0 +1,5 @@
+"""Codecs: one file per data type, all with the protocol of ``diled.codecs.base``."""
+
+from diled.codecs.base import CODECS, Codec, VectorCodec, build_codec, register_codec
+
+__all__ = ["CODECS", "Codec", "VectorCodec", "build_codec", "register_codec"]

