@@ -25,6 +25,7 @@ from diled.diffusion import LatentDiffusion, check_sampler_name, ddim_invert, dd
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 FORMAT_VERSION = 1
+DEFAULT_STEPS = 50  # DDIM steps when none are given: the largest of DESIGN.md's 10/20/50
 
 Via = Literal["latent", "inversion"]
 
@@ -95,14 +96,16 @@ class DiLED(nn.Module):
     def _prepare(self, batch) -> dict[str, torch.Tensor]:
         if not isinstance(batch, dict):
             batch = self.codec.collate(batch)
-        device = self.device
-        return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        p = next(self.parameters())
+        # floating inputs follow the weights' dtype (bf16 under DeepSpeed on GPU); integer ids stay as they are
+        return {k: (v.to(p.device, p.dtype) if v.is_floating_point() else v.to(p.device))
+                if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
     def forward(self, batch, t: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """The DiLED loss on a batch.
 
         Returns ``loss`` (scalar), ``rec`` [N] (-log p(x0 | z1)), ``diff`` [N] (L_diff, or L_align where
-        t == 1), ``t`` [N], and ``mu_abs`` (detached mean |mu|, to watch the latent scale against
+        t == 1), ``t`` [N], ``z0`` [N x D] (the detached encoder means) and ``mu_abs`` (mean |mu|, to watch the latent scale against
         sqrt(beta_1), DESIGN.md section 6). ``t`` fixes the steps instead of drawing them.
         """
         batch = self._prepare(batch)
@@ -116,7 +119,7 @@ class DiLED(nn.Module):
         rec = self.codec.reconstruction_loss(batch, z1)
         diff = self.diffusion.training_losses(self.denoiser, z0, z1, t)["diff"]
         loss = (rec * self.diffusion.rec_weight(t)).mean() + self.w * diff.mean()
-        return {"loss": loss, "rec": rec, "diff": diff, "t": t, "mu_abs": z0.detach().abs().mean()}
+        return {"loss": loss, "rec": rec, "diff": diff, "t": t, "z0": z0.detach(), "mu_abs": z0.detach().abs().mean()}
 
     # ----------------------------------------------------------------- inference
     @torch.no_grad()
@@ -124,8 +127,14 @@ class DiLED(nn.Module):
         """The representation: encoder means mu(x0) [N x D]."""
         return self.codec.encode(self._prepare(batch))
 
+    def _steps(self, steps: int | None, sampler: str = "ddim") -> list[int]:
+        """The step sequence; ``steps=None`` means DEFAULT_STEPS (or T if smaller) for DDIM, all T for DDPM."""
+        if steps is None and sampler == "ddim":
+            steps = min(DEFAULT_STEPS, self.diffusion.T)
+        return self.diffusion.timesteps(steps)
+
     @torch.no_grad()
-    def sample_latents(self, n: int, steps: int | None = 50, sampler: str = "ddim", eta: float | None = None,
+    def sample_latents(self, n: int, steps: int | None = None, sampler: str = "ddim", eta: float | None = None,
                        generator: torch.Generator | None = None, z_T: torch.Tensor | None = None) -> torch.Tensor:
         """z1 [n x D] from the prior: DDIM (eta = 0) on ``steps`` strided steps, or DDPM ancestral
         (eta = 1; all T steps if ``steps`` is None)."""
@@ -135,11 +144,11 @@ class DiLED(nn.Module):
                 raise ValueError(f"n must be a positive integer, got {n!r}")
             z_T = torch.randn((n, self.latent_dim), generator=generator, device="cpu").to(self.device)
         eta = (0.0 if sampler == "ddim" else 1.0) if eta is None else eta
-        return ddim_sample(self.diffusion, self.denoiser, z_T, self.diffusion.timesteps(steps), eta=eta,
+        return ddim_sample(self.diffusion, self.denoiser, z_T, self._steps(steps, sampler), eta=eta,
                            generator=generator)
 
     @torch.no_grad()
-    def generate(self, n: int, steps: int | None = 50, sampler: str = "ddim", seed: int | None = None,
+    def generate(self, n: int, steps: int | None = None, sampler: str = "ddim", seed: int | None = None,
                  generator: torch.Generator | None = None, **decode_kwargs) -> list:
         """``n`` new items: sample z1 with the prior, decode it."""
         if generator is None and seed is not None:
@@ -148,25 +157,25 @@ class DiLED(nn.Module):
         return self.codec.decode(z1, **decode_kwargs)
 
     @torch.no_grad()
-    def invert(self, batch, steps: int | None = 50) -> torch.Tensor:
+    def invert(self, batch, steps: int | None = None) -> torch.Tensor:
         """Deterministic DDIM codes z_T [N x D] of the inputs' encoder means."""
-        return ddim_invert(self.diffusion, self.denoiser, self.encode(batch), self.diffusion.timesteps(steps))
+        return ddim_invert(self.diffusion, self.denoiser, self.encode(batch), self._steps(steps))
 
     @torch.no_grad()
-    def reconstruct(self, batch, via: Via = "latent", steps: int | None = 50, **decode_kwargs) -> list:
+    def reconstruct(self, batch, via: Via = "latent", steps: int | None = None, **decode_kwargs) -> list:
         """decode(encode(x)); ``via="inversion"`` goes through the prior: mu -> DDIM-invert -> z_T ->
         DDIM-sample -> z1 -> decode."""
         if via == "latent":
             z1 = self.encode(batch)
         elif via == "inversion":
             z_T = self.invert(batch, steps=steps)
-            z1 = ddim_sample(self.diffusion, self.denoiser, z_T, self.diffusion.timesteps(steps))
+            z1 = ddim_sample(self.diffusion, self.denoiser, z_T, self._steps(steps))
         else:
             raise ValueError(f"unknown via {via!r}; valid values: latent, inversion")
         return self.codec.decode(z1, **decode_kwargs)
 
     @torch.no_grad()
-    def interpolate(self, a, b, num: int = 5, steps: int | None = 50, via: Via = "inversion",
+    def interpolate(self, a, b, num: int = 5, steps: int | None = None, via: Via = "inversion",
                     **decode_kwargs) -> list:
         """``num`` decoded points from input ``a`` to input ``b`` (both ends included).
 
@@ -181,7 +190,7 @@ class DiLED(nn.Module):
         if via == "latent":
             z1 = torch.cat([(1 - s) * za + s * zb for s in alphas])
         elif via == "inversion":
-            ts = self.diffusion.timesteps(steps)
+            ts = self._steps(steps)
             codes = ddim_invert(self.diffusion, self.denoiser, torch.cat([za, zb]), ts)
             z_T = torch.cat([slerp(codes[:1], codes[1:], s) for s in alphas])
             z1 = ddim_sample(self.diffusion, self.denoiser, z_T, ts)
@@ -192,19 +201,20 @@ class DiLED(nn.Module):
     # ----------------------------------------------------------------- persistence
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write ``config.json`` and ``model.safetensors`` (plus any codec extras) to ``directory``."""
-        from safetensors.torch import save_model
+        from safetensors.torch import save_file
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
+        tensors, aliases = _dedup_state_dict(self.state_dict())
         (directory / CONFIG_NAME).write_text(json.dumps(self.get_config(), indent=2) + "\n")
-        save_model(self, str(directory / WEIGHTS_NAME))
+        save_file(tensors, str(directory / WEIGHTS_NAME), metadata={"aliases": json.dumps(aliases)})
         self.codec.save_extra(directory)
         return directory
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> "DiLED":
         """Load a ``save_pretrained`` folder (safetensors + JSON; no pickle)."""
-        from safetensors.torch import load_model
+        from safetensors import safe_open
 
         directory = Path(directory)
         if not directory.is_dir():
@@ -218,5 +228,24 @@ class DiLED(nn.Module):
             raise ValueError(f"{directory / CONFIG_NAME}: format_version {version} is not supported "
                              f"(this library reads version {FORMAT_VERSION})")
         model = cls.from_config(config, directory=directory)
-        load_model(model, str(directory / WEIGHTS_NAME), strict=True, device=str(device))
+        with safe_open(str(directory / WEIGHTS_NAME), framework="pt") as f:
+            state = {k: f.get_tensor(k) for k in f.keys()}
+            aliases = json.loads((f.metadata() or {}).get("aliases", "{}"))
+        state.update({alias: state[kept] for alias, kept in aliases.items()})
+        model.load_state_dict(state, strict=True)
         return model.to(device).eval()
+
+
+def _dedup_state_dict(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Contiguous copies of the tensors, each tied tensor once (GPT-2's lm_head is its wte): safetensors
+    refuses views of a shared buffer, which is what DeepSpeed's flattened parameters are."""
+    seen: dict[tuple, str] = {}
+    tensors, aliases = {}, {}
+    for key, value in state.items():
+        ident = (value.data_ptr(), tuple(value.shape), tuple(value.stride()), value.dtype)
+        if value.numel() and ident in seen:
+            aliases[key] = seen[ident]
+            continue
+        seen[ident] = key
+        tensors[key] = value.detach().to("cpu").clone().contiguous()
+    return tensors, aliases

@@ -13,6 +13,7 @@ import math
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -57,6 +58,11 @@ class Codec(nn.Module):
     def collate(self, examples: list) -> dict[str, torch.Tensor]:
         """Turn raw examples into a batch."""
         raise NotImplementedError
+
+    def collate_columns(self, columns: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Turn a columnar batch (a dict of arrays, as Ray Data yields) into a batch: by default the
+        examples are the column ``"x"``."""
+        return self.collate(list(columns["x"]))
 
     def get_config(self) -> dict[str, Any]:
         """Keyword arguments that rebuild this codec (JSON-serialisable)."""
@@ -117,11 +123,17 @@ class VectorCodec(Codec):
     def decode(self, z, **kwargs) -> list[list[float]]:
         return self.decode_mean(z).tolist()
 
+    def collate_columns(self, columns) -> dict[str, torch.Tensor]:
+        return self.collate(np.stack(list(columns["x"])) if len(columns["x"]) else columns["x"])
+
     def collate(self, examples) -> dict[str, torch.Tensor]:
         if isinstance(examples, torch.Tensor):
             x = examples.float()
         else:
-            x = torch.as_tensor([list(map(float, e)) for e in examples], dtype=torch.float32)
+            try:
+                x = torch.as_tensor(np.asarray(examples, dtype=np.float32))
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"VectorCodec expects lists of {self.data_dim} numbers: {e}") from None
         if x.dim() == 1:
             x = x.unsqueeze(0)
         if x.dim() != 2 or x.shape[1] != self.data_dim:

@@ -1,0 +1,291 @@
+"""Typed job configs: one dataclass per section, YAML presets, ``--section.key=value`` overrides.
+
+A job config has the sections ``model``, ``diffusion``, ``data``, ``optim``, ``scaling`` and ``run``.
+Presets live in ``platform/presets/<name>.yaml``; a value from the command line is parsed as YAML
+(``--optim.lr=3e-4``, ``--model.codec_args={hidden: 64}``). Unknown sections or keys are errors that
+name the key and list the valid ones; so are values of the wrong type.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import yaml
+
+PLATFORM_DIR = Path(__file__).resolve().parent.parent  # .../platform
+PRESETS_DIR = PLATFORM_DIR / "presets"
+DEEPSPEED_DIR = PLATFORM_DIR / "deepspeed"
+
+
+class ConfigError(ValueError):
+    """A malformed job config; the message names the offending key."""
+
+
+@dataclass
+class ModelConfig:
+    codec: str = "vector"                       # a registered codec name (diled.codecs)
+    codec_args: dict = field(default_factory=dict)  # the codec's keyword arguments, except latent_dim
+    latent_dim: int = 2
+    prior_hidden: int = 256                     # MLPSkipNet width (paper: 2048)
+    prior_depth: int = 4                        # MLPSkipNet depth (paper: 20)
+    time_dim: int = 64
+    w: float = 1.0                              # prior weight (paper: 8 text, 1 protein/images)
+
+    def validate(self):
+        _positive(self, "latent_dim", "prior_hidden", "prior_depth", "time_dim")
+        if self.w < 0:
+            raise ConfigError(f"model.w must be >= 0, got {self.w}")
+        if "latent_dim" in self.codec_args:
+            raise ConfigError("model.codec_args must not set latent_dim: use model.latent_dim")
+
+
+@dataclass
+class DiffusionConfig:
+    schedule: str = "constant"                  # constant (official code) | linear | cosine
+    T: int = 1000
+
+    def validate(self):
+        from diled.schedules import SCHEDULE_NAMES
+
+        if self.schedule not in SCHEDULE_NAMES:
+            raise ConfigError(f"diffusion.schedule: unknown schedule {self.schedule!r}; "
+                              f"valid names: {', '.join(SCHEDULE_NAMES)}")
+        if self.T < 2:
+            raise ConfigError(f"diffusion.T must be >= 2, got {self.T}")
+
+
+@dataclass
+class DataConfig:
+    source: Literal["ring", "files", "hf_disk"] = "ring"
+    path: str | None = None                     # parquet/arrow file or folder (files), saved datasets folder (hf_disk)
+    column: str = "x"                           # the column that holds one example
+    val_fraction: float = 0.1
+    n_train: int = 8000                         # ring only: number of synthetic points (train + val)
+    batch_size: int = 128                       # per worker (DeepSpeed's micro batch)
+    seed: int = 0
+
+    def validate(self):
+        _positive(self, "batch_size", "n_train")
+        if not 0 < self.val_fraction < 1:
+            raise ConfigError(f"data.val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.source in ("files", "hf_disk") and not self.path:
+            raise ConfigError(f"data.path is required when data.source is {self.source!r}")
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    betas: list = field(default_factory=lambda: [0.9, 0.999])
+    grad_clip: float = 1.0                      # 0 disables clipping
+    warmup_steps: int = 0
+    max_steps: int = 2000
+    grad_accum: int = 1
+
+    def validate(self):
+        _positive(self, "max_steps", "grad_accum")
+        if not self.lr > 0:
+            raise ConfigError(f"optim.lr must be > 0, got {self.lr}")
+        if len(self.betas) != 2:
+            raise ConfigError(f"optim.betas must have two values, got {self.betas}")
+
+
+@dataclass
+class ScalingConfig:
+    num_workers: int = 2                        # 0 runs the loop in the driver process (Ray's local mode)
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    deepspeed: str = "zero2"                    # platform/deepspeed/<name>.json, or a path to a JSON file
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
+
+    def validate(self):
+        if self.num_workers < 0:
+            raise ConfigError(f"scaling.num_workers must be >= 0, got {self.num_workers}")
+        if not self.cpus_per_worker > 0:
+            raise ConfigError(f"scaling.cpus_per_worker must be > 0, got {self.cpus_per_worker}")
+        if self.precision == "bf16" and not self.use_gpu:
+            raise ConfigError("scaling.precision='bf16' needs scaling.use_gpu=true (CPU runs are fp32)")
+        deepspeed_config_path(self.deepspeed)  # raises if missing
+
+
+@dataclass
+class RunConfig:
+    name: str = "diled"                         # re-running with the same name resumes the run
+    storage_path: str = "runs"                  # a local folder, or a URI every node can reach
+    checkpoint_every: int = 500                 # steps between validation + checkpoint
+    num_to_keep: int = 2                        # best checkpoints kept by val_loss (the latest is always kept)
+    max_failures: int = 1                       # worker crashes survived (restart from the last checkpoint)
+    log_every: int = 50
+    val_batches: int = 8                        # validation batches per worker
+    seed: int = 0
+    fail_at_step: int | None = None             # testing: crash one worker once at this step (fault-tolerance test)
+    fail_mode: Literal["raise", "kill"] = "raise"
+
+    def validate(self):
+        _positive(self, "checkpoint_every", "num_to_keep", "log_every", "val_batches")
+        if self.max_failures < -1:
+            raise ConfigError(f"run.max_failures must be >= -1 (-1: retry forever), got {self.max_failures}")
+        if not self.name or "/" in self.name:
+            raise ConfigError(f"run.name must be a non-empty name without '/', got {self.name!r}")
+
+
+@dataclass
+class JobConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    scaling: ScalingConfig = field(default_factory=ScalingConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def __post_init__(self):
+        for f in fields(self):
+            getattr(self, f.name).validate()
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "JobConfig":
+        if not isinstance(data, dict):
+            raise ConfigError(f"a job config must be a mapping of sections, got {type(data).__name__}")
+        sections = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(data) - set(sections))
+        if unknown:
+            raise ConfigError(f"unknown config section(s) {unknown}; valid sections: {', '.join(sections)}")
+        built = {name: _build_section(name, sections[name].default_factory, data.get(name) or {})
+                 for name in sections}
+        return cls(**built)
+
+    def model_config(self) -> dict[str, Any]:
+        """The ``DiLED.from_config`` dict this job trains."""
+        m = self.model
+        return {"w": m.w,
+                "codec": {"name": m.codec, **m.codec_args, "latent_dim": m.latent_dim},
+                "denoiser": {"latent_dim": m.latent_dim, "hidden": m.prior_hidden, "depth": m.prior_depth,
+                             "time_dim": m.time_dim},
+                "diffusion": {"schedule": self.diffusion.schedule, "T": self.diffusion.T}}
+
+
+def _positive(section, *names):
+    for name in names:
+        value = getattr(section, name)
+        if value <= 0:
+            raise ConfigError(f"{_section_name(section)}.{name} must be > 0, got {value}")
+
+
+def _section_name(section) -> str:
+    return type(section).__name__.removesuffix("Config").lower()
+
+
+def _build_section(name: str, factory, values: dict):
+    if not isinstance(values, dict):
+        raise ConfigError(f"config section {name!r} must be a mapping, got {type(values).__name__}")
+    cls = factory
+    hints = typing.get_type_hints(cls)
+    valid = [f.name for f in fields(cls)]
+    unknown = sorted(set(values) - set(valid))
+    if unknown:
+        raise ConfigError(f"unknown key(s) {', '.join(f'{name}.{k}' for k in unknown)}; "
+                          f"valid keys in {name}: {', '.join(valid)}")
+    return cls(**{k: _coerce(f"{name}.{k}", v, hints[k]) for k, v in values.items()})
+
+
+def _coerce(key: str, value: Any, hint) -> Any:
+    """Check ``value`` against the field's type; ints are accepted where floats are expected."""
+    origin, args = get_origin(hint), get_args(hint)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(repr, args))}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(key, value, arg)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0])
+    expected = origin or hint
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if expected is float and isinstance(value, str):
+        try:  # YAML 1.1 reads "3e-4" as a string
+            return float(value)
+        except ValueError:
+            pass
+    if expected in (int, float) and isinstance(value, bool) or not isinstance(value, expected):
+        raise ConfigError(f"{key} must be of type {getattr(expected, '__name__', expected)}, "
+                          f"got {value!r} ({type(value).__name__})")
+    return value
+
+
+def deepspeed_config_path(name: str) -> Path:
+    path = Path(name)
+    if path.suffix != ".json":
+        path = DEEPSPEED_DIR / f"{name}.json"
+    if not path.is_file():
+        available = sorted(p.stem for p in DEEPSPEED_DIR.glob("*.json"))
+        raise ConfigError(f"scaling.deepspeed: no DeepSpeed config {name!r} ({path}); "
+                          f"available: {', '.join(available)}")
+    return path
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
+def load_preset(name: str) -> dict[str, Any]:
+    path = Path(name) if name.endswith((".yaml", ".yml")) else PRESETS_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"no preset {name!r} ({path}); available presets: {', '.join(preset_names())}")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"preset {path} must hold a mapping of sections")
+    return data
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``--section.key=value`` strings (value parsed as YAML) to a nested config dict."""
+    data = {k: dict(v or {}) if isinstance(v, dict) or v is None else v for k, v in data.items()}
+    for item in overrides:
+        if not item.startswith("--") or "=" not in item:
+            raise ConfigError(f"override {item!r} must look like --section.key=value")
+        dotted, raw = item[2:].split("=", 1)
+        parts = dotted.split(".")
+        if len(parts) != 2 or not all(parts):
+            raise ConfigError(f"override {item!r}: the key must be section.key, got {dotted!r}")
+        section, key = parts
+        try:
+            value = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {dotted}: cannot parse value {raw!r}: {e}") from None
+        data.setdefault(section, {})
+        if not isinstance(data[section], dict):
+            raise ConfigError(f"override {dotted}: section {section!r} is not a mapping")
+        data[section][key] = value
+    return data
+
+
+def load_config(preset: str, overrides: list[str] | None = None) -> JobConfig:
+    """A preset by name (or YAML path) with ``--section.key=value`` overrides applied."""
+    return JobConfig.from_dict(apply_overrides(load_preset(preset), overrides or []))
+
+
+def replace(cfg: JobConfig, **sections: dict[str, Any]) -> JobConfig:
+    """A copy of ``cfg`` with some keys changed: ``replace(cfg, run={"name": "x"})``."""
+    data = cfg.to_dict()
+    for section, values in sections.items():
+        data.setdefault(section, {}).update(values)
+    return JobConfig.from_dict(data)
+
+
+__all__ = ["ConfigError", "JobConfig", "ModelConfig", "DiffusionConfig", "DataConfig", "OptimConfig",
+           "ScalingConfig", "RunConfig", "load_config", "load_preset", "apply_overrides", "preset_names",
+           "deepspeed_config_path", "replace"]

@@ -1,0 +1,410 @@
+"""Ray Train + DeepSpeed ZeRO: the distributed DiLED trainer.
+
+The per-worker loop is composed of small functions, in the shape of Ray's DeepSpeed fine-tuning
+example: ``setup_model_and_engine``, ``setup_data_shard``, ``train_step``, ``evaluate``,
+``report_metrics_and_save_checkpoint`` and ``load_checkpoint``. The whole ``DiLED`` module (codec +
+prior) goes into one ``deepspeed.initialize``; frozen parameters stay out of the optimizer.
+
+Checkpoints: every rank writes its DeepSpeed shard into a temporary folder, then all ranks call
+``ray.train.report(metrics, checkpoint=...)``, which merges the shards into one checkpoint folder. Rank 0
+adds ``train_state.json`` (the step counter) and a consolidated ``model/`` (``save_pretrained``:
+safetensors + JSON) that inference and serving load without DeepSpeed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import socket
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from diled_platform.config import ConfigError, JobConfig, deepspeed_config_path
+
+# Keys of a DeepSpeed JSON that the job config owns: a preset file setting them would be silently
+# overridden, so it is an error instead.
+_OWNED_DS_KEYS = ("optimizer", "scheduler", "train_batch_size", "train_micro_batch_size_per_gpu",
+                  "gradient_accumulation_steps", "gradient_clipping", "bf16", "fp16")
+ACTIVE_DIM_THRESHOLD = 0.01  # Var_x[mu_d] above this counts as an active unit (Burda et al. 2016)
+
+
+# ----------------------------------------------------------------------------- DeepSpeed config
+def deepspeed_config(cfg: JobConfig, world_size: int) -> dict[str, Any]:
+    """The DeepSpeed config for this job: the ZeRO file of ``scaling.deepspeed`` plus concrete batch,
+    optimizer and precision values from the job config (nothing is left as "auto")."""
+    path = deepspeed_config_path(cfg.scaling.deepspeed)
+    ds = json.loads(path.read_text())
+    clash = [k for k in _OWNED_DS_KEYS if k in ds]
+    if clash:
+        raise ConfigError(f"{path} sets {clash}: these come from the job config (optim.*, data.batch_size, "
+                          f"scaling.precision); remove them from the DeepSpeed file")
+    micro, accum = cfg.data.batch_size, cfg.optim.grad_accum
+    ds.update({
+        "train_micro_batch_size_per_gpu": micro,
+        "gradient_accumulation_steps": accum,
+        "train_batch_size": micro * accum * max(world_size, 1),
+        "optimizer": {"type": "AdamW", "params": {
+            "lr": cfg.optim.lr, "betas": list(cfg.optim.betas), "eps": 1e-8,
+            "weight_decay": cfg.optim.weight_decay,
+            # torch's AdamW: no JIT-compiled op needed (DeepSpeed's fused Adam compiles for ~30 s on CPU)
+            "torch_adam": True}},
+    })
+    if cfg.optim.grad_clip > 0:
+        ds["gradient_clipping"] = cfg.optim.grad_clip
+    if cfg.optim.warmup_steps > 0:
+        ds["scheduler"] = {"type": "WarmupLR", "params": {
+            "warmup_min_lr": 0.0, "warmup_max_lr": cfg.optim.lr, "warmup_num_steps": cfg.optim.warmup_steps,
+            "warmup_type": "linear"}}
+    if use_bf16(cfg):
+        ds["bf16"] = {"enabled": True}
+    return ds
+
+
+def use_bf16(cfg: JobConfig) -> bool:
+    """bf16 on GPU (precision auto or bf16); fp32 on CPU (DeepSpeed's CPU path has no fp16)."""
+    return cfg.scaling.use_gpu and cfg.scaling.precision in ("auto", "bf16")
+
+
+def zero_stage(cfg: JobConfig) -> int:
+    ds = json.loads(deepspeed_config_path(cfg.scaling.deepspeed).read_text())
+    return int(ds.get("zero_optimization", {}).get("stage", 0))
+
+
+# ----------------------------------------------------------------------------- worker context
+@dataclass
+class WorkerContext:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+
+def _context() -> WorkerContext:
+    import ray.train
+
+    ctx = ray.train.get_context()
+    return WorkerContext(ctx.get_world_rank(), ctx.get_world_size(), ctx.get_local_rank())
+
+
+def _ensure_dist_env(ctx: WorkerContext) -> None:
+    """Outside a launcher DeepSpeed looks for MPI unless these are set; Ray Train sets them for workers,
+    the in-process local mode (num_workers=0) does not."""
+    if os.environ.get("MASTER_ADDR") and os.environ.get("WORLD_SIZE"):
+        return
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    os.environ.update({"RANK": str(ctx.rank), "LOCAL_RANK": str(ctx.local_rank),
+                       "WORLD_SIZE": str(ctx.world_size), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+
+
+# ----------------------------------------------------------------------------- the loop's parts
+def setup_model_and_engine(cfg: JobConfig, ctx: WorkerContext):
+    """Build the DiLED model (same seed on every rank) and wrap it in one DeepSpeed engine."""
+    import deepspeed
+    from diled import DiLED
+
+    if not cfg.scaling.use_gpu:
+        # gloo collectives instead of DeepSpeed's JIT-compiled shared-memory op (17-27 s per start on CPU)
+        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+    _ensure_dist_env(ctx)
+    torch.manual_seed(cfg.run.seed)
+    model = DiLED.from_config(cfg.model_config())
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if not trainable:
+        raise ConfigError("the model has no trainable parameters (everything is frozen)")
+    engine, *_ = deepspeed.initialize(model=model, model_parameters=trainable,
+                                      config=deepspeed_config(cfg, ctx.world_size))
+    return engine
+
+
+def setup_data_shard(cfg: JobConfig, codec, name: str = "train") -> Iterator[dict[str, torch.Tensor]]:
+    """Endless batches of this worker's shard of the training set, epoch after epoch."""
+    import ray.train
+
+    shard = ray.train.get_dataset_shard(name)
+    epoch = 0
+    while True:
+        got = False
+        for columns in shard.iter_batches(batch_size=cfg.data.batch_size, batch_format="numpy", drop_last=True):
+            got = True
+            yield codec.collate_columns(columns)
+        if not got:
+            raise ConfigError(f"the training shard holds fewer than data.batch_size={cfg.data.batch_size} "
+                              f"examples per worker: lower the batch size or add data")
+        epoch += 1
+
+
+def validation_batches(cfg: JobConfig, codec, ctx: WorkerContext) -> list[dict[str, torch.Tensor]]:
+    """This worker's part of the validation set: batches i with i % world_size == rank, at most
+    ``run.val_batches``; all ranks then use the same count (ZeRO-3 needs every rank in every forward)."""
+    import ray.train
+
+    batches = []
+    it = ray.train.get_dataset_shard("val").iter_batches(batch_size=cfg.data.batch_size, batch_format="numpy")
+    for i, columns in enumerate(it):
+        if i % ctx.world_size == ctx.rank:
+            batches.append(codec.collate_columns(columns))
+            if len(batches) == cfg.run.val_batches:
+                break
+    n = _all_reduce(torch.tensor([float(len(batches))]), op="min")
+    return batches[: int(n.item())]
+
+
+def train_step(engine, batch) -> dict[str, torch.Tensor]:
+    out = engine(batch)
+    engine.backward(out["loss"])
+    engine.step()
+    return out
+
+
+def _all_reduce(x: torch.Tensor, op: str = "mean") -> torch.Tensor:
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x
+    x = x.clone()
+    dist.all_reduce(x, op=dist.ReduceOp.MIN if op == "min" else dist.ReduceOp.SUM)
+    return x / dist.get_world_size() if op == "mean" else x
+
+
+@torch.no_grad()
+def evaluate(engine, batches: list[dict], seed: int) -> dict[str, float]:
+    """Validation loss terms with fixed t and noise draws (a seeded RNG), averaged over all ranks, plus the
+    latent scale: mean |mu| and the number of active latent dimensions."""
+    module = engine.module
+    module.eval()
+    sums = torch.zeros(4, dtype=torch.float64)
+    z0s = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for batch in batches:
+            out = module(batch)
+            n = out["t"].shape[0]
+            sums += torch.tensor([out["loss"].item() * n, out["rec"].sum().item(), out["diff"].sum().item(), n],
+                                 dtype=torch.float64)
+            z0s.append(out["z0"].float().cpu())
+    module.train()
+    sums = _all_reduce(sums, op="sum")
+    metrics = {"val_loss": float(sums[0] / sums[3]), "val_rec": float(sums[1] / sums[3]),
+               "val_diff": float(sums[2] / sums[3])}
+    if z0s:
+        z0 = torch.cat(z0s).double()
+        stats = torch.stack([z0.sum(0), z0.pow(2).sum(0), z0.abs().sum(0)])
+        stats = _all_reduce(stats, op="sum")
+        count = sums[3]
+        mean = stats[0] / count
+        var = stats[1] / count - mean**2
+        metrics["mu_abs"] = float(stats[2].sum() / (count * z0.shape[1]))
+        metrics["active_dims"] = int((var > ACTIVE_DIM_THRESHOLD).sum())
+    return metrics
+
+
+def export_pretrained(engine, directory: Path, stage: int, rank: int) -> None:
+    """Write the consolidated ``save_pretrained`` folder (rank 0). Under ZeRO-3 every rank must take part
+    in gathering the partitioned parameters."""
+    module = engine.module
+    if stage == 3:
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
+            if rank == 0:
+                module.save_pretrained(directory)
+    elif rank == 0:
+        module.save_pretrained(directory)
+
+
+def report_metrics_and_save_checkpoint(engine, cfg: JobConfig, ctx: WorkerContext, step: int,
+                                       metrics: dict[str, Any]) -> None:
+    import ray.train
+
+    with tempfile.TemporaryDirectory() as tmp:
+        engine.save_checkpoint(tmp, tag="deepspeed", client_state={"step": step})
+        export_pretrained(engine, Path(tmp) / "model", zero_stage(cfg), ctx.rank)
+        if ctx.rank == 0:
+            state = {"step": step, "optimizer_steps": int(engine.global_steps), "metrics": metrics,
+                     "config": cfg.to_dict()}
+            (Path(tmp) / "train_state.json").write_text(json.dumps(state, indent=2))
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+
+def load_checkpoint(engine) -> int:
+    """Resume from ``ray.train.get_checkpoint()`` if there is one: the step reached (0 if fresh)."""
+    import ray.train
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return 0
+    with checkpoint.as_directory() as directory:
+        path, client_state = engine.load_checkpoint(directory, tag="deepspeed")
+        if path is None:
+            raise RuntimeError(f"checkpoint {directory} holds no DeepSpeed state to resume from")
+    return int(client_state["step"])
+
+
+def maybe_inject_failure(cfg: JobConfig, ctx: WorkerContext, step: int, resumed: bool) -> None:
+    """Testing aid (``run.fail_at_step``): the last rank crashes once, at that step of a fresh attempt."""
+    if cfg.run.fail_at_step != step or resumed or ctx.rank != ctx.world_size - 1:
+        return
+    if "://" not in cfg.run.storage_path:  # leave a trace, so that a test can tell the crash happened
+        marker = Path(cfg.run.storage_path) / cfg.run.name / f"injected_failure_step_{step}"
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+    if cfg.run.fail_mode == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    raise RuntimeError(f"injected failure at step {step} on rank {ctx.rank} (run.fail_at_step)")
+
+
+# ----------------------------------------------------------------------------- progress
+@dataclass
+class Progress:
+    """Per-interval log line and TensorBoard scalars on rank 0."""
+
+    cfg: JobConfig
+    ctx: WorkerContext
+    sums: dict[str, float] = field(default_factory=dict)
+    count: int = 0
+    t0: float = field(default_factory=time.perf_counter)
+    writer: Any = None
+
+    def __post_init__(self):
+        if self.ctx.rank == 0 and "://" not in self.cfg.run.storage_path:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(Path(self.cfg.run.storage_path) / self.cfg.run.name / "tensorboard"))
+
+    def update(self, step: int, out: dict[str, torch.Tensor]) -> None:
+        for k in ("loss", "rec", "diff", "mu_abs"):
+            self.sums[k] = self.sums.get(k, 0.0) + float(out[k].detach().float().mean())
+        self.count += 1
+        if step % self.cfg.run.log_every == 0 or step == self.cfg.optim.max_steps:
+            dt = time.perf_counter() - self.t0
+            rate = self.count * self.cfg.data.batch_size * self.ctx.world_size / max(dt, 1e-9)
+            means = {k: v / self.count for k, v in self.sums.items()}
+            if self.ctx.rank == 0:
+                print(f"[diled] step {step}/{self.cfg.optim.max_steps}  loss {means['loss']:.4f}  "
+                      f"rec {means['rec']:.3f}  diff {means['diff']:.4f}  |mu| {means['mu_abs']:.3f}  "
+                      f"{rate:.0f} samples/s", flush=True)
+                self.scalars(step, {**{f"train/{k}": v for k, v in means.items()}, "train/samples_per_s": rate})
+            self.sums, self.count, self.t0 = {}, 0, time.perf_counter()
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        if self.writer is not None:
+            for k, v in values.items():
+                self.writer.add_scalar(k, v, step)
+            self.writer.flush()
+
+    def close(self):
+        if self.writer is not None:
+            self.writer.close()
+
+
+# ----------------------------------------------------------------------------- the worker function
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Ray Train's per-worker function: ``config`` is ``JobConfig.to_dict()``."""
+    import ray.data
+
+    cfg = JobConfig.from_dict(config)
+    ctx = _context()
+    ray.data.DataContext.get_current().enable_progress_bars = False  # see build_trainer
+    engine = setup_model_and_engine(cfg, ctx)
+    codec = engine.module.codec
+    start = load_checkpoint(engine)
+    resumed = start > 0
+    if ctx.rank == 0:
+        print(f"[diled] {'resuming at step ' + str(start) if resumed else 'starting'}: "
+              f"{ctx.world_size} worker(s), ZeRO stage {zero_stage(cfg)}, "
+              f"{sum(p.numel() for p in engine.module.parameters() if p.requires_grad):,} trainable parameters "
+              f"(ZeRO-3 counts this rank's shard)", flush=True)
+    torch.manual_seed(cfg.run.seed * 1000 + ctx.rank + start)  # t and eps draws differ per rank and attempt
+    train_batches = setup_data_shard(cfg, codec)
+    val = validation_batches(cfg, codec, ctx)
+    progress = Progress(cfg, ctx)
+    for step in range(start + 1, cfg.optim.max_steps + 1):
+        maybe_inject_failure(cfg, ctx, step, resumed)
+        out = train_step(engine, next(train_batches))
+        loss = out["loss"].item()
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss} at step {step}: lower optim.lr or check the data")
+        progress.update(step, out)
+        if step % cfg.run.checkpoint_every == 0 or step == cfg.optim.max_steps:
+            metrics = {"step": step, **evaluate(engine, val, seed=cfg.run.seed + 1)}
+            progress.scalars(step, {f"val/{k}": v for k, v in metrics.items() if k != "step"})
+            report_metrics_and_save_checkpoint(engine, cfg, ctx, step, metrics)
+    progress.close()
+
+
+# ----------------------------------------------------------------------------- the driver side
+def build_trainer(cfg: JobConfig, datasets: dict | None = None):
+    """A ``TorchTrainer`` for ``cfg`` (Ray Train V2 API)."""
+    import ray.data
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from diled_platform.data import build_datasets
+
+    datasets = build_datasets(cfg.data) if datasets is None else datasets
+    # our own per-interval log line replaces Ray Data's per-dataset progress bars, which would repeat
+    # on every worker and every epoch
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    scaling = ray.train.ScalingConfig(
+        num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
+        resources_per_worker=None if cfg.scaling.num_workers == 0 else
+        {"CPU": cfg.scaling.cpus_per_worker, **({"GPU": 1} if cfg.scaling.use_gpu else {})})
+    run = ray.train.RunConfig(
+        name=cfg.run.name, storage_path=cfg.run.storage_path,
+        failure_config=ray.train.FailureConfig(max_failures=cfg.run.max_failures),
+        checkpoint_config=ray.train.CheckpointConfig(
+            num_to_keep=cfg.run.num_to_keep, checkpoint_score_attribute="val_loss", checkpoint_score_order="min"))
+    return TorchTrainer(train_loop_per_worker, train_loop_config=cfg.to_dict(), scaling_config=scaling,
+                        run_config=run, datasets=datasets,
+                        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]))
+
+
+def absolute_storage(cfg: JobConfig) -> JobConfig:
+    """Workers run in other folders: make a local ``run.storage_path`` absolute before launching."""
+    from diled_platform.config import replace
+
+    if "://" in cfg.run.storage_path:
+        return cfg
+    return replace(cfg, run={"storage_path": str(Path(cfg.run.storage_path).expanduser().resolve())})
+
+
+@dataclass
+class TrainOutcome:
+    run_dir: Path | None          # <storage_path>/<name>
+    model_dir: Path | None        # the consolidated model of the latest checkpoint, copied to <run_dir>/model
+    best_model_dir: Path | None   # the consolidated model of the best checkpoint (by val_loss)
+    metrics: dict[str, Any]       # the latest checkpoint's metrics
+    result: Any                   # ray.train.Result
+
+
+def fit(cfg: JobConfig) -> TrainOutcome:
+    """Train (or resume, if a run with this name exists in ``run.storage_path``) and export the model."""
+    import shutil
+
+    cfg = absolute_storage(cfg)
+    result = build_trainer(cfg).fit()
+    if result.error is not None:
+        raise result.error
+    if result.checkpoint is None:
+        raise RuntimeError(f"run {cfg.run.name!r} finished without reporting a checkpoint")
+    remote = "://" in cfg.run.storage_path
+    run_dir = None if remote else Path(cfg.run.storage_path) / cfg.run.name
+    model_dir = best_dir = None
+    if run_dir is not None:
+        latest = Path(result.checkpoint.path)
+        model_dir = run_dir / "model"
+        if model_dir.exists():
+            shutil.rmtree(model_dir)
+        shutil.copytree(latest / "model", model_dir)
+        best = result.get_best_checkpoint("val_loss", "min") if result.best_checkpoints else result.checkpoint
+        best_dir = Path(best.path) / "model"
+        (run_dir / "metrics.json").write_text(json.dumps(result.metrics, indent=2) + "\n")
+    return TrainOutcome(run_dir, model_dir, best_dir, dict(result.metrics or {}), result)

@@ -1,0 +1,77 @@
+import pytest
+
+from diled_platform.config import (ConfigError, JobConfig, apply_overrides, load_config, load_preset,
+                                   preset_names)
+from diled_platform.train import deepspeed_config
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_every_preset_parses(name):
+    cfg = load_config(name)
+    assert isinstance(cfg, JobConfig)
+    # and builds a DeepSpeed config with concrete values only
+    ds = deepspeed_config(cfg, world_size=max(cfg.scaling.num_workers, 1))
+    assert "auto" not in repr(ds)
+    assert ds["train_batch_size"] == cfg.data.batch_size * cfg.optim.grad_accum * max(cfg.scaling.num_workers, 1)
+
+
+def test_there_are_presets():
+    assert "vector-cpu" in preset_names()
+
+
+def test_overrides_are_parsed_as_yaml():
+    cfg = load_config("vector-cpu", ["--optim.lr=3e-4", "--scaling.num_workers=1", "--run.name=x",
+                                     "--model.codec_args={data_dim: 2, hidden: 8}"])
+    assert cfg.optim.lr == 3e-4 and cfg.scaling.num_workers == 1 and cfg.run.name == "x"
+    assert cfg.model.codec_args == {"data_dim": 2, "hidden": 8}
+
+
+def test_unknown_key_is_named():
+    with pytest.raises(ConfigError, match=r"optim\.lrr.*valid keys in optim: lr"):
+        load_config("vector-cpu", ["--optim.lrr=1"])
+    with pytest.raises(ConfigError, match=r"unknown config section.*'optimiser'"):
+        JobConfig.from_dict({"optimiser": {}})
+
+
+def test_wrong_type_is_named():
+    with pytest.raises(ConfigError, match=r"optim\.max_steps must be of type int, got 'many'"):
+        load_config("vector-cpu", ["--optim.max_steps=many"])
+    with pytest.raises(ConfigError, match=r"scaling\.precision: 'fp16' is not one of"):
+        load_config("vector-cpu", ["--scaling.precision=fp16"])
+
+
+def test_bad_values_are_named():
+    with pytest.raises(ConfigError, match=r"diffusion\.schedule.*'sigmoid'.*constant, linear, cosine"):
+        load_config("vector-cpu", ["--diffusion.schedule=sigmoid"])
+    with pytest.raises(ConfigError, match=r"diffusion\.T must be >= 2"):
+        load_config("vector-cpu", ["--diffusion.T=1"])
+    with pytest.raises(ConfigError, match=r"scaling\.deepspeed.*'zero7'.*zero2"):
+        load_config("vector-cpu", ["--scaling.deepspeed=zero7"])
+    with pytest.raises(ConfigError, match=r"data\.batch_size must be > 0"):
+        load_config("vector-cpu", ["--data.batch_size=0"])
+    with pytest.raises(ConfigError, match="bf16.*use_gpu"):
+        load_config("vector-cpu", ["--scaling.precision=bf16"])
+
+
+def test_malformed_override_and_missing_preset():
+    with pytest.raises(ConfigError, match="section.key=value"):
+        apply_overrides({}, ["optim.lr=1"])
+    with pytest.raises(ConfigError, match="section.key"):
+        apply_overrides({}, ["--lr=1"])
+    with pytest.raises(ConfigError, match="no preset 'nope'.*vector-cpu"):
+        load_preset("nope")
+
+
+def test_deepspeed_file_may_not_set_what_the_job_config_owns(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"zero_optimization": {"stage": 2}, "optimizer": {"type": "Adam"}}')
+    cfg = load_config("vector-cpu", [f"--scaling.deepspeed={bad}"])
+    with pytest.raises(ConfigError, match="optimizer"):
+        deepspeed_config(cfg, 2)
+
+
+def test_bf16_only_on_gpu():
+    cfg = load_config("vector-cpu")
+    assert "bf16" not in deepspeed_config(cfg, 2)
+    gpu = load_config("vector-cpu", ["--scaling.use_gpu=true"])
+    assert deepspeed_config(gpu, 2)["bf16"] == {"enabled": True}

@@ -1,0 +1,120 @@
+"""Ray Train + DeepSpeed on 2 CPU workers with a tiny DiLED: learning, checkpoints, resume, faults, export."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from diled import DiLED
+from diled_platform.config import load_config
+from diled_platform.train import fit
+
+pytestmark = pytest.mark.timeout(600)
+
+
+def tiny(tmp_path, name, *overrides):
+    return load_config("vector-cpu", [
+        f"--run.name={name}", f"--run.storage_path={tmp_path}", "--run.checkpoint_every=20", "--run.log_every=20",
+        "--run.num_to_keep=10", "--optim.max_steps=40", "--data.n_train=2000", "--data.batch_size=32",
+        "--model.prior_hidden=64", "--model.prior_depth=2", "--scaling.num_workers=2",
+        "--scaling.cpus_per_worker=0.9", *overrides])
+
+
+def deepspeed_arg(stage, tmp_path):
+    """zero2 as shipped; zero3 with every parameter partitioned (the shipped file keeps parameters under
+    10k elements whole, which would be all of a tiny model's)."""
+    if stage == "zero2":
+        return "--scaling.deepspeed=zero2"
+    from diled_platform.config import deepspeed_config_path
+
+    ds = json.loads(deepspeed_config_path("zero3").read_text())
+    ds["zero_optimization"]["stage3_param_persistence_threshold"] = 0
+    path = tmp_path / "zero3_all_partitioned.json"
+    path.write_text(json.dumps(ds))
+    return f"--scaling.deepspeed={path}"
+
+
+def reported(outcome):
+    """(step, metrics) of every kept checkpoint, in step order."""
+    rows = [(m["step"], m) for _, m in outcome.result.best_checkpoints]
+    return sorted(rows, key=lambda r: r[0])
+
+
+def train_state(checkpoint_path):
+    return json.loads((Path(checkpoint_path) / "train_state.json").read_text())
+
+
+@pytest.mark.parametrize("stage", ["zero2", "zero3"])
+def test_train_checkpoint_and_resume(ray_local, tmp_path, stage):
+    cfg = tiny(tmp_path, f"run-{stage}", deepspeed_arg(stage, tmp_path), "--optim.max_steps=60")
+    out = fit(cfg)
+    rows = reported(out)
+    assert [s for s, _ in rows] == [20, 40, 60]
+    assert rows[-1][1]["val_loss"] < rows[0][1]["val_loss"], rows  # it learns
+    assert out.result.checkpoint is not None and (out.model_dir / "model.safetensors").is_file()
+    assert train_state(out.result.checkpoint.path)["optimizer_steps"] == 60
+
+    # the same run name again, with a longer budget: resumes at step 60, does not restart
+    out2 = fit(tiny(tmp_path, f"run-{stage}", deepspeed_arg(stage, tmp_path), "--optim.max_steps=80"))
+    steps = [s for s, _ in reported(out2)]
+    assert steps == [20, 40, 60, 80], steps  # one new checkpoint; a restart would report 20 and 40 again
+    state = train_state(out2.result.checkpoint.path)
+    assert state["step"] == 80 and state["optimizer_steps"] == 80
+
+
+def test_a_crashed_worker_is_replaced_and_the_run_finishes(ray_local, tmp_path):
+    # the last rank is SIGKILLed at step 30; the last checkpoint is at step 20
+    cfg = tiny(tmp_path, "crash", "--run.fail_at_step=30", "--run.fail_mode=kill", "--run.max_failures=1")
+    out = fit(cfg)
+    assert (tmp_path / "crash" / "injected_failure_step_30").exists()  # the crash did happen
+    assert out.metrics["step"] == 40
+    # the same number of optimizer steps as an uninterrupted run: 20 before the crash, 20 after resuming
+    assert train_state(out.result.checkpoint.path)["optimizer_steps"] == 40
+    assert [s for s, _ in reported(out)] == [20, 40]
+
+
+def test_without_retries_a_crash_fails_the_run(ray_local, tmp_path):
+    cfg = tiny(tmp_path, "crash-noretry", "--run.fail_at_step=10", "--run.max_failures=0")
+    with pytest.raises(Exception, match="injected failure"):
+        fit(cfg)
+
+
+EXPORT_CHECK = r"""
+import json, sys
+sys.modules['ray'] = None; sys.modules['deepspeed'] = None
+import torch
+from diled import DiLED
+m = DiLED.from_pretrained(sys.argv[1])
+x = torch.tensor(json.loads(sys.argv[2]))
+print(json.dumps({"encode": m.encode({"x": x}).tolist(), "generate": m.generate(4, steps=10, seed=0),
+                  "recon": m.reconstruct({"x": x})}))
+"""
+
+
+@pytest.mark.parametrize("stage", ["zero2", "zero3"])
+def test_export_matches_the_trained_engine(ray_local, tmp_path, stage):
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    cfg = tiny(tmp_path, f"export-{stage}", deepspeed_arg(stage, tmp_path), "--optim.max_steps=20")
+    out = fit(cfg)
+    ckpt = Path(out.result.checkpoint.path)
+    # the engine's trained weights, reassembled from the DeepSpeed shards of all ranks
+    state = get_fp32_state_dict_from_zero_checkpoint(str(ckpt), tag="deepspeed")
+    engine_model = DiLED.from_config(cfg.model_config())
+    engine_model.load_state_dict(state, strict=True)
+    engine_model.eval()
+
+    x = [[2.0, 0.0], [0.0, -2.0], [1.4, 1.4]]
+    got = subprocess.run([sys.executable, "-c", EXPORT_CHECK, str(out.model_dir), json.dumps(x)],
+                         capture_output=True, text=True, timeout=120)
+    assert got.returncode == 0, got.stderr
+    loaded = json.loads(got.stdout)
+    xt = torch.tensor(x)
+    torch.testing.assert_close(torch.tensor(loaded["encode"]), engine_model.encode({"x": xt}), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(torch.tensor(loaded["generate"]),
+                               torch.tensor(engine_model.generate(4, steps=10, seed=0)), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(torch.tensor(loaded["recon"]), torch.tensor(engine_model.reconstruct({"x": xt})),
+                               rtol=1e-5, atol=1e-6)
