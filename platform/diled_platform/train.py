@@ -14,6 +14,7 @@ safetensors + JSON) that inference and serving load without DeepSpeed.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import signal
@@ -32,6 +33,7 @@ from diled_platform.config import ConfigError, JobConfig, deepspeed_config_path
 # overridden, so it is an error instead.
 _OWNED_DS_KEYS = ("optimizer", "scheduler", "train_batch_size", "train_micro_batch_size_per_gpu",
                   "gradient_accumulation_steps", "gradient_clipping", "bf16", "fp16")
+log = logging.getLogger("diled")
 ACTIVE_DIM_THRESHOLD = 0.01  # Var_x[mu_d] above this counts as an active unit (Burda et al. 2016)
 
 
@@ -75,6 +77,11 @@ def use_bf16(cfg: JobConfig) -> bool:
 def zero_stage(cfg: JobConfig) -> int:
     ds = json.loads(deepspeed_config_path(cfg.scaling.deepspeed).read_text())
     return int(ds.get("zero_optimization", {}).get("stage", 0))
+
+
+def _count_trainable(module) -> int:
+    # ZeRO-3 partitions parameters: ds_numel is the full size, numel() this rank's (empty) view
+    return sum(getattr(p, "ds_numel", p.numel()) for p in module.parameters() if p.requires_grad)
 
 
 # ----------------------------------------------------------------------------- worker context
@@ -288,9 +295,9 @@ class Progress:
             rate = self.count * self.cfg.data.batch_size * self.ctx.world_size / max(dt, 1e-9)
             means = {k: v / self.count for k, v in self.sums.items()}
             if self.ctx.rank == 0:
-                print(f"[diled] step {step}/{self.cfg.optim.max_steps}  loss {means['loss']:.4f}  "
-                      f"rec {means['rec']:.3f}  diff {means['diff']:.4f}  |mu| {means['mu_abs']:.3f}  "
-                      f"{rate:.0f} samples/s", flush=True)
+                log.info(f"step {step}/{self.cfg.optim.max_steps}  loss {means['loss']:.4f}  "
+                         f"rec {means['rec']:.3f}  diff {means['diff']:.4f}  |mu| {means['mu_abs']:.3f}  "
+                         f"{rate:.0f} samples/s")
                 self.scalars(step, {**{f"train/{k}": v for k, v in means.items()}, "train/samples_per_s": rate})
             self.sums, self.count, self.t0 = {}, 0, time.perf_counter()
 
@@ -318,10 +325,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     start = load_checkpoint(engine)
     resumed = start > 0
     if ctx.rank == 0:
-        print(f"[diled] {'resuming at step ' + str(start) if resumed else 'starting'}: "
-              f"{ctx.world_size} worker(s), ZeRO stage {zero_stage(cfg)}, "
-              f"{sum(p.numel() for p in engine.module.parameters() if p.requires_grad):,} trainable parameters "
-              f"(ZeRO-3 counts this rank's shard)", flush=True)
+        log.info(f"{'resuming at step ' + str(start) if resumed else 'starting'}: {ctx.world_size} worker(s), "
+                 f"ZeRO stage {zero_stage(cfg)}, {_count_trainable(engine.module):,} trainable parameters")
     torch.manual_seed(cfg.run.seed * 1000 + ctx.rank + start)  # t and eps draws differ per rank and attempt
     train_batches = setup_data_shard(cfg, codec)
     val = validation_batches(cfg, codec, ctx)
@@ -349,10 +354,10 @@ def build_trainer(cfg: JobConfig, datasets: dict | None = None):
 
     from diled_platform.data import build_datasets
 
-    datasets = build_datasets(cfg.data) if datasets is None else datasets
     # our own per-interval log line replaces Ray Data's per-dataset progress bars, which would repeat
-    # on every worker and every epoch
+    # on every worker and every epoch (a dataset keeps the context it was created with: set it first)
     ray.data.DataContext.get_current().enable_progress_bars = False
+    datasets = build_datasets(cfg.data) if datasets is None else datasets
     scaling = ray.train.ScalingConfig(
         num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
         resources_per_worker=None if cfg.scaling.num_workers == 0 else
