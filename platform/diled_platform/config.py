@@ -96,15 +96,16 @@ class OptimConfig:
 
 @dataclass
 class ScalingConfig:
-    num_workers: int = 2                        # 0 runs the loop in the driver process (Ray's local mode)
+    num_workers: int = 2                        # Ray Train workers (>= 1; one per GPU on GPU nodes)
     use_gpu: bool = False
     cpus_per_worker: float = 1.0
     deepspeed: str = "zero2"                    # platform/deepspeed/<name>.json, or a path to a JSON file
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
 
     def validate(self):
-        if self.num_workers < 0:
-            raise ConfigError(f"scaling.num_workers must be >= 0, got {self.num_workers}")
+        if self.num_workers < 1:
+            # Ray's num_workers=0 local mode does not persist checkpoints, which resume and export need
+            raise ConfigError(f"scaling.num_workers must be >= 1, got {self.num_workers}")
         if not self.cpus_per_worker > 0:
             raise ConfigError(f"scaling.cpus_per_worker must be > 0, got {self.cpus_per_worker}")
         if self.precision == "bf16" and not self.use_gpu:

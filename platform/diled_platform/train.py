@@ -18,7 +18,6 @@ import logging
 import math
 import os
 import signal
-import socket
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -51,7 +50,7 @@ def deepspeed_config(cfg: JobConfig, world_size: int) -> dict[str, Any]:
     ds.update({
         "train_micro_batch_size_per_gpu": micro,
         "gradient_accumulation_steps": accum,
-        "train_batch_size": micro * accum * max(world_size, 1),
+        "train_batch_size": micro * accum * world_size,
         "optimizer": {"type": "AdamW", "params": {
             "lr": cfg.optim.lr, "betas": list(cfg.optim.betas), "eps": 1e-8,
             "weight_decay": cfg.optim.weight_decay,
@@ -99,18 +98,6 @@ def _context() -> WorkerContext:
     return WorkerContext(ctx.get_world_rank(), ctx.get_world_size(), ctx.get_local_rank())
 
 
-def _ensure_dist_env(ctx: WorkerContext) -> None:
-    """Outside a launcher DeepSpeed looks for MPI unless these are set; Ray Train sets them for workers,
-    the in-process local mode (num_workers=0) does not."""
-    if os.environ.get("MASTER_ADDR") and os.environ.get("WORLD_SIZE"):
-        return
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    os.environ.update({"RANK": str(ctx.rank), "LOCAL_RANK": str(ctx.local_rank),
-                       "WORLD_SIZE": str(ctx.world_size), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
-
-
 # ----------------------------------------------------------------------------- the loop's parts
 def setup_model_and_engine(cfg: JobConfig, ctx: WorkerContext):
     """Build the DiLED model (same seed on every rank) and wrap it in one DeepSpeed engine."""
@@ -120,7 +107,6 @@ def setup_model_and_engine(cfg: JobConfig, ctx: WorkerContext):
     if not cfg.scaling.use_gpu:
         # gloo collectives instead of DeepSpeed's JIT-compiled shared-memory op (17-27 s per start on CPU)
         deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
-    _ensure_dist_env(ctx)
     torch.manual_seed(cfg.run.seed)
     model = DiLED.from_config(cfg.model_config())
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -360,8 +346,7 @@ def build_trainer(cfg: JobConfig, datasets: dict | None = None):
     datasets = build_datasets(cfg.data) if datasets is None else datasets
     scaling = ray.train.ScalingConfig(
         num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
-        resources_per_worker=None if cfg.scaling.num_workers == 0 else
-        {"CPU": cfg.scaling.cpus_per_worker, **({"GPU": 1} if cfg.scaling.use_gpu else {})})
+        resources_per_worker={"CPU": cfg.scaling.cpus_per_worker, **({"GPU": 1} if cfg.scaling.use_gpu else {})})
     run = ray.train.RunConfig(
         name=cfg.run.name, storage_path=cfg.run.storage_path,
         failure_config=ray.train.FailureConfig(max_failures=cfg.run.max_failures),

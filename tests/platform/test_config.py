@@ -10,9 +10,9 @@ def test_every_preset_parses(name):
     cfg = load_config(name)
     assert isinstance(cfg, JobConfig)
     # and builds a DeepSpeed config with concrete values only
-    ds = deepspeed_config(cfg, world_size=max(cfg.scaling.num_workers, 1))
+    ds = deepspeed_config(cfg, world_size=cfg.scaling.num_workers)
     assert "auto" not in repr(ds)
-    assert ds["train_batch_size"] == cfg.data.batch_size * cfg.optim.grad_accum * max(cfg.scaling.num_workers, 1)
+    assert ds["train_batch_size"] == cfg.data.batch_size * cfg.optim.grad_accum * cfg.scaling.num_workers
 
 
 def test_there_are_presets():
