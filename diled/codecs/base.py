@@ -18,6 +18,8 @@ import torch
 from torch import nn
 
 CODECS: dict[str, type["Codec"]] = {}
+# codecs that need heavier imports (transformers) register themselves when their module is imported
+_LAZY_CODECS = {"text": "diled.codecs.text"}
 
 
 def register_codec(cls: type["Codec"]) -> type["Codec"]:
@@ -32,8 +34,12 @@ def build_codec(config: dict, directory: str | Path | None = None) -> "Codec":
     """Build a codec from ``{"name": ..., **kwargs}``; ``directory`` holds any saved extras (tokenizer)."""
     config = dict(config)
     name = config.pop("name", None)
+    if name not in CODECS and name in _LAZY_CODECS:
+        import importlib
+
+        importlib.import_module(_LAZY_CODECS[name])
     if name not in CODECS:
-        raise ValueError(f"unknown codec {name!r}; registered codecs: {', '.join(sorted(CODECS)) or 'none'}")
+        raise ValueError(f"unknown codec {name!r}; registered codecs: {', '.join(sorted(set(CODECS) | set(_LAZY_CODECS)))}")
     return CODECS[name].from_config(config, directory=directory)
 
 

