@@ -2,7 +2,7 @@
 # A local Ray head on this machine, for `ray job submit`:
 #
 #   cluster/local_head.sh start        # prints the RAY_ADDRESS to use
-#   RAY_ADDRESS=http://127.0.0.1:8265 ray job submit --working-dir . -- python jobs/train_vectors.py
+#   RAY_ADDRESS=http://127.0.0.1:8265 ray job submit --working-dir . -- python jobs/train_text.py
 #   cluster/local_head.sh stop
 #
 # The dashboard and the job server bind to 127.0.0.1 only: an open job API is remote code execution for
@@ -26,7 +26,7 @@ case "${1:-}" in
     echo
     echo "Ray head started. Submit jobs with:"
     echo "  export RAY_ADDRESS=http://127.0.0.1:$DASHBOARD_PORT RAY_AUTH_MODE=\${RAY_AUTH_MODE:-token}"
-    echo "  ray job submit --working-dir . -- python jobs/train_vectors.py"
+    echo "  ray job submit --working-dir . -- python jobs/train_text.py"
     ;;
   stop)
     ray stop

@@ -60,20 +60,31 @@ class DiffusionConfig:
 
 @dataclass
 class DataConfig:
-    source: Literal["ring", "files", "hf_disk"] = "ring"
-    path: str | None = None                     # parquet/arrow file or folder (files), saved datasets folder (hf_disk)
+    # ring: synthetic 2-D points; files: parquet/arrow; hf_disk: a saved `datasets` folder;
+    # text_corpus: the offline text corpus (DESIGN.md section 4); text_files: a user's .txt/.csv/.jsonl/
+    # .parquet/.arrow file or saved datasets folder, cleaned like the corpus
+    source: Literal["ring", "files", "hf_disk", "text_corpus", "text_files"] = "ring"
+    path: str | None = None
     column: str = "x"                           # the column that holds one example
+    label_column: str | None = None             # text_files: an optional label column (e.g. sentiment)
     val_fraction: float = 0.1
+    test_fraction: float = 0.0                  # text sources: held out for the job's final evaluation
     n_train: int = 8000                         # ring only: number of synthetic points (train + val)
+    min_words: int = 3                          # text sources: length filter, in words
+    max_words: int = 30
+    max_examples: int | None = None             # text sources: keep at most this many (after the split's shuffle)
     batch_size: int = 128                       # per worker (DeepSpeed's micro batch)
     seed: int = 0
 
     def validate(self):
-        _positive(self, "batch_size", "n_train")
-        if not 0 < self.val_fraction < 1:
-            raise ConfigError(f"data.val_fraction must be in (0, 1), got {self.val_fraction}")
-        if self.source in ("files", "hf_disk") and not self.path:
+        _positive(self, "batch_size", "n_train", "min_words", "max_words")
+        if not 0 < self.val_fraction < 1 or not 0 <= self.test_fraction < 1 or self.val_fraction + self.test_fraction >= 1:
+            raise ConfigError(f"data.val_fraction ({self.val_fraction}) and data.test_fraction ({self.test_fraction}) "
+                              f"must be fractions that leave a training split")
+        if self.source in ("files", "hf_disk", "text_files") and not self.path:
             raise ConfigError(f"data.path is required when data.source is {self.source!r}")
+        if self.min_words > self.max_words:
+            raise ConfigError(f"data.min_words ({self.min_words}) > data.max_words ({self.max_words})")
 
 
 @dataclass

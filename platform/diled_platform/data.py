@@ -51,8 +51,36 @@ def _hf_disk(cfg: DataConfig) -> ray.data.Dataset:
     return ray.data.from_arrow(ds.data.table)
 
 
+def text_splits(cfg: DataConfig):
+    """The text sources as seeded train / val / test Arrow tables (columns text, label, source), and the
+    cleaning statistics. Deterministic: the driver and the final evaluation get the same split."""
+    from diled.data.text import default_corpus, read_user_texts, split_table
+
+    if cfg.source == "text_corpus":
+        table, stats = default_corpus(cfg.min_words, cfg.max_words)
+    elif cfg.source == "text_files":
+        column = cfg.column if cfg.column != "x" else "text"
+        try:
+            table, stats = read_user_texts(cfg.path, column=column, label_column=cfg.label_column,
+                                           min_words=cfg.min_words, max_words=cfg.max_words)
+        except (FileNotFoundError, ValueError) as e:
+            raise ConfigError(f"data.path: {e}") from None
+    else:
+        raise ConfigError(f"data.source {cfg.source!r} is not a text source")
+    if table.num_rows == 0:
+        raise ConfigError(f"no usable text in {cfg.path or cfg.source} ({stats.summary()})")
+    splits = split_table(table, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+    if cfg.max_examples:
+        splits["train"] = splits["train"].slice(0, cfg.max_examples)
+    return splits, stats
+
+
 def build_datasets(cfg: DataConfig) -> dict[str, ray.data.Dataset]:
     """``{"train": ..., "val": ...}`` Ray datasets with the examples in column ``"x"``."""
+    if cfg.source in ("text_corpus", "text_files"):
+        splits, _ = text_splits(cfg)
+        return {name: ray.data.from_arrow(splits[name].select(["text"]).rename_columns(["x"]))
+                for name in ("train", "val")}
     if cfg.source == "ring":
         ds = _ring_table(cfg)
     elif cfg.source == "files":

@@ -1,0 +1,66 @@
+"""A sentiment classifier for judging generated text: logistic regression on frozen sentence embeddings
+of the offline MiniLM (all-MiniLM-L6-v2 weights, masked mean-pool), trained on the training split."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class SentimentProbe:
+    """Binary positive / negative classifier. ``fit(texts, labels)`` then ``predict(texts)``."""
+
+    def __init__(self, encoder_path: str | None = None, batch_size: int = 256, max_length: int = 64):
+        from transformers import AutoModel, AutoTokenizer
+
+        from diled.codecs.text import default_encoder_path
+
+        path = encoder_path or default_encoder_path()
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.encoder = AutoModel.from_pretrained(path).eval()
+        self.batch_size, self.max_length = batch_size, max_length
+        self.head = nn.Linear(self.encoder.config.hidden_size, 1)
+        self.classes = ("negative", "positive")
+
+    @torch.no_grad()
+    def embed(self, texts: list[str]) -> torch.Tensor:
+        out = []
+        for i in range(0, len(texts), self.batch_size):
+            enc = self.tokenizer(texts[i:i + self.batch_size], padding=True, truncation=True,
+                                 max_length=self.max_length, return_tensors="pt")
+            h = self.encoder(**enc).last_hidden_state
+            m = enc["attention_mask"].unsqueeze(-1).float()
+            out.append((h * m).sum(1) / m.sum(1).clamp(min=1))
+        return torch.cat(out) if out else torch.zeros(0, self.encoder.config.hidden_size)
+
+    def fit(self, texts: list[str], labels: list[str], steps: int = 300, weight_decay: float = 1e-4):
+        keep = [(t, l) for t, l in zip(texts, labels) if l in self.classes]
+        if len({l for _, l in keep}) < 2:
+            raise ValueError("SentimentProbe.fit needs both positive and negative examples")
+        x = self.embed([t for t, _ in keep])
+        y = torch.tensor([float(l == "positive") for _, l in keep])
+        self.mean, self.std = x.mean(0), x.std(0).clamp(min=1e-6)
+        x = (x - self.mean) / self.std
+        opt = torch.optim.LBFGS(self.head.parameters(), max_iter=steps, line_search_fn="strong_wolfe")
+
+        def closure():
+            opt.zero_grad()
+            loss = nn.functional.binary_cross_entropy_with_logits(self.head(x).squeeze(-1), y)
+            loss = loss + weight_decay * self.head.weight.pow(2).sum()
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        return self
+
+    @torch.no_grad()
+    def predict(self, texts: list[str]) -> list[str]:
+        if not texts:
+            return []
+        logits = self.head((self.embed(texts) - self.mean) / self.std).squeeze(-1)
+        return [self.classes[int(v > 0)] for v in logits]
+
+    def accuracy(self, texts: list[str], labels: list[str]) -> float:
+        keep = [(t, l) for t, l in zip(texts, labels) if l in self.classes]
+        pred = self.predict([t for t, _ in keep])
+        return sum(p == l for p, (_, l) in zip(pred, keep)) / max(len(keep), 1)

@@ -1,0 +1,56 @@
+"""`python -m diled_platform` (the `diled` command) on a saved model."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from diled import DiLED, LatentDiffusion, MLPSkipNet, VectorCodec
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    model = DiLED(VectorCodec(2, 2, hidden=16, depth=1), MLPSkipNet(2, hidden=16, depth=2, time_dim=8),
+                  LatentDiffusion("constant", 20), w=1.0)
+    return model.save_pretrained(tmp_path_factory.mktemp("cli") / "model"), model
+
+
+def cli(*args, stdin=None):
+    return subprocess.run([sys.executable, "-m", "diled_platform", *args], capture_output=True, text=True,
+                          timeout=120, input=stdin)
+
+
+def lines(out):
+    return [json.loads(line) for line in out.stdout.splitlines()]
+
+
+def test_generate_matches_the_library(model_dir):
+    path, model = model_dir
+    out = cli("generate", "--model", str(path), "-n", "3", "--seed", "4", "--steps", "5")
+    assert out.returncode == 0, out.stderr
+    assert [r["output"] for r in lines(out)] == model.generate(3, steps=5, seed=4)
+
+
+def test_encode_reconstruct_interpolate(model_dir):
+    path, model = model_dir
+    out = cli("encode", "--model", str(path), "[2.0, 0.0]", "[0.0, -2.0]")
+    assert out.returncode == 0, out.stderr
+    got = torch.tensor([r["latent"] for r in lines(out)])
+    torch.testing.assert_close(got, model.encode([[2.0, 0.0], [0.0, -2.0]]))
+    out = cli("reconstruct", "--model", str(path), "--file", "-", stdin="[2.0, 0.0]\n[1.0, 1.0]\n")
+    assert out.returncode == 0 and len(lines(out)) == 2
+    out = cli("interpolate", "--model", str(path), "--num", "4", "[2.0, 0.0]", "[0.0, -2.0]")
+    assert out.returncode == 0 and [r["alpha"] for r in lines(out)] == pytest.approx([0, 1 / 3, 2 / 3, 1])
+
+
+def test_errors_are_clear(model_dir, tmp_path):
+    path, _ = model_dir
+    out = cli("generate", "--model", str(tmp_path / "missing"))
+    assert out.returncode != 0 and "no such directory" in out.stderr
+    out = cli("encode", "--model", str(path), "not json")
+    assert out.returncode != 0 and "JSON lists" in out.stderr
+    out = cli("interpolate", "--model", str(path), "[1, 1]")
+    assert out.returncode != 0 and "exactly two inputs" in out.stderr

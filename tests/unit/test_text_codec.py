@@ -1,0 +1,162 @@
+"""The text codec against Hugging Face's GPT-2, its KV-cache decoding, freezing, saving and learning."""
+
+import pytest
+import torch
+from transformers import GPT2LMHeadModel
+
+from diled import DiLED, LatentDiffusion, MLPSkipNet
+from diled.codecs.text import TextCodec, train_bpe
+
+SENTENCES = [
+    "a three-hour cinema master class.", "the movie was bad and boring.", "what a great film, i loved it.",
+    "self-driving cars just seem lazy.", "i just don't trust my life in their hands.",
+    "the acting is wooden and the plot is thin.", "a warm, funny and moving story.",
+    "the flight was late again and nobody told us.", "best customer service i have had in years.",
+    "it drags on far too long.", "a clever script with sharp dialogue.", "my bag was lost on the way home.",
+]
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory):
+    return str(train_bpe(SENTENCES * 5, 400, tmp_path_factory.mktemp("tok")))
+
+
+def make_codec(tokenizer_dir, **kw):
+    torch.manual_seed(0)
+    args = dict(latent_dim=8, tokenizer=tokenizer_dir, max_length=24,
+                decoder_config={"n_layer": 2, "n_embd": 32, "n_head": 2, "n_positions": 32})
+    args.update(kw)
+    return TextCodec(**args)
+
+
+def test_without_latent_the_decoder_is_exactly_hugging_face_gpt2(tokenizer_dir):
+    codec = make_codec(tokenizer_dir).eval()
+    batch = codec.collate(SENTENCES[:5])
+    ids, mask = batch["dec_ids"], batch["dec_mask"]
+    plain = GPT2LMHeadModel(codec.decoder.config).eval()
+    plain.load_state_dict(codec.decoder.state_dict())
+    with torch.no_grad():
+        ours = codec.decoder_logits(ids, mask, None)
+        ref = plain(input_ids=ids, attention_mask=mask).logits
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-5)
+    # with both latent paths switched off, a latent changes nothing either
+    off = make_codec(tokenizer_dir, latent_memory=False, latent_embedding=False).eval()
+    off.decoder.load_state_dict(codec.decoder.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(off.decoder_logits(ids, mask, torch.randn(5, 8)), ref, rtol=0, atol=1e-5)
+
+
+def test_latent_enters_through_memory_and_embedding(tokenizer_dir):
+    codec = make_codec(tokenizer_dir).eval()
+    batch = codec.collate(SENTENCES[:3])
+    z = torch.randn(3, 8)
+    with torch.no_grad():
+        base = codec.decoder_logits(batch["dec_ids"], batch["dec_mask"], z)
+        for kw in ({"latent_memory": False}, {"latent_embedding": False}):
+            other = make_codec(tokenizer_dir, **kw).eval()
+            other.load_state_dict(codec.state_dict())
+            assert (other.decoder_logits(batch["dec_ids"], batch["dec_mask"], z) - base).abs().max() > 1e-4
+    codec.train()
+    codec.reconstruction_loss(batch, z.requires_grad_()).sum().backward()
+    assert codec.latent_to_memory.weight.grad.abs().sum() > 0
+    assert codec.latent_to_embedding.weight.grad.abs().sum() > 0
+    assert z.grad.abs().sum() > 0
+
+
+def test_kv_cache_greedy_decoding_equals_recomputing_everything(tokenizer_dir):
+    codec = make_codec(tokenizer_dir).eval()
+    z = torch.randn(4, 8, generator=torch.Generator().manual_seed(0))
+    fast = codec.decode(z, max_new_tokens=12)
+    # naive: re-run the whole prefix every step, no cache
+    ids = torch.full((4, 1), codec.bos_id)
+    with torch.no_grad():
+        for _ in range(12):
+            logits = codec.decoder_logits(ids, torch.ones_like(ids), z)[:, -1]
+            ids = torch.cat([ids, logits.argmax(-1, keepdim=True)], dim=1)
+    naive = []
+    for row in ids[:, 1:].tolist():
+        row = row[: row.index(codec.eos_id)] if codec.eos_id in row else row
+        naive.append(codec.tokenizer.decode(row, skip_special_tokens=True).strip())
+    assert fast == naive
+
+
+def test_sampling_options(tokenizer_dir):
+    codec = make_codec(tokenizer_dir).eval()
+    z = torch.randn(3, 8)
+    a = codec.decode(z, strategy="sample", top_k=5, top_p=0.9, temperature=0.8, generator=torch.Generator().manual_seed(1))
+    b = codec.decode(z, strategy="sample", top_k=5, top_p=0.9, temperature=0.8, generator=torch.Generator().manual_seed(1))
+    assert a == b and len(a) == 3
+    with pytest.raises(ValueError, match="top_p"):
+        codec.decode(z, strategy="sample", top_p=0)
+    with pytest.raises(ValueError, match="'beam'"):
+        codec.decode(z, strategy="beam")
+
+
+def test_freezing(tokenizer_dir):
+    codec = make_codec(tokenizer_dir, encoder_trainable_layers=2, decoder_trainable="paper")
+    enc_layers = codec.encoder.encoder.layer
+    assert not any(p.requires_grad for layer in enc_layers[:-2] for p in layer.parameters())
+    assert all(p.requires_grad for layer in enc_layers[-2:] for p in layer.parameters())
+    assert not any(p.requires_grad for p in codec.encoder.embeddings.parameters())
+    tr = codec.decoder.transformer
+    assert all(p.requires_grad for p in tr.wte.parameters()) and all(p.requires_grad for p in tr.h[0].parameters())
+    assert not any(p.requires_grad for p in tr.h[1].parameters())
+    assert all(p.requires_grad for p in codec.latent_to_memory.parameters())
+    assert all(p.requires_grad for p in codec.to_latent.parameters())
+
+
+def test_bad_examples_get_a_clear_error(tokenizer_dir):
+    codec = make_codec(tokenizer_dir)
+    with pytest.raises(ValueError, match=r"example\(s\) \[1\] are empty"):
+        codec.collate(["fine", "   "])
+    long = " ".join(["word"] * 500)  # truncated to max_length, never an error
+    assert codec.collate([long])["dec_ids"].shape[1] <= codec.max_length + 1
+
+
+def tiny_text_model(tokenizer_dir, w=1.0):
+    codec = make_codec(tokenizer_dir, encoder_trainable_layers=1)
+    return DiLED(codec, MLPSkipNet(8, hidden=32, depth=2, time_dim=16), LatentDiffusion("constant", 100), w=w)
+
+
+def test_save_and_load(tokenizer_dir, tmp_path):
+    model = tiny_text_model(tokenizer_dir).eval()
+    path = model.save_pretrained(tmp_path / "m")
+    assert (path / "decoder_tokenizer").is_dir() and (path / "encoder" / "config.json").is_file()
+    loaded = DiLED.from_pretrained(path)
+    torch.testing.assert_close(model.encode(SENTENCES[:3]), loaded.encode(SENTENCES[:3]))
+    assert model.generate(3, steps=5, seed=0) == loaded.generate(3, steps=5, seed=0)
+
+
+def test_reconstruction_improves_and_generation_comes_from_the_decoder(tokenizer_dir):
+    model = tiny_text_model(tokenizer_dir)
+    batch = model.codec.collate(SENTENCES)
+
+    def rec_and_acc():
+        model.eval()
+        with torch.no_grad():
+            z0 = model.encode(batch)
+            return model.codec.reconstruction_loss(batch, z0).mean().item(), model.codec.token_accuracy(batch, z0).mean().item()
+
+    rec0, acc0 = rec_and_acc()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    torch.manual_seed(0)
+    model.train()
+    for _ in range(150):
+        out = model(batch)
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+    rec1, acc1 = rec_and_acc()
+    assert rec1 < 0.5 * rec0, (rec0, rec1)          # nats per token, measured ~6.0 -> ~1
+    assert acc1 > acc0 + 0.3, (acc0, acc1)          # teacher-forced token accuracy
+
+    # generation: latents from the prior, decoded token by token by the GPT-2 decoder
+    calls = []
+    hook = model.codec.decoder.register_forward_hook(lambda *a: calls.append(1))
+    samples = model.generate(6, steps=10, seed=0)
+    hook.remove()
+    assert len(samples) == 6 and calls
+    assert samples == model.codec.decode(model.sample_latents(6, steps=10, generator=torch.Generator().manual_seed(0)))
+    with torch.no_grad():  # a different decoder gives different text from the same latents
+        model.codec.decoder.lm_head.weight.mul_(-1)
+    assert model.generate(6, steps=10, seed=0) != samples
