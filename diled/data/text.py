@@ -229,7 +229,8 @@ def _jsonl_rows(path: Path, column, label_column, stats):
 
 
 def split_table(table: pa.Table, val_fraction: float, test_fraction: float, seed: int) -> dict[str, pa.Table]:
-    """A seeded random train / val / test split."""
+    """A seeded random train / val / test split; each part keeps the shuffled order (the corpus files are
+    grouped by source and topic, and training on them in file order drifts from topic to topic)."""
     n = table.num_rows
     idx = list(range(n))
     random.Random(seed).shuffle(idx)
@@ -237,7 +238,7 @@ def split_table(table: pa.Table, val_fraction: float, test_fraction: float, seed
     if n - n_val - n_test < 1:
         raise ValueError(f"{n} examples are too few for val_fraction={val_fraction}, test_fraction={test_fraction}")
     parts = {"val": idx[:n_val], "test": idx[n_val:n_val + n_test], "train": idx[n_val + n_test:]}
-    return {k: table.take(pa.array(sorted(v), type=pa.int64())) for k, v in parts.items()}
+    return {k: table.take(pa.array(v, type=pa.int64())) for k, v in parts.items()}
 
 
 def write_splits(splits: dict[str, pa.Table], directory: str | Path) -> dict[str, Path]:

@@ -34,6 +34,7 @@ _OWNED_DS_KEYS = ("optimizer", "scheduler", "train_batch_size", "train_micro_bat
                   "gradient_accumulation_steps", "gradient_clipping", "bf16", "fp16")
 log = logging.getLogger("diled")
 ACTIVE_DIM_THRESHOLD = 0.01  # Var_x[mu_d] above this counts as an active unit (Burda et al. 2016)
+SHUFFLE_BATCHES = 32  # local shuffle buffer, in batches: mixes neighbouring blocks on top of the split's shuffle
 
 
 # ----------------------------------------------------------------------------- DeepSpeed config
@@ -117,15 +118,18 @@ def setup_model_and_engine(cfg: JobConfig, ctx: WorkerContext):
     return engine
 
 
-def setup_data_shard(cfg: JobConfig, codec, name: str = "train") -> Iterator[dict[str, torch.Tensor]]:
-    """Endless batches of this worker's shard of the training set, epoch after epoch."""
+def setup_data_shard(cfg: JobConfig, codec, rank: int, name: str = "train") -> Iterator[dict[str, torch.Tensor]]:
+    """Endless batches of this worker's shard of the training set, epoch after epoch, reshuffled locally
+    every epoch (seeded by run seed, rank and epoch)."""
     import ray.train
 
     shard = ray.train.get_dataset_shard(name)
     epoch = 0
     while True:
         got = False
-        for columns in shard.iter_batches(batch_size=cfg.data.batch_size, batch_format="numpy", drop_last=True):
+        for columns in shard.iter_batches(batch_size=cfg.data.batch_size, batch_format="numpy", drop_last=True,
+                                          local_shuffle_buffer_size=SHUFFLE_BATCHES * cfg.data.batch_size,
+                                          local_shuffle_seed=cfg.run.seed * 100_003 + rank * 1009 + epoch):
             got = True
             yield codec.collate_columns(columns)
         if not got:
@@ -314,7 +318,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         log.info(f"{'resuming at step ' + str(start) if resumed else 'starting'}: {ctx.world_size} worker(s), "
                  f"ZeRO stage {zero_stage(cfg)}, {_count_trainable(engine.module):,} trainable parameters")
     torch.manual_seed(cfg.run.seed * 1000 + ctx.rank + start)  # t and eps draws differ per rank and attempt
-    train_batches = setup_data_shard(cfg, codec)
+    train_batches = setup_data_shard(cfg, codec, ctx.rank)
     val = validation_batches(cfg, codec, ctx)
     progress = Progress(cfg, ctx)
     for step in range(start + 1, cfg.optim.max_steps + 1):

@@ -118,3 +118,12 @@ def test_export_matches_the_trained_engine(ray_local, tmp_path, stage):
                                torch.tensor(engine_model.generate(4, steps=10, seed=0)), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(torch.tensor(loaded["recon"]), torch.tensor(engine_model.reconstruct({"x": xt})),
                                rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (bf16 path)")
+def test_bf16_on_gpu(ray_local, tmp_path):
+    cfg = tiny(tmp_path, "gpu", "--scaling.use_gpu=true", "--scaling.num_workers=1", "--optim.max_steps=20")
+    out = fit(cfg)
+    assert out.metrics["step"] == 20
+    assert train_state(out.result.checkpoint.path)["config"]["scaling"]["use_gpu"] is True

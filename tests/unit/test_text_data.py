@@ -80,3 +80,11 @@ def test_unsupported_and_missing(tmp_path):
     (tmp_path / "x.docx").write_text("hi")
     with pytest.raises(ValueError, match="unsupported"):
         read_user_texts(tmp_path / "x.docx")
+
+
+def test_split_parts_are_shuffled_not_in_file_order():
+    # the corpus files are grouped by topic: a split in file order would train topic after topic
+    table = pa.table({"text": [f"s{i}" for i in range(1000)], "label": ["x"] * 1000})
+    order = [int(t[1:]) for t in split_table(table, 0.1, 0.1, seed=0)["train"].column("text").to_pylist()]
+    assert order != sorted(order)
+    assert sum(a < b for a, b in zip(order, order[1:])) < 0.6 * len(order)
