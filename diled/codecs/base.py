@@ -9,6 +9,7 @@ mean z0), ``reconstruction_loss(batch, z) -> [N]`` (-log p(x0 | z) per example, 
 
 from __future__ import annotations
 
+import abc
 import math
 from pathlib import Path
 from typing import Any, ClassVar
@@ -43,36 +44,37 @@ def build_codec(config: dict, directory: str | Path | None = None) -> "Codec":
     return CODECS[name].from_config(config, directory=directory)
 
 
-class Codec(nn.Module):
-    """Base class of the codec protocol. Subclasses set ``name`` and ``latent_dim``."""
+class Codec(nn.Module, metaclass=abc.ABCMeta):
+    """Base class of the codec protocol. Subclasses set ``name`` and ``latent_dim`` and implement the
+    abstract methods (a subclass missing one cannot be instantiated)."""
 
     name: ClassVar[str]
     latent_dim: int
 
+    @abc.abstractmethod
     def encode(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Encoder means mu(x0): [N x D]."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def reconstruction_loss(self, batch: dict[str, torch.Tensor], z: torch.Tensor) -> torch.Tensor:
         """-log p(x0 | z) per example: [N]."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def decode(self, z: torch.Tensor, **kwargs) -> list:
         """Decode latents [N x D] into N items of the data type."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def collate(self, examples: list) -> dict[str, torch.Tensor]:
         """Turn raw examples into a batch."""
-        raise NotImplementedError
 
     def collate_columns(self, columns: dict[str, Any]) -> dict[str, torch.Tensor]:
         """Turn a columnar batch (a dict of arrays, as Ray Data yields) into a batch: by default the
         examples are the column ``"x"``."""
         return self.collate(list(columns["x"]))
 
+    @abc.abstractmethod
     def get_config(self) -> dict[str, Any]:
         """Keyword arguments that rebuild this codec (JSON-serialisable)."""
-        raise NotImplementedError
 
     @classmethod
     def from_config(cls, config: dict[str, Any], directory: str | Path | None = None) -> "Codec":

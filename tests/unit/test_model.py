@@ -147,3 +147,16 @@ def test_from_config_rejects_unknown_keys_and_codecs():
         DiLED.from_config({**config, "codec": {"name": "audio"}})
     with pytest.raises(ValueError, match="unknown noise schedule 'quadratic'"):
         DiLED.from_config({**config, "diffusion": {"schedule": "quadratic", "T": 10}})
+
+
+def test_a_codec_must_implement_the_protocol():
+    from diled.codecs.base import Codec
+
+    class Half(Codec):
+        name = "half"
+
+        def encode(self, batch):
+            return batch["x"]
+
+    with pytest.raises(TypeError, match="abstract"):
+        Half()
