@@ -85,10 +85,11 @@ def clean_text(text: str) -> str:
 
 
 def clean_corpus(rows, min_words: int = 3, max_words: int = 30, stats: TextStats | None = None,
-                 source: str = "data") -> tuple[list[str], list[str], TextStats]:
-    """Clean, length-filter (in words) and deduplicate (case-insensitively) ``(text, label)`` rows."""
+                 source: str = "data", seen: set[str] | None = None) -> tuple[list[str], list[str], TextStats]:
+    """Clean, length-filter (in words) and deduplicate (case-insensitively) ``(text, label)`` rows;
+    pass the same ``seen`` set to deduplicate across several sources."""
     stats = stats or TextStats()
-    seen: set[str] = set()
+    seen = set() if seen is None else seen
     texts, labels = [], []
     for text, label in rows:
         stats.read += 1
@@ -115,31 +116,16 @@ def clean_corpus(rows, min_words: int = 3, max_words: int = 30, stats: TextStats
 
 
 def default_corpus(min_words: int = 3, max_words: int = 30) -> tuple[pa.Table, TextStats]:
-    """The offline corpus: Rotten Tomatoes snippets then tweets, cleaned; columns text, label, source."""
-    stats = TextStats()
+    """The offline corpus: Rotten Tomatoes snippets then tweets, cleaned and deduplicated across both;
+    columns text, label, source."""
+    stats, seen = TextStats(), set()
     texts, labels, sources = [], [], []
     for name, loader in (("rotten_tomatoes", rotten_tomatoes), ("tweets", tweets)):
-        t, lab, stats = clean_corpus(loader(), min_words, max_words, stats, source=name)
-        # deduplicate across the two sources too
-        for text, label in zip(t, lab):
-            texts.append(text)
-            labels.append(label)
-            sources.append(name)
-    texts, labels, sources = _dedupe(texts, labels, sources, stats)
+        t, lab, stats = clean_corpus(loader(), min_words, max_words, stats, source=name, seen=seen)
+        texts += t
+        labels += lab
+        sources += [name] * len(t)
     return pa.table({"text": texts, "label": labels, "source": sources}), stats
-
-
-def _dedupe(texts, labels, sources, stats):
-    seen, out = set(), ([], [], [])
-    for t, l, s in zip(texts, labels, sources):
-        if t.lower() in seen:
-            stats.duplicate += 1
-            stats.kept -= 1
-            stats.sources[s] -= 1
-            continue
-        seen.add(t.lower())
-        out[0].append(t), out[1].append(l), out[2].append(s)
-    return out
 
 
 def _read_lines(path: Path, stats: TextStats):
@@ -161,7 +147,7 @@ def read_user_texts(path: str | Path, column: str = "text", label_column: str | 
         raise FileNotFoundError(f"no such file or folder: {path}")
     stats = TextStats()
     suffix = path.suffix.lower()
-    if path.is_dir() and (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
+    if path.is_dir() and ((path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()):
         import datasets
 
         ds = datasets.load_from_disk(str(path))
@@ -171,7 +157,7 @@ def read_user_texts(path: str | Path, column: str = "text", label_column: str | 
     elif suffix == ".txt":
         rows = _read_lines(path, stats)
     elif suffix == ".csv":
-        rows = _csv_rows(path, column, label_column, stats)
+        rows = _csv_rows(path, column, label_column)
     elif suffix in (".jsonl", ".json"):
         rows = _jsonl_rows(path, column, label_column, stats)
     elif suffix == ".parquet" or (path.is_dir() and any(path.glob("*.parquet"))):
@@ -200,7 +186,7 @@ def _table_rows(table: pa.Table, column, label_column, path):
     return list(zip(texts, labels))
 
 
-def _csv_rows(path: Path, column, label_column, stats):
+def _csv_rows(path: Path, column, label_column):
     data = path.read_bytes()
     try:
         text = data.decode("utf-8")
