@@ -150,10 +150,13 @@ class DiLED(nn.Module):
     @torch.no_grad()
     def generate(self, n: int, steps: int | None = None, sampler: str = "ddim", seed: int | None = None,
                  generator: torch.Generator | None = None, **decode_kwargs) -> list:
-        """``n`` new items: sample z1 with the prior, decode it."""
+        """``n`` new items: sample z1 with the prior, decode it. The same generator (or ``seed``) also
+        drives sampled decoding (``strategy="sample"``), so a seeded call is reproducible end to end."""
         if generator is None and seed is not None:
             generator = torch.Generator().manual_seed(seed)
         z1 = self.sample_latents(n, steps=steps, sampler=sampler, generator=generator)
+        if generator is not None:
+            decode_kwargs.setdefault("generator", generator)
         return self.codec.decode(z1, **decode_kwargs)
 
     @torch.no_grad()
@@ -162,17 +165,37 @@ class DiLED(nn.Module):
         return ddim_invert(self.diffusion, self.denoiser, self.encode(batch), self._steps(steps))
 
     @torch.no_grad()
+    def reconstruct_latents(self, batch, via: Via = "latent", steps: int | None = None) -> torch.Tensor:
+        """The z1 [N x D] that ``reconstruct`` decodes: the encoder means (``via="latent"``), or the means
+        DDIM-inverted to z_T and sampled back with the prior (``via="inversion"``)."""
+        if via == "latent":
+            return self.encode(batch)
+        if via == "inversion":
+            return ddim_sample(self.diffusion, self.denoiser, self.invert(batch, steps=steps), self._steps(steps))
+        raise ValueError(f"unknown via {via!r}; valid values: latent, inversion")
+
+    @torch.no_grad()
     def reconstruct(self, batch, via: Via = "latent", steps: int | None = None, **decode_kwargs) -> list:
         """decode(encode(x)); ``via="inversion"`` goes through the prior: mu -> DDIM-invert -> z_T ->
         DDIM-sample -> z1 -> decode."""
+        return self.codec.decode(self.reconstruct_latents(batch, via=via, steps=steps), **decode_kwargs)
+
+    @torch.no_grad()
+    def interpolate_latents(self, a, b, num: int = 5, steps: int | None = None, via: Via = "inversion") -> torch.Tensor:
+        """The ``num`` latents z1 [num x D] that ``interpolate`` decodes."""
+        if isinstance(num, bool) or not isinstance(num, int) or num < 2:
+            raise ValueError(f"num must be an integer >= 2, got {num!r}")
+        # a raw example is collated on its own; a collated batch contributes its first row
+        za, zb = (self.encode(x)[:1] if isinstance(x, dict) else self.encode([x]) for x in (a, b))
+        alphas = torch.linspace(0, 1, num).tolist()
         if via == "latent":
-            z1 = self.encode(batch)
-        elif via == "inversion":
-            z_T = self.invert(batch, steps=steps)
-            z1 = ddim_sample(self.diffusion, self.denoiser, z_T, self._steps(steps))
-        else:
-            raise ValueError(f"unknown via {via!r}; valid values: latent, inversion")
-        return self.codec.decode(z1, **decode_kwargs)
+            return torch.cat([(1 - s) * za + s * zb for s in alphas])
+        if via == "inversion":
+            ts = self._steps(steps)
+            codes = ddim_invert(self.diffusion, self.denoiser, torch.cat([za, zb]), ts)
+            z_T = torch.cat([slerp(codes[:1], codes[1:], s) for s in alphas])
+            return ddim_sample(self.diffusion, self.denoiser, z_T, ts)
+        raise ValueError(f"unknown via {via!r}; valid values: latent, inversion")
 
     @torch.no_grad()
     def interpolate(self, a, b, num: int = 5, steps: int | None = None, via: Via = "inversion",
@@ -182,21 +205,7 @@ class DiLED(nn.Module):
         ``via="inversion"``: slerp between the DDIM-inverted codes z_T and sample each back (DiLED's text
         interpolation); ``via="latent"``: linear interpolation between the encoder means.
         """
-        if isinstance(num, bool) or not isinstance(num, int) or num < 2:
-            raise ValueError(f"num must be an integer >= 2, got {num!r}")
-        # a raw example is collated on its own; a collated batch contributes its first row
-        za, zb = (self.encode(x)[:1] if isinstance(x, dict) else self.encode([x]) for x in (a, b))
-        alphas = torch.linspace(0, 1, num).tolist()
-        if via == "latent":
-            z1 = torch.cat([(1 - s) * za + s * zb for s in alphas])
-        elif via == "inversion":
-            ts = self._steps(steps)
-            codes = ddim_invert(self.diffusion, self.denoiser, torch.cat([za, zb]), ts)
-            z_T = torch.cat([slerp(codes[:1], codes[1:], s) for s in alphas])
-            z1 = ddim_sample(self.diffusion, self.denoiser, z_T, ts)
-        else:
-            raise ValueError(f"unknown via {via!r}; valid values: latent, inversion")
-        return self.codec.decode(z1, **decode_kwargs)
+        return self.codec.decode(self.interpolate_latents(a, b, num=num, steps=steps, via=via), **decode_kwargs)
 
     # ----------------------------------------------------------------- persistence
     def save_pretrained(self, directory: str | Path) -> Path:

@@ -4,6 +4,10 @@
     python -m diled_platform reconstruct --model runs/text-cpu/model --via inversion "a sentence"
     python -m diled_platform generate    --model runs/text-cpu/model -n 5 --steps 50 --seed 0
     python -m diled_platform interpolate --model runs/text-cpu/model --num 5 "first" "second"
+    python -m diled_platform generate    --url http://127.0.0.1:8000 -n 5 --seed 0   # a running service
+
+With ``--url`` instead of ``--model`` the command calls a DiLED service (``jobs/serve.py``); its API key,
+if it has one, comes from DILED_API_KEY or DILED_API_KEY_FILE.
 
 Inputs come as arguments or, with ``--file PATH`` (``-`` for stdin), one per line; vector models take
 JSON lists (``"[0.5, 1.0]"``). Output is JSON lines on stdout. Installed as the ``diled`` command too.
@@ -27,13 +31,61 @@ def _inputs(args) -> list:
     return items
 
 
-def _parse(model, items: list[str]) -> list:
-    if model.codec.name == "text":
+def _parse(codec: str, items: list[str]) -> list:
+    if codec == "text":
         return items
     try:
         return [json.loads(x) for x in items]
     except json.JSONDecodeError as e:
-        raise SystemExit(f"error: {model.codec.name} models take JSON lists, e.g. \"[0.5, 1.0]\": {e}") from None
+        raise SystemExit(f"error: {codec} models take JSON lists, e.g. \"[0.5, 1.0]\": {e}") from None
+
+
+def _write_encoded(items, latents) -> None:
+    for x, z in zip(items, latents):
+        sys.stdout.write(json.dumps({"input": x, "latent": z}) + "\n")
+
+
+def _write_outputs(items, outputs) -> None:
+    for x, y in zip(items, outputs):
+        sys.stdout.write(json.dumps({"input": x, "output": y}) + "\n")
+
+
+def _write_interpolation(num, outputs) -> None:
+    for k, y in enumerate(outputs):
+        sys.stdout.write(json.dumps({"alpha": k / (num - 1), "output": y}) + "\n")
+
+
+def _check_pair(items) -> None:
+    if len(items) != 2:
+        raise SystemExit(f"error: interpolate takes exactly two inputs, got {len(items)}")
+
+
+def _remote(args) -> int:
+    """The same commands against a running service."""
+    from diled_platform.client import DiLEDClient, DiLEDServiceError
+
+    client = DiLEDClient(args.url)
+    steps = {"steps": args.steps} if args.steps is not None else {}
+    try:
+        codec = client.health()["codec"]
+        if args.command == "generate":
+            body = {"n": args.n, "sampler": args.sampler, **steps, **({"seed": args.seed} if args.seed is not None else {})}
+            for item in client.request("/generate", body)["outputs"]:
+                sys.stdout.write(json.dumps({"output": item}) + "\n")
+            return 0
+        items = _parse(codec, _inputs(args))
+        if args.command == "encode":
+            _write_encoded(items, client.encode(items))
+        elif args.command == "reconstruct":
+            _write_outputs(items, client.reconstruct(items, via=args.via, **steps))
+        else:
+            _check_pair(items)
+            _write_interpolation(args.num, client.interpolate(items[0], items[1], num=args.num, **steps))
+    except DiLEDServiceError as e:
+        raise SystemExit(f"error: the service refused the request: {e}") from None
+    except OSError as e:
+        raise SystemExit(f"error: cannot reach {args.url}: {e}") from None
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,7 +93,9 @@ def main(argv: list[str] | None = None) -> int:
                                      "with a saved DiLED model.")
     sub = parser.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--model", required=True, help="a save_pretrained folder (e.g. runs/<name>/model)")
+    where = common.add_mutually_exclusive_group(required=True)
+    where.add_argument("--model", help="a save_pretrained folder (e.g. runs/<name>/model)")
+    where.add_argument("--url", help="a running DiLED service (jobs/serve.py), e.g. http://127.0.0.1:8000")
     common.add_argument("--steps", type=int, default=None, help="DDIM steps (default 50, or T if smaller)")
     with_inputs = argparse.ArgumentParser(add_help=False)
     with_inputs.add_argument("inputs", nargs="*")
@@ -57,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     inter.add_argument("--num", type=int, default=5)
     args = parser.parse_args(argv)
 
+    if args.url:
+        return _remote(args)
     from diled import DiLED
 
     try:
@@ -68,18 +124,14 @@ def main(argv: list[str] | None = None) -> int:
         for item in model.generate(args.n, steps=args.steps, sampler=args.sampler, seed=args.seed):
             out.write(json.dumps({"output": item}) + "\n")
         return 0
-    items = _parse(model, _inputs(args))
+    items = _parse(model.codec.name, _inputs(args))
     if args.command == "encode":
-        for x, z in zip(items, model.encode(items).tolist()):
-            out.write(json.dumps({"input": x, "latent": z}) + "\n")
+        _write_encoded(items, model.encode(items).tolist())
     elif args.command == "reconstruct":
-        for x, y in zip(items, model.reconstruct(items, via=args.via, steps=args.steps)):
-            out.write(json.dumps({"input": x, "output": y}) + "\n")
+        _write_outputs(items, model.reconstruct(items, via=args.via, steps=args.steps))
     else:
-        if len(items) != 2:
-            raise SystemExit(f"error: interpolate takes exactly two inputs, got {len(items)}")
-        for k, y in enumerate(model.interpolate(items[0], items[1], num=args.num, steps=args.steps)):
-            out.write(json.dumps({"alpha": k / (args.num - 1), "output": y}) + "\n")
+        _check_pair(items)
+        _write_interpolation(args.num, model.interpolate(items[0], items[1], num=args.num, steps=args.steps))
     return 0
 
 

@@ -1,0 +1,479 @@
+"""Ray Serve: one HTTP service for a trained DiLED model (any data type), loaded once per replica from a
+``save_pretrained`` folder (no DeepSpeed).
+
+    POST /encode       {"inputs": [...]}                          -> {"latents": [[...]], "latent_dim": D}
+    POST /reconstruct  {"inputs": [...]} or {"latents": [[...]]}  -> {"outputs": [...]}
+    POST /generate     {"n": 4, "steps": 50, "seed": 0, ...}      -> {"outputs": [...], "seed": 0}
+    POST /interpolate  {"a": ..., "b": ..., "num": 5}             -> {"alphas": [...], "outputs": [...]}
+    GET  /healthz                                                 -> model, codec, latent size, T
+    GET  /docs, /openapi.json                                     (FastAPI's OpenAPI page)
+
+Inputs are strings for text models and lists of numbers for vector models. Requests are typed (pydantic,
+unknown fields refused) and bounded (``MAX_ITEMS`` inputs, ``MAX_TEXT_CHARS`` characters, ``MAX_N``
+samples, DDIM ``steps`` within 1..T); a bad request gets a 4xx that names the problem.
+
+Concurrent requests are batched (``@serve.batch``): encoder passes of different requests run as one
+forward, and so do greedy decodes. The batch size and wait, and the model folder itself, come from the
+deployment's ``user_config`` and can be changed without restarting a replica (``reconfigure``).
+
+Access: with an API key (``DILED_API_KEY`` or a file named by ``DILED_API_KEY_FILE``, or its SHA-256
+given to ``build_app``), every POST needs ``Authorization: Bearer <key>``. Without a key the service is
+for this machine only: ``jobs/serve.py`` binds it to 127.0.0.1 and refuses any other address unless told
+``--insecure-no-auth``.
+"""
+
+
+import asyncio
+import hashlib
+import hmac
+import inspect
+import json
+import logging
+import os
+import secrets
+import threading
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import torch
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from ray import serve
+
+log = logging.getLogger("diled.serve")
+
+MAX_ITEMS = 64          # inputs or latents per request
+MAX_TEXT_CHARS = 2000   # characters per text input
+MAX_VECTOR_DIM = 4096   # numbers per vector input or latent
+MAX_N = 64              # samples per /generate
+MAX_NUM = 33            # points per /interpolate
+MAX_NEW_TOKENS = 256
+KEY_ENV, KEY_FILE_ENV = "DILED_API_KEY", "DILED_API_KEY_FILE"
+PUBLIC_PATHS = {"/healthz", "/docs", "/openapi.json", "/docs/oauth2-redirect", "/redoc"}
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+USER_CONFIG_KEYS = {"model_dir", "max_batch_size", "batch_wait_timeout_s", "api_key_sha256"}
+
+
+# ----------------------------------------------------------------------------- request/response models
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+Text = Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS)]
+Vector = Annotated[list[float], Field(min_length=1, max_length=MAX_VECTOR_DIM)]
+Inputs = list[Text] | list[Vector]
+
+
+class DecodeOptions(_Strict):
+    """How text is decoded from a latent (ignored by non-text models only at their defaults)."""
+    strategy: Literal["greedy", "sample"] = "greedy"
+    temperature: float = Field(1.0, gt=0, le=10)
+    top_k: int = Field(0, ge=0, le=100_000)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_new_tokens: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS)
+
+
+class EncodeRequest(_Strict):
+    inputs: Inputs = Field(min_length=1, max_length=MAX_ITEMS)
+
+
+class EncodeResponse(BaseModel):
+    latents: list[list[float]]
+    latent_dim: int
+
+
+class ReconstructRequest(DecodeOptions):
+    inputs: Inputs | None = Field(None, min_length=1, max_length=MAX_ITEMS)
+    latents: list[Vector] | None = Field(None, min_length=1, max_length=MAX_ITEMS)
+    via: Literal["latent", "inversion"] = "latent"
+    steps: int | None = Field(None, ge=1)
+    seed: int | None = Field(None, ge=0, lt=2**63)
+
+
+class GenerateRequest(DecodeOptions):
+    n: int = Field(1, ge=1, le=MAX_N)
+    steps: int | None = Field(None, ge=1)
+    sampler: Literal["ddim", "ddpm"] = "ddim"
+    seed: int | None = Field(None, ge=0, lt=2**63)
+    return_latents: bool = False
+
+
+class InterpolateRequest(DecodeOptions):
+    a: Text | Vector
+    b: Text | Vector
+    num: int = Field(5, ge=2, le=MAX_NUM)
+    steps: int | None = Field(None, ge=1)
+    via: Literal["latent", "inversion"] = "inversion"
+    seed: int | None = Field(None, ge=0, lt=2**63)
+
+
+class OutputsResponse(BaseModel):
+    outputs: list[Any]
+
+
+class GenerateResponse(BaseModel):
+    outputs: list[Any]
+    seed: int
+    latents: list[list[float]] | None = None
+
+
+class InterpolateResponse(BaseModel):
+    alphas: list[float]
+    outputs: list[Any]
+
+
+class BadRequest(ValueError):
+    """A request that passed the schema but not the model's own checks (a 422 with this message)."""
+
+
+# ----------------------------------------------------------------------------- API key
+def key_digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def api_key_from_env(environ: dict | None = None) -> str | None:
+    """The API key from ``DILED_API_KEY`` or the file named by ``DILED_API_KEY_FILE`` (never from the
+    command line); None when neither is set. An empty key is an error, not "no key"."""
+    environ = os.environ if environ is None else environ
+    if environ.get(KEY_FILE_ENV):
+        path = Path(environ[KEY_FILE_ENV])
+        if not path.is_file():
+            raise ValueError(f"{KEY_FILE_ENV}={path}: no such file")
+        key = path.read_text().strip()
+        if not key:
+            raise ValueError(f"{KEY_FILE_ENV}={path}: the file is empty")
+        return key
+    if KEY_ENV in environ:
+        key = environ[KEY_ENV].strip()
+        if not key:
+            raise ValueError(f"{KEY_ENV} is set but empty")
+        return key
+    return None
+
+
+def check_bind(host: str, has_key: bool, insecure_no_auth: bool = False) -> None:
+    """Refuse to serve beyond loopback without an API key unless explicitly told to."""
+    if host not in LOOPBACK_HOSTS and not has_key and not insecure_no_auth:
+        raise ValueError(f"refusing to bind the DiLED service to {host!r} without an API key: set {KEY_ENV} or "
+                         f"{KEY_FILE_ENV}, bind to 127.0.0.1, or pass --insecure-no-auth if the network is private")
+
+
+# ----------------------------------------------------------------------------- the FastAPI app
+app = FastAPI(title="DiLED", description="Encode, reconstruct, generate and interpolate with a trained DiLED "
+              "model (diffusion with a learnable encoder and decoder).", version="1")
+
+
+# The replica's key digest. Module state set through a module-level function: Serve ships the deployment
+# class and the app by value (cloudpickle), so an attribute set on ``app`` inside a method would land on
+# a copy that the middleware never sees.
+_KEY = {"sha256": None}
+
+
+def set_api_key_digest(digest: str | None) -> None:
+    _KEY["sha256"] = digest or None
+
+
+@app.middleware("http")
+async def _require_key(request: Request, call_next):
+    digest = _KEY["sha256"]
+    if digest and request.url.path not in PUBLIC_PATHS:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(key_digest(token.strip()), digest):
+            return JSONResponse({"detail": "missing or wrong API key (send 'Authorization: Bearer <key>')"},
+                                status_code=401, headers={"WWW-Authenticate": "Bearer"})
+    return await call_next(request)
+
+
+@app.exception_handler(BadRequest)
+async def _bad_request(request: Request, exc: BadRequest):
+    return JSONResponse({"detail": str(exc)}, status_code=422)
+
+
+def _split(rows: list, sizes: list[int]) -> list[list]:
+    out, i = [], 0
+    for k in sizes:
+        out.append(rows[i:i + k])
+        i += k
+    return out
+
+
+@serve.deployment(
+    ray_actor_options={"num_cpus": 1},
+    autoscaling_config={"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 4,
+                        "upscale_delay_s": 5, "downscale_delay_s": 30},
+    health_check_period_s=10, health_check_timeout_s=30, max_ongoing_requests=32)
+@serve.ingress(app)
+class DiLEDService:
+    """One replica: the model, a lock so that one computation uses the CPUs at a time, batched paths."""
+
+    def __init__(self, model_dir: str, api_key_sha256: str | None = None, torch_threads: int | None = None):
+        if torch_threads:
+            torch.set_num_threads(torch_threads)
+        if api_key_sha256 is None:
+            key = api_key_from_env()
+            api_key_sha256 = key_digest(key) if key else None
+        set_api_key_digest(api_key_sha256)
+        self._lock = threading.Lock()
+        self.model, self.model_dir = None, None
+        # how many batched calls served how many requests (in /healthz: shows batching at work)
+        self.stats = {"encode_batches": 0, "encode_requests": 0, "decode_batches": 0, "decode_requests": 0}
+        self._load(model_dir)
+
+    # ------------------------------------------------------------------ lifecycle
+    def _load(self, model_dir: str) -> None:
+        from diled import DiLED
+
+        model = DiLED.from_pretrained(model_dir).eval()
+        with self._lock:
+            self.model, self.model_dir = model, str(model_dir)
+        log.info(f"serving {model_dir} ({model.codec.name}, latent {model.latent_dim}, T {model.diffusion.T})")
+
+    def reconfigure(self, config: dict) -> None:
+        """``user_config``: ``model_dir`` (load a new checkpoint in place), ``max_batch_size`` and
+        ``batch_wait_timeout_s`` (both batched paths), ``api_key_sha256`` (rotate the key)."""
+        unknown = set(config) - USER_CONFIG_KEYS
+        if unknown:
+            raise ValueError(f"unknown user_config keys {sorted(unknown)}; valid: {sorted(USER_CONFIG_KEYS)}")
+        if config.get("api_key_sha256"):
+            set_api_key_digest(str(config["api_key_sha256"]))
+        if not _KEY["sha256"]:
+            log.warning("DiLED service without an API key: keep it on 127.0.0.1")
+        if config.get("model_dir") and str(config["model_dir"]) != self.model_dir:
+            self._load(config["model_dir"])
+        self.batching = {**getattr(self, "batching", {}),
+                         **{k: config[k] for k in ("max_batch_size", "batch_wait_timeout_s") if k in config}}
+        for method in (self._encode_batched, self._decode_batched):
+            if "max_batch_size" in config:
+                method.set_max_batch_size(int(config["max_batch_size"]))
+            if "batch_wait_timeout_s" in config:
+                method.set_batch_wait_timeout_s(float(config["batch_wait_timeout_s"]))
+
+    def check_health(self) -> None:
+        if self.model is None:
+            raise RuntimeError("no model loaded")
+        z = torch.zeros(1, self.model.latent_dim)
+        with self._lock, torch.no_grad():
+            eps = self.model.denoiser(z, torch.ones(1, dtype=torch.long))
+        if not torch.isfinite(eps).all():
+            raise RuntimeError("the prior returns non-finite values")
+
+    async def _run(self, fn, *args, **kwargs):
+        """Run model code in a thread (the event loop keeps accepting requests to batch), one at a time."""
+        def locked():
+            with self._lock, torch.no_grad():
+                return fn(*args, **kwargs)
+        return await asyncio.to_thread(locked)
+
+    # ------------------------------------------------------------------ checks shared by the endpoints
+    def _check_inputs(self, items: list) -> list:
+        text = self.model.codec.name == "text"
+        kind = "strings" if text else f"lists of {getattr(self.model.codec, 'data_dim', '?')} numbers"
+        if text != all(isinstance(x, str) for x in items) or (not text and not all(isinstance(x, list) for x in items)):
+            raise BadRequest(f"this is a {self.model.codec.name} model: inputs must be {kind}")
+        if text:
+            empty = [i for i, x in enumerate(items) if not x.strip()]
+            if empty:
+                raise BadRequest(f"inputs {empty[:5]} are empty or blank")
+        else:
+            dim = self.model.codec.data_dim
+            wrong = [i for i, x in enumerate(items) if len(x) != dim]
+            if wrong:
+                raise BadRequest(f"inputs {wrong[:5]} do not have {dim} numbers")
+        return items
+
+    def _check_latents(self, latents: list[list[float]]) -> torch.Tensor:
+        d = self.model.latent_dim
+        wrong = [i for i, z in enumerate(latents) if len(z) != d]
+        if wrong:
+            raise BadRequest(f"latents {wrong[:5]} do not have {d} numbers (this model's latent size)")
+        z = torch.tensor(latents, dtype=torch.float32)
+        if not torch.isfinite(z).all():
+            raise BadRequest("latents must be finite numbers")
+        return z
+
+    def _check_steps(self, steps: int | None) -> None:
+        if steps is not None and steps > self.model.diffusion.T:
+            raise BadRequest(f"steps={steps} is more than this model's T={self.model.diffusion.T}")
+
+    def _decode_kwargs(self, req: DecodeOptions) -> dict:
+        opts = {k: getattr(req, k) for k in DecodeOptions.model_fields}
+        if self.model.codec.name != "text":
+            if opts != DecodeOptions().model_dump():
+                raise BadRequest(f"decoding options apply to text models; this is a {self.model.codec.name} model")
+            return {}
+        return {k: v for k, v in opts.items() if v is not None}
+
+    @staticmethod
+    def _generator(seed: int | None) -> tuple[torch.Generator, int]:
+        seed = secrets.randbits(63) if seed is None else seed
+        return torch.Generator().manual_seed(seed), seed
+
+    # ------------------------------------------------------------------ batched paths
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
+    async def _encode_batched(self, requests: list[list]) -> list[torch.Tensor]:
+        """The encoder means of several requests' inputs in one forward pass."""
+        self.stats["encode_batches"] += 1
+        self.stats["encode_requests"] += len(requests)
+        sizes = [len(r) for r in requests]
+        flat = [x for r in requests for x in r]
+        z = await self._run(self.model.encode, flat)
+        return list(torch.split(z, sizes))
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
+    async def _decode_batched(self, requests: list[tuple[torch.Tensor, dict]]) -> list[list]:
+        """Decode several requests' latents; those with the same deterministic options share one batch."""
+        self.stats["decode_batches"] += 1
+        self.stats["decode_requests"] += len(requests)
+        results: list[list | None] = [None] * len(requests)
+        groups: dict[tuple, list[int]] = {}
+        for i, (_, kw) in enumerate(requests):
+            groups.setdefault(tuple(sorted(kw.items())), []).append(i)
+        for key, idx in groups.items():
+            z = torch.cat([requests[i][0] for i in idx])
+            rows = await self._run(self.model.codec.decode, z, **dict(key))
+            for i, part in zip(idx, _split(rows, [requests[i][0].shape[0] for i in idx])):
+                results[i] = part
+        return results
+
+    async def _decode(self, z: torch.Tensor, kwargs: dict, generator: torch.Generator) -> list:
+        if kwargs.get("strategy") == "sample":
+            # sampled decoding consumes the request's own generator: not batched with others
+            return await self._run(self.model.codec.decode, z, generator=generator, **kwargs)
+        return await self._decode_batched((z, kwargs))
+
+    # ------------------------------------------------------------------ endpoints
+    @app.get("/healthz")
+    def healthz(self) -> dict:
+        m = self.model
+        return {"status": "ok", "model_dir": self.model_dir, "codec": m.codec.name, "latent_dim": m.latent_dim,
+                "T": m.diffusion.T, "schedule": m.diffusion.schedule, "pid": os.getpid(), "batching": {**getattr(self, "batching", {}), **self.stats}}
+
+    @app.post("/encode", response_model=EncodeResponse)
+    async def encode(self, req: EncodeRequest) -> EncodeResponse:
+        z = await self._encode_batched(self._check_inputs(req.inputs))
+        return EncodeResponse(latents=z.tolist(), latent_dim=self.model.latent_dim)
+
+    @app.post("/reconstruct", response_model=OutputsResponse)
+    async def reconstruct(self, req: ReconstructRequest) -> OutputsResponse:
+        if (req.inputs is None) == (req.latents is None):
+            raise BadRequest("give exactly one of 'inputs' (to encode and decode) or 'latents' (to decode)")
+        self._check_steps(req.steps)
+        kwargs = self._decode_kwargs(req)
+        generator, _ = self._generator(req.seed)
+        if req.latents is not None:
+            z = self._check_latents(req.latents)
+        elif req.via == "latent":
+            z = await self._encode_batched(self._check_inputs(req.inputs))
+        else:
+            z = await self._run(self.model.reconstruct_latents, self._check_inputs(req.inputs), via="inversion",
+                                steps=req.steps)
+        return OutputsResponse(outputs=await self._decode(z, kwargs, generator))
+
+    @app.post("/generate", response_model=GenerateResponse)
+    async def generate(self, req: GenerateRequest) -> GenerateResponse:
+        self._check_steps(req.steps)
+        kwargs = self._decode_kwargs(req)
+        generator, seed = self._generator(req.seed)
+        z = await self._run(self.model.sample_latents, req.n, steps=req.steps, sampler=req.sampler,
+                            generator=generator)
+        outputs = await self._decode(z, kwargs, generator)
+        return GenerateResponse(outputs=outputs, seed=seed, latents=z.tolist() if req.return_latents else None)
+
+    @app.post("/interpolate", response_model=InterpolateResponse)
+    async def interpolate(self, req: InterpolateRequest) -> InterpolateResponse:
+        self._check_steps(req.steps)
+        a, b = self._check_inputs([req.a, req.b])
+        kwargs = self._decode_kwargs(req)
+        generator, _ = self._generator(req.seed)
+        z = await self._run(self.model.interpolate_latents, a, b, num=req.num, steps=req.steps, via=req.via)
+        outputs = await self._decode(z, kwargs, generator)
+        return InterpolateResponse(alphas=torch.linspace(0, 1, req.num).tolist(), outputs=outputs)
+
+
+# ----------------------------------------------------------------------------- building the application
+def build_app(model_dir: str | Path, *, api_key_sha256: str | None = None, max_batch_size: int = 16,
+              batch_wait_timeout_s: float = 0.005, min_replicas: int = 1, max_replicas: int = 2,
+              target_ongoing_requests: float = 4, num_cpus: float = 1.0, torch_threads: int | None = None):
+    """The Serve application for one model folder (``serve.run(build_app(...))``)."""
+    model_dir = Path(model_dir).resolve()
+    for name in ("config.json", "model.safetensors"):
+        if not (model_dir / name).is_file():
+            raise FileNotFoundError(f"{model_dir} is not a save_pretrained folder: it has no {name}")
+    if max_batch_size < 1:
+        raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+    if not 1 <= min_replicas <= max_replicas:
+        raise ValueError(f"need 1 <= min_replicas <= max_replicas, got {min_replicas}, {max_replicas}")
+    deployment = DiLEDService.options(
+        ray_actor_options={"num_cpus": num_cpus},
+        autoscaling_config={"min_replicas": min_replicas, "max_replicas": max_replicas,
+                            "target_ongoing_requests": target_ongoing_requests,
+                            "upscale_delay_s": 5, "downscale_delay_s": 30},
+        user_config={"model_dir": str(model_dir), "max_batch_size": max_batch_size,
+                     "batch_wait_timeout_s": batch_wait_timeout_s,
+                     **({"api_key_sha256": api_key_sha256} if api_key_sha256 else {})})
+    return deployment.bind(str(model_dir), api_key_sha256=api_key_sha256, torch_threads=torch_threads)
+
+
+def app_builder(args: dict[str, Any]):
+    """For Serve config files (``import_path: diled_platform.serve:app_builder``) and ``serve run``:
+    ``args`` holds ``model_dir`` and optionally the other ``build_app`` keywords. Without
+    ``api_key_sha256`` the key comes from the replicas' environment (``DILED_API_KEY`` / ``_FILE``)."""
+    args = dict(args)
+    if "model_dir" not in args:
+        raise ValueError("the DiLED Serve application needs args.model_dir (a save_pretrained folder)")
+    unknown = set(args) - set(inspect.signature(build_app).parameters)
+    if unknown:
+        raise ValueError(f"unknown args {sorted(unknown)} for the DiLED Serve application")
+    return build_app(args.pop("model_dir"), **args)
+
+
+# ----------------------------------------------------------------------------- config-file deployments
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "serve_config.yaml"
+
+
+def serve_config(model_dir: str | Path, *, path: str | Path = DEFAULT_CONFIG, host: str | None = None,
+                 port: int | None = None, api_key_sha256: str | None = None, **user_config) -> dict:
+    """The Serve config of ``path`` (default ``platform/serve_config.yaml``) for ``model_dir``, with
+    the HTTP address and ``user_config`` values (``max_batch_size``, ``batch_wait_timeout_s``) set."""
+    import yaml
+
+    model_dir = str(Path(model_dir).resolve())
+    config = yaml.safe_load(Path(path).read_text())
+    if host is not None:
+        config.setdefault("http_options", {})["host"] = host
+    if port is not None:
+        config.setdefault("http_options", {})["port"] = port
+    app_cfg = config["applications"][0]
+    app_cfg["args"] = {**app_cfg.get("args", {}), "model_dir": model_dir}
+    dep = app_cfg["deployments"][0]
+    dep["user_config"] = {**dep.get("user_config", {}), "model_dir": model_dir, **user_config}
+    if api_key_sha256:  # the digest, never the key; rotating it is a user_config update
+        dep["user_config"]["api_key_sha256"] = api_key_sha256
+    return config
+
+
+def deploy(config: dict) -> None:
+    """Deploy a Serve config the way ``serve run config.yaml`` / ``serve deploy`` do (declaratively, so a
+    later deploy that changes only ``user_config`` reconfigures the running replicas instead of
+    replacing them). Needs ``ray.init`` first; blocks until the application is running."""
+    from ray.serve._private import api as serve_api  # Ray 2.60: what `serve run <config>` calls
+    from ray.serve.schema import ServeDeploySchema
+
+    schema = ServeDeploySchema.model_validate(config)
+    client = serve_api.serve_start(http_options=schema.http_options.model_dump(),
+                                   proxy_location=schema.proxy_location)
+    client.deploy_apps(schema, _blocking=True)
+
+
+def swap_model(config: dict, model_dir: str | Path) -> dict:
+    """Point a deployed config at another model folder (``user_config``; no replica restarts)."""
+    model_dir = str(Path(model_dir).resolve())
+    for name in ("config.json", "model.safetensors"):
+        if not (Path(model_dir) / name).is_file():
+            raise FileNotFoundError(f"{model_dir} is not a save_pretrained folder: it has no {name}")
+    config = json.loads(json.dumps(config))
+    config["applications"][0]["deployments"][0]["user_config"]["model_dir"] = model_dir
+    deploy(config)
+    return config
