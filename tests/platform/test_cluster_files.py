@@ -55,3 +55,28 @@ def test_documented_commands_reference_existing_scripts():
 def test_local_head_script_binds_loopback_only():
     text = (CLUSTER / "local_head.sh").read_text()
     assert "--dashboard-host=127.0.0.1" in text and "0.0.0.0" not in text
+
+
+def test_rayservice_serves_the_app_with_a_key_from_a_secret():
+    from ray.serve.schema import ServeDeploySchema
+
+    svc = load_all(CLUSTER / "kuberay" / "rayservice.yaml")[0]
+    assert svc["kind"] == "RayService" and svc["spec"]["rayClusterConfig"]["rayVersion"] == "2.60.0"
+    config = ServeDeploySchema.model_validate(yaml.safe_load(svc["spec"]["serveConfigV2"]))
+    app = config.applications[0]
+    assert app.import_path == "diled_platform.serve:app_builder" and "model_dir" in app.args
+    assert set(app.deployments[0].user_config) <= {"model_dir", "max_batch_size", "batch_wait_timeout_s"}
+    # beyond loopback only with the key: every Ray container gets it from the Secret
+    spec = svc["spec"]["rayClusterConfig"]
+    templates = [spec["headGroupSpec"]["template"]] + [g["template"] for g in spec["workerGroupSpecs"]]
+    for template in templates:
+        env = {e["name"]: e for e in template["spec"]["containers"][0]["env"]}
+        assert "secretKeyRef" in env["DILED_API_KEY"]["valueFrom"]
+
+
+def test_platform_serve_config_is_a_valid_serve_config():
+    from ray.serve.schema import ServeDeploySchema
+
+    config = ServeDeploySchema.model_validate(yaml.safe_load((ROOT / "platform" / "serve_config.yaml").read_text()))
+    assert config.http_options.host == "127.0.0.1"  # no key in the file: loopback by default
+    assert config.applications[0].import_path == "diled_platform.serve:app_builder"

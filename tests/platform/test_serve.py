@@ -265,3 +265,19 @@ def test_app_building_checks(tmp_path, models):
         app_builder({"model_dir": str(models[0]), "api_key": "abc"})
     with pytest.raises(ValueError, match="min_replicas"):
         build_app(models[0], min_replicas=3, max_replicas=2)
+
+
+def test_serve_job_refuses_a_public_address_without_a_key(models):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DILED_API_KEY")}
+    out = subprocess.run([sys.executable, str(root / "jobs" / "serve.py"), "--model", str(models[0]),
+                          "--host", "0.0.0.0"], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0 and "without an API key" in out.stderr
+    out = subprocess.run([sys.executable, str(root / "jobs" / "serve.py"), "--model", str(models[0].parent)],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0 and "neither a save_pretrained folder" in out.stderr
