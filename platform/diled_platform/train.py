@@ -173,24 +173,28 @@ def _all_reduce(x: torch.Tensor, op: str = "mean") -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate(engine, batches: list[dict], seed: int) -> dict[str, float]:
-    """Validation loss terms with fixed t and noise draws (a seeded RNG), averaged over all ranks, plus the
-    latent scale: mean |mu| and the number of active latent dimensions."""
+    """Validation loss terms with fixed t and noise draws (a seeded RNG), averaged over all ranks: the
+    training loss (depends on w), its reconstruction and prior terms, the w-free negative ELBO estimate
+    ``val_nelbo`` (what sweeps compare), and the latent scale: mean |mu| and the active latent dimensions."""
     module = engine.module
     module.eval()
-    sums = torch.zeros(4, dtype=torch.float64)
+    sums = torch.zeros(5, dtype=torch.float64)
     z0s = []
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for batch in batches:
             out = module(batch)
             n = out["t"].shape[0]
-            sums += torch.tensor([out["loss"].item() * n, out["rec"].sum().item(), out["diff"].sum().item(), n],
-                                 dtype=torch.float64)
+            # the negative ELBO, whatever w: L_rec + T * lambda_t * L_diff at the drawn t (DESIGN.md
+            # section 1: sum_t lambda_t [L_rec / (T lambda_t) + L_diff_t]); comparable across w and schedules
+            nelbo = out["rec"].float() + out["diff"].float() / module.diffusion.rec_weight(out["t"]).float()
+            sums += torch.tensor([out["loss"].item() * n, out["rec"].sum().item(), out["diff"].sum().item(), n,
+                                  nelbo.sum().item()], dtype=torch.float64)
             z0s.append(out["z0"].float().cpu())
     module.train()
     sums = _all_reduce(sums, op="sum")
     metrics = {"val_loss": float(sums[0] / sums[3]), "val_rec": float(sums[1] / sums[3]),
-               "val_diff": float(sums[2] / sums[3])}
+               "val_diff": float(sums[2] / sums[3]), "val_nelbo": float(sums[4] / sums[3])}
     if z0s:
         z0 = torch.cat(z0s).double()
         stats = torch.stack([z0.sum(0), z0.pow(2).sum(0), z0.abs().sum(0)])
@@ -336,8 +340,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
 
 # ----------------------------------------------------------------------------- the driver side
-def build_trainer(cfg: JobConfig, datasets: dict | None = None):
-    """A ``TorchTrainer`` for ``cfg`` (Ray Train V2 API)."""
+def build_trainer(cfg: JobConfig, datasets: dict | None = None, callbacks: list | None = None):
+    """A ``TorchTrainer`` for ``cfg`` (Ray Train V2 API); ``callbacks`` go to its RunConfig (a Tune
+    trial passes ``TuneReportCallback``)."""
     import ray.data
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -352,7 +357,7 @@ def build_trainer(cfg: JobConfig, datasets: dict | None = None):
         num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
         resources_per_worker={"CPU": cfg.scaling.cpus_per_worker, **({"GPU": 1} if cfg.scaling.use_gpu else {})})
     run = ray.train.RunConfig(
-        name=cfg.run.name, storage_path=cfg.run.storage_path,
+        name=cfg.run.name, storage_path=cfg.run.storage_path, callbacks=callbacks,
         failure_config=ray.train.FailureConfig(max_failures=cfg.run.max_failures),
         checkpoint_config=ray.train.CheckpointConfig(
             num_to_keep=cfg.run.num_to_keep, checkpoint_score_attribute="val_loss", checkpoint_score_order="min"))
