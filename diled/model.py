@@ -28,6 +28,8 @@ FORMAT_VERSION = 1
 DEFAULT_STEPS = 50  # DDIM steps when none are given: the largest of DESIGN.md's 10/20/50
 
 Via = Literal["latent", "inversion"]
+Objective = Literal["diled", "autoencoder"]
+OBJECTIVES = ("diled", "autoencoder")
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -47,9 +49,13 @@ class DiLED(nn.Module):
         denoiser: eps_theta(z_t, t) over D-dimensional latents, e.g. ``MLPSkipNet``.
         diffusion: the ``LatentDiffusion`` process (schedule, T).
         w: weight of the prior's terms (paper: 8 for text, 1 for protein and images).
+        objective: ``"diled"`` (the joint loss) or ``"autoencoder"`` (the same codec and encoding noise,
+            reconstruction only, the prior untouched: the baseline "without the diffusion prior", and the
+            first stage of a two-stage model).
     """
 
-    def __init__(self, codec: Codec, denoiser: nn.Module, diffusion: LatentDiffusion, w: float = 8.0):
+    def __init__(self, codec: Codec, denoiser: nn.Module, diffusion: LatentDiffusion, w: float = 8.0,
+                 objective: Objective = "diled"):
         super().__init__()
         d_codec, d_prior = getattr(codec, "latent_dim", None), getattr(denoiser, "latent_dim", None)
         if d_codec != d_prior:
@@ -58,7 +64,10 @@ class DiLED(nn.Module):
             raise TypeError(f"diffusion must be a LatentDiffusion, got {type(diffusion).__name__}")
         if isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0:
             raise ValueError(f"w must be a number >= 0, got {w!r}")
+        if objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective {objective!r}; valid: {', '.join(OBJECTIVES)}")
         self.codec, self.denoiser, self.diffusion, self.w = codec, denoiser, diffusion, float(w)
+        self.objective = objective
 
     @property
     def latent_dim(self) -> int:
@@ -70,7 +79,7 @@ class DiLED(nn.Module):
 
     # ----------------------------------------------------------------- config
     def get_config(self) -> dict[str, Any]:
-        return {"format_version": FORMAT_VERSION, "w": self.w,
+        return {"format_version": FORMAT_VERSION, "w": self.w, "objective": self.objective,
                 "codec": {"name": self.codec.name, **self.codec.get_config()},
                 "denoiser": {"name": "mlp_skip", **self.denoiser.get_config()},
                 "diffusion": self.diffusion.get_config()}
@@ -78,7 +87,7 @@ class DiLED(nn.Module):
     @classmethod
     def from_config(cls, config: dict[str, Any], directory: str | Path | None = None) -> "DiLED":
         """Build an untrained model from ``{"codec": {...}, "denoiser": {...}, "diffusion": {...}, "w": ...}``."""
-        known = {"format_version", "w", "codec", "denoiser", "diffusion"}
+        known = {"format_version", "w", "objective", "codec", "denoiser", "diffusion"}
         unknown = sorted(set(config) - known)
         if unknown:
             raise ValueError(f"unknown DiLED config key(s) {unknown}; expected {sorted(known)}")
@@ -90,7 +99,8 @@ class DiLED(nn.Module):
         if kind != "mlp_skip":
             raise ValueError(f"unknown denoiser {kind!r}; valid names: mlp_skip")
         return cls(build_codec(config["codec"], directory=directory), MLPSkipNet(**denoiser_cfg),
-                   LatentDiffusion(**config["diffusion"]), w=config.get("w", 8.0))
+                   LatentDiffusion(**config["diffusion"]), w=config.get("w", 8.0),
+                   objective=config.get("objective", "diled"))
 
     # ----------------------------------------------------------------- training
     def _prepare(self, batch) -> dict[str, torch.Tensor]:
@@ -117,9 +127,18 @@ class DiLED(nn.Module):
             t = self.diffusion.check_t(t.to(z0.device).reshape(-1).expand(n) if t.numel() == 1 else t.to(z0.device))
         z1 = z0 + self.diffusion.encoder_noise_std * torch.randn_like(z0)
         rec = self.codec.reconstruction_loss(batch, z1)
-        diff = self.diffusion.training_losses(self.denoiser, z0, z1, t)["diff"]
-        loss = (rec * self.diffusion.rec_weight(t)).mean() + self.w * diff.mean()
-        return {"loss": loss, "rec": rec, "diff": diff, "t": t, "z0": z0.detach(), "mu_abs": z0.detach().abs().mean()}
+        if self.objective == "diled":
+            diff = self.diffusion.training_losses(self.denoiser, z0, z1, t)["diff"]
+            loss = (rec * self.diffusion.rec_weight(t)).mean() + self.w * diff.mean()
+        else:  # autoencoder: reconstruction only; the prior's loss is reported, with zero gradient
+            diff = self.diffusion.training_losses(self.denoiser, z0.detach(), z1.detach(), t)["diff"]
+            loss = rec.mean() + 0.0 * diff.mean()
+        out = {"rec": rec, "diff": diff, "t": t, "z0": z0.detach(), "mu_abs": z0.detach().abs().mean()}
+        # codec-specific supervised terms (e.g. the protein fitness head), each [N] with its weight
+        for name, (term, weight) in self.codec.auxiliary_losses(batch, z0, z1).items():
+            loss = loss + weight * term.mean()
+            out[name] = term
+        return {"loss": loss, **out}
 
     # ----------------------------------------------------------------- inference
     @torch.no_grad()

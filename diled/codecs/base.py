@@ -20,7 +20,7 @@ from torch import nn
 
 CODECS: dict[str, type["Codec"]] = {}
 # codecs that need heavier imports (transformers) register themselves when their module is imported
-_LAZY_CODECS = {"text": "diled.codecs.text"}
+_LAZY_CODECS = {"text": "diled.codecs.text", "protein": "diled.codecs.protein"}
 
 
 def register_codec(cls: type["Codec"]) -> type["Codec"]:
@@ -82,6 +82,11 @@ class Codec(nn.Module, metaclass=abc.ABCMeta):
 
     def save_extra(self, directory: str | Path) -> None:
         """Write files besides the weights that ``from_config(directory=...)`` needs (e.g. a tokenizer)."""
+
+    def auxiliary_losses(self, batch: dict[str, torch.Tensor], z0: torch.Tensor,
+                         z1: torch.Tensor) -> dict[str, tuple[torch.Tensor, float]]:
+        """Extra supervised terms added to the loss: ``{name: (per-example values [N], weight)}``."""
+        return {}
 
 
 @register_codec

@@ -32,7 +32,7 @@ def _inputs(args) -> list:
 
 
 def _parse(codec: str, items: list[str]) -> list:
-    if codec == "text":
+    if codec in ("text", "protein"):
         return items
     try:
         return [json.loads(x) for x in items]

@@ -34,6 +34,7 @@ class ModelConfig:
     prior_depth: int = 4                        # MLPSkipNet depth (paper: 20)
     time_dim: int = 64
     w: float = 1.0                              # prior weight (paper: 8 text, 1 protein/images)
+    objective: Literal["diled", "autoencoder"] = "diled"   # autoencoder: the prior switched off (baseline)
 
     def validate(self):
         _positive(self, "latent_dim", "prior_hidden", "prior_depth", "time_dim")
@@ -62,17 +63,19 @@ class DiffusionConfig:
 class DataConfig:
     # ring: synthetic 2-D points; files: parquet/arrow; hf_disk: a saved `datasets` folder;
     # text_corpus: the offline text corpus (DESIGN.md section 4); text_files: a user's .txt/.csv/.jsonl/
-    # .parquet/.arrow file or saved datasets folder, cleaned like the corpus
-    source: Literal["ring", "files", "hf_disk", "text_corpus", "text_files"] = "ring"
+    # .parquet/.arrow file or saved datasets folder, cleaned like the corpus; gb1: the GB1 protein fitness
+    # set (its own split); protein_files: a user's .csv/.tsv/.fasta of sequences with fitness
+    source: Literal["ring", "files", "hf_disk", "text_corpus", "text_files", "gb1", "protein_files"] = "ring"
     path: str | None = None
     column: str = "x"                           # the column that holds one example
     label_column: str | None = None             # text_files: an optional label column (e.g. sentiment)
+    fitness_column: str | None = "fitness"      # protein_files (CSV): the fitness column, or none
     val_fraction: float = 0.1
     test_fraction: float = 0.0                  # text sources: held out for the job's final evaluation
     n_train: int = 8000                         # ring only: number of synthetic points (train + val)
     min_words: int = 3                          # text sources: length filter, in words
     max_words: int = 30
-    max_examples: int | None = None             # text sources: keep at most this many (after the split's shuffle)
+    max_examples: int | None = None             # text and protein sources: keep at most this many training examples
     batch_size: int = 128                       # per worker (DeepSpeed's micro batch)
     seed: int = 0
 
@@ -81,7 +84,7 @@ class DataConfig:
         if not 0 < self.val_fraction < 1 or not 0 <= self.test_fraction < 1 or self.val_fraction + self.test_fraction >= 1:
             raise ConfigError(f"data.val_fraction ({self.val_fraction}) and data.test_fraction ({self.test_fraction}) "
                               f"must be fractions that leave a training split")
-        if self.source in ("files", "hf_disk", "text_files") and not self.path:
+        if self.source in ("files", "hf_disk", "text_files", "protein_files") and not self.path:
             raise ConfigError(f"data.path is required when data.source is {self.source!r}")
         if self.min_words > self.max_words:
             raise ConfigError(f"data.min_words ({self.min_words}) > data.max_words ({self.max_words})")
@@ -176,7 +179,7 @@ class JobConfig:
     def model_config(self) -> dict[str, Any]:
         """The ``DiLED.from_config`` dict this job trains."""
         m = self.model
-        return {"w": m.w,
+        return {"w": m.w, "objective": m.objective,
                 "codec": {"name": m.codec, **m.codec_args, "latent_dim": m.latent_dim},
                 "denoiser": {"latent_dim": m.latent_dim, "hidden": m.prior_hidden, "depth": m.prior_depth,
                              "time_dim": m.time_dim},

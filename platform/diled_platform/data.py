@@ -75,8 +75,33 @@ def text_splits(cfg: DataConfig):
     return splits, stats
 
 
+def protein_splits(cfg: DataConfig):
+    """The protein sources as train / val / test Arrow tables (columns sequence, fitness): GB1 in its own
+    split, a user's file in a seeded random one."""
+    from diled.data.protein import read_gb1, read_protein_file, split_protein_table
+
+    try:
+        if cfg.source == "gb1":
+            splits = read_gb1(cfg.path, max_train=cfg.max_examples, seed=cfg.seed)
+        elif cfg.source == "protein_files":
+            column = cfg.column if cfg.column != "x" else "sequence"
+            table = read_protein_file(cfg.path, sequence_column=column, fitness_column=cfg.fitness_column)
+            splits = split_protein_table(table, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+            if cfg.max_examples:
+                splits["train"] = splits["train"].slice(0, cfg.max_examples)
+        else:
+            raise ConfigError(f"data.source {cfg.source!r} is not a protein source")
+    except (FileNotFoundError, ValueError) as e:
+        raise ConfigError(f"data: {e}") from None
+    return splits
+
+
 def build_datasets(cfg: DataConfig) -> dict[str, ray.data.Dataset]:
-    """``{"train": ..., "val": ...}`` Ray datasets with the examples in column ``"x"``."""
+    """``{"train": ..., "val": ...}`` Ray datasets: the examples in column ``"x"`` (protein sources:
+    columns ``sequence`` and ``fitness``)."""
+    if cfg.source in ("gb1", "protein_files"):
+        splits = protein_splits(cfg)
+        return {name: ray.data.from_arrow(splits[name].select(["sequence", "fitness"])) for name in ("train", "val")}
     if cfg.source in ("text_corpus", "text_files"):
         splits, _ = text_splits(cfg)
         return {name: ray.data.from_arrow(splits[name].select(["text"]).rename_columns(["x"]))

@@ -52,6 +52,7 @@ MAX_NEW_TOKENS = 256
 KEY_ENV, KEY_FILE_ENV = "DILED_API_KEY", "DILED_API_KEY_FILE"
 PUBLIC_PATHS = {"/healthz", "/docs", "/openapi.json", "/docs/oauth2-redirect", "/redoc"}
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+STRING_CODECS = {"text", "protein"}   # codecs whose inputs are strings (others: lists of numbers)
 USER_CONFIG_KEYS = {"model_dir", "max_batch_size", "batch_wait_timeout_s", "api_key_sha256"}
 
 
@@ -268,11 +269,11 @@ class DiLEDService:
 
     # ------------------------------------------------------------------ checks shared by the endpoints
     def _check_inputs(self, items: list) -> list:
-        text = self.model.codec.name == "text"
-        kind = "strings" if text else f"lists of {getattr(self.model.codec, 'data_dim', '?')} numbers"
-        if text != all(isinstance(x, str) for x in items) or (not text and not all(isinstance(x, list) for x in items)):
+        strings = self.model.codec.name in STRING_CODECS
+        kind = "strings" if strings else f"lists of {getattr(self.model.codec, 'data_dim', '?')} numbers"
+        if strings != all(isinstance(x, str) for x in items) or (not strings and not all(isinstance(x, list) for x in items)):
             raise BadRequest(f"this is a {self.model.codec.name} model: inputs must be {kind}")
-        if text:
+        if strings:
             empty = [i for i, x in enumerate(items) if not x.strip()]
             if empty:
                 raise BadRequest(f"inputs {empty[:5]} are empty or blank")
@@ -281,6 +282,10 @@ class DiLEDService:
             wrong = [i for i, x in enumerate(items) if len(x) != dim]
             if wrong:
                 raise BadRequest(f"inputs {wrong[:5]} do not have {dim} numbers")
+        try:  # the codec's own checks (e.g. invalid residues), here, before the input joins a shared batch
+            self.model.codec.collate(items)
+        except ValueError as e:
+            raise BadRequest(str(e)) from None
         return items
 
     def _check_latents(self, latents: list[list[float]]) -> torch.Tensor:

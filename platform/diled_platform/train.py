@@ -171,6 +171,9 @@ def _all_reduce(x: torch.Tensor, op: str = "mean") -> torch.Tensor:
     return x / dist.get_world_size() if op == "mean" else x
 
 
+_STANDARD_OUTPUTS = {"loss", "rec", "diff", "t", "z0", "mu_abs"}
+
+
 @torch.no_grad()
 def evaluate(engine, batches: list[dict], seed: int) -> dict[str, float]:
     """Validation loss terms with fixed t and noise draws (a seeded RNG), averaged over all ranks: the
@@ -179,6 +182,7 @@ def evaluate(engine, batches: list[dict], seed: int) -> dict[str, float]:
     module = engine.module
     module.eval()
     sums = torch.zeros(5, dtype=torch.float64)
+    aux: dict[str, float] = {}
     z0s = []
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -190,11 +194,17 @@ def evaluate(engine, batches: list[dict], seed: int) -> dict[str, float]:
             nelbo = out["rec"].float() + out["diff"].float() / module.diffusion.rec_weight(out["t"]).float()
             sums += torch.tensor([out["loss"].item() * n, out["rec"].sum().item(), out["diff"].sum().item(), n,
                                   nelbo.sum().item()], dtype=torch.float64)
+            for name in [k for k in out if k not in _STANDARD_OUTPUTS]:  # codec terms, e.g. fitness_mse
+                aux[name] = aux.get(name, 0.0) + out[name].float().sum().item()
             z0s.append(out["z0"].float().cpu())
     module.train()
     sums = _all_reduce(sums, op="sum")
     metrics = {"val_loss": float(sums[0] / sums[3]), "val_rec": float(sums[1] / sums[3]),
                "val_diff": float(sums[2] / sums[3]), "val_nelbo": float(sums[4] / sums[3])}
+    if aux:  # every rank evaluates the same model, so every rank has the same names
+        names = sorted(aux)
+        totals = _all_reduce(torch.tensor([aux[k] for k in names], dtype=torch.float64), op="sum")
+        metrics.update({f"val_{k}": float(v / sums[3]) for k, v in zip(names, totals)})
     if z0s:
         z0 = torch.cat(z0s).double()
         stats = torch.stack([z0.sum(0), z0.pow(2).sum(0), z0.abs().sum(0)])
