@@ -28,8 +28,8 @@ FORMAT_VERSION = 1
 DEFAULT_STEPS = 50  # DDIM steps when none are given: the largest of DESIGN.md's 10/20/50
 
 Via = Literal["latent", "inversion"]
-Objective = Literal["diled", "autoencoder"]
-OBJECTIVES = ("diled", "autoencoder")
+Objective = Literal["diled", "autoencoder", "prior_only"]
+OBJECTIVES = ("diled", "autoencoder", "prior_only")
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -51,7 +51,8 @@ class DiLED(nn.Module):
         w: weight of the prior's terms (paper: 8 for text, 1 for protein and images).
         objective: ``"diled"`` (the joint loss) or ``"autoencoder"`` (the same codec and encoding noise,
             reconstruction only, the prior untouched: the baseline "without the diffusion prior", and the
-            first stage of a two-stage model).
+            first stage of a two-stage model) or ``"prior_only"`` (the prior's terms on the latents of a
+            frozen codec: the second stage, as in latent diffusion).
     """
 
     def __init__(self, codec: Codec, denoiser: nn.Module, diffusion: LatentDiffusion, w: float = 8.0,
@@ -68,6 +69,11 @@ class DiLED(nn.Module):
             raise ValueError(f"unknown objective {objective!r}; valid: {', '.join(OBJECTIVES)}")
         self.codec, self.denoiser, self.diffusion, self.w = codec, denoiser, diffusion, float(w)
         self.objective = objective
+        # what an objective does not train is frozen, so optimisers (and DeepSpeed) never see it
+        if objective == "autoencoder":
+            self.denoiser.requires_grad_(False)
+        elif objective == "prior_only":
+            self.codec.requires_grad_(False)
 
     @property
     def latent_dim(self) -> int:
@@ -126,13 +132,20 @@ class DiLED(nn.Module):
         else:
             t = self.diffusion.check_t(t.to(z0.device).reshape(-1).expand(n) if t.numel() == 1 else t.to(z0.device))
         z1 = z0 + self.diffusion.encoder_noise_std * torch.randn_like(z0)
+        if self.objective == "prior_only":  # second stage: the codec is frozen (no gradient reaches it)
+            z0, z1 = z0.detach(), z1.detach()
+            with torch.no_grad():
+                rec = self.codec.reconstruction_loss(batch, z1)
+            diff = self.diffusion.training_losses(self.denoiser, z0, z1, t)["diff"]
+            return {"loss": self.w * diff.mean(), "rec": rec, "diff": diff, "t": t, "z0": z0, "mu_abs": z0.abs().mean()}
         rec = self.codec.reconstruction_loss(batch, z1)
         if self.objective == "diled":
             diff = self.diffusion.training_losses(self.denoiser, z0, z1, t)["diff"]
             loss = (rec * self.diffusion.rec_weight(t)).mean() + self.w * diff.mean()
-        else:  # autoencoder: reconstruction only; the prior's loss is reported, with zero gradient
-            diff = self.diffusion.training_losses(self.denoiser, z0.detach(), z1.detach(), t)["diff"]
-            loss = rec.mean() + 0.0 * diff.mean()
+        else:  # autoencoder: reconstruction only; the (frozen) prior's loss is only reported
+            with torch.no_grad():
+                diff = self.diffusion.training_losses(self.denoiser, z0.detach(), z1.detach(), t)["diff"]
+            loss = rec.mean()
         out = {"rec": rec, "diff": diff, "t": t, "z0": z0.detach(), "mu_abs": z0.detach().abs().mean()}
         # codec-specific supervised terms (e.g. the protein fitness head), each [N] with its weight
         for name, (term, weight) in self.codec.auxiliary_losses(batch, z0, z1).items():

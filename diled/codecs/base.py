@@ -20,7 +20,7 @@ from torch import nn
 
 CODECS: dict[str, type["Codec"]] = {}
 # codecs that need heavier imports (transformers) register themselves when their module is imported
-_LAZY_CODECS = {"text": "diled.codecs.text", "protein": "diled.codecs.protein"}
+_LAZY_CODECS = {"text": "diled.codecs.text", "protein": "diled.codecs.protein", "image": "diled.codecs.image"}
 
 
 def register_codec(cls: type["Codec"]) -> type["Codec"]:

@@ -64,13 +64,15 @@ class ProteinCodec(Codec):
         fitness_weight: weight of the fitness MSE in the loss (0: unsupervised).
         dropout: in the encoder.
         rec_reduction: ``"sum"`` (the sequence NLL, default) or ``"mean"`` (per residue).
+        pooling: ``"attention"`` (ReLSO) or ``"flatten"`` (position-specific; see ``to_latent``).
     """
 
     name = "protein"
 
     def __init__(self, latent_dim: int = 30, max_length: int = 55, dim: int = 128, layers: int = 2, heads: int = 4,
                  decoder_hidden: int = 128, decoder_layers: int = 2, fitness_hidden: int = 64,
-                 fitness_weight: float = 1.0, dropout: float = 0.0, rec_reduction: str = "sum"):
+                 fitness_weight: float = 1.0, dropout: float = 0.0, rec_reduction: str = "sum",
+                 pooling: str = "attention"):
         super().__init__()
         for key, value in (("latent_dim", latent_dim), ("max_length", max_length), ("dim", dim), ("layers", layers),
                            ("heads", heads), ("decoder_hidden", decoder_hidden), ("decoder_layers", decoder_layers),
@@ -79,6 +81,8 @@ class ProteinCodec(Codec):
                 raise ValueError(f"ProteinCodec: {key} must be a positive integer, got {value!r}")
         if dim % heads:
             raise ValueError(f"ProteinCodec: dim={dim} must be divisible by heads={heads}")
+        if pooling not in ("attention", "flatten"):
+            raise ValueError(f"ProteinCodec: pooling must be 'attention' or 'flatten', got {pooling!r}")
         if rec_reduction not in ("sum", "mean"):
             raise ValueError(f"ProteinCodec: rec_reduction must be 'sum' or 'mean', got {rec_reduction!r}")
         if fitness_weight < 0:
@@ -87,7 +91,7 @@ class ProteinCodec(Codec):
         self.config = {"latent_dim": latent_dim, "max_length": max_length, "dim": dim, "layers": layers,
                        "heads": heads, "decoder_hidden": decoder_hidden, "decoder_layers": decoder_layers,
                        "fitness_hidden": fitness_hidden, "fitness_weight": float(fitness_weight),
-                       "dropout": float(dropout), "rec_reduction": rec_reduction}
+                       "dropout": float(dropout), "rec_reduction": rec_reduction, "pooling": pooling}
         self.fitness_weight = float(fitness_weight)
         # encoder
         self.embed = nn.Embedding(len(AMINO_ACIDS) + 1, dim, padding_idx=PAD)
@@ -96,8 +100,11 @@ class ProteinCodec(Codec):
                                            norm_first=True)
         self.encoder = nn.TransformerEncoder(block, layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(dim)
+        self.pooling = pooling
         self.pool = AttentionPool(dim)
-        self.to_latent = nn.Linear(dim, latent_dim)
+        # attention: ReLSO's pooling to one vector; flatten: a position-specific linear map of all positions
+        # (padding zeroed), which sees a one-residue change at once (for sets of aligned variants like GB1)
+        self.to_latent = nn.Linear(dim if pooling == "attention" else dim * max_length, latent_dim)
         # decoder over positions
         self.from_latent = nn.Linear(latent_dim, max_length * decoder_hidden)
         self.dec_position = nn.Parameter(torch.randn(max_length, decoder_hidden) * 0.02)
@@ -142,6 +149,10 @@ class ProteinCodec(Codec):
         mask = ids != PAD
         h = self.embed(ids) + self.position[: ids.shape[1]]
         h = self.norm(self.encoder(h, src_key_padding_mask=~mask))
+        if self.pooling == "flatten":
+            h = h * mask.unsqueeze(-1)
+            h = nn.functional.pad(h, (0, 0, 0, self.max_length - h.shape[1]))
+            return self.to_latent(h.flatten(1))
         return self.to_latent(self.pool(h, mask))
 
     def logits(self, z: torch.Tensor) -> torch.Tensor:

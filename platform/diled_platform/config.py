@@ -34,12 +34,17 @@ class ModelConfig:
     prior_depth: int = 4                        # MLPSkipNet depth (paper: 20)
     time_dim: int = 64
     w: float = 1.0                              # prior weight (paper: 8 text, 1 protein/images)
-    objective: Literal["diled", "autoencoder"] = "diled"   # autoencoder: the prior switched off (baseline)
+    # diled: joint; autoencoder: the prior switched off (baseline, two-stage step 1); prior_only: the prior
+    # on a frozen codec (two-stage step 2, with init_from the step-1 model)
+    objective: Literal["diled", "autoencoder", "prior_only"] = "diled"
+    init_from: str | None = None                # start from this save_pretrained folder's weights
 
     def validate(self):
         _positive(self, "latent_dim", "prior_hidden", "prior_depth", "time_dim")
         if self.w < 0:
             raise ConfigError(f"model.w must be >= 0, got {self.w}")
+        if self.objective == "prior_only" and not self.init_from:
+            raise ConfigError("model.objective=prior_only needs model.init_from (the trained codec's model folder)")
         if "latent_dim" in self.codec_args:
             raise ConfigError("model.codec_args must not set latent_dim: use model.latent_dim")
 
@@ -65,11 +70,15 @@ class DataConfig:
     # text_corpus: the offline text corpus (DESIGN.md section 4); text_files: a user's .txt/.csv/.jsonl/
     # .parquet/.arrow file or saved datasets folder, cleaned like the corpus; gb1: the GB1 protein fitness
     # set (its own split); protein_files: a user's .csv/.tsv/.fasta of sequences with fitness
-    source: Literal["ring", "files", "hf_disk", "text_corpus", "text_files", "gb1", "protein_files"] = "ring"
+    # fashion_mnist: the Debian package's idx files; image_folder: a user's folder of images
+    source: Literal["ring", "files", "hf_disk", "text_corpus", "text_files", "gb1", "protein_files",
+                    "fashion_mnist", "image_folder"] = "ring"
     path: str | None = None
     column: str = "x"                           # the column that holds one example
     label_column: str | None = None             # text_files: an optional label column (e.g. sentiment)
     fitness_column: str | None = "fitness"      # protein_files (CSV): the fitness column, or none
+    image_size: int = 28                        # image_folder: images are resized to this (square)
+    image_channels: int = 1                     # image_folder: 1 (grey) or 3 (colour)
     val_fraction: float = 0.1
     test_fraction: float = 0.0                  # text sources: held out for the job's final evaluation
     n_train: int = 8000                         # ring only: number of synthetic points (train + val)
@@ -84,7 +93,7 @@ class DataConfig:
         if not 0 < self.val_fraction < 1 or not 0 <= self.test_fraction < 1 or self.val_fraction + self.test_fraction >= 1:
             raise ConfigError(f"data.val_fraction ({self.val_fraction}) and data.test_fraction ({self.test_fraction}) "
                               f"must be fractions that leave a training split")
-        if self.source in ("files", "hf_disk", "text_files", "protein_files") and not self.path:
+        if self.source in ("files", "hf_disk", "text_files", "protein_files", "image_folder") and not self.path:
             raise ConfigError(f"data.path is required when data.source is {self.source!r}")
         if self.min_words > self.max_words:
             raise ConfigError(f"data.min_words ({self.min_words}) > data.max_words ({self.max_words})")

@@ -96,9 +96,42 @@ def protein_splits(cfg: DataConfig):
     return splits
 
 
+def image_splits(cfg: DataConfig) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
+    """The image sources as ``{split: (uint8 images, labels or None)}``: Fashion-MNIST's 60k training
+    images split into train/val (seeded), its 10k test set as test; a user's folder split at random."""
+    from diled.data.image import fashion_mnist, read_image_folder
+
+    try:
+        if cfg.source == "fashion_mnist":
+            x, y = fashion_mnist("train", cfg.path)
+            test = fashion_mnist("test", cfg.path)
+        elif cfg.source == "image_folder":
+            x, _ = read_image_folder(cfg.path, cfg.image_size, cfg.image_channels)
+            y, test = None, None
+        else:
+            raise ConfigError(f"data.source {cfg.source!r} is not an image source")
+    except (FileNotFoundError, ValueError) as e:
+        raise ConfigError(f"data: {e}") from None
+    order = np.random.default_rng(cfg.seed).permutation(len(x))
+    n_val = max(1, int(round(len(x) * cfg.val_fraction)))
+    n_test = 0 if test is not None else int(round(len(x) * cfg.test_fraction))
+    if len(x) - n_val - n_test < 1:
+        raise ConfigError(f"data: {len(x)} images are too few for the validation/test fractions")
+    pick = lambda idx: (x[np.sort(idx)], None if y is None else y[np.sort(idx)])  # noqa: E731
+    splits = {"val": pick(order[:n_val]), "train": pick(order[n_val + n_test:])}
+    splits["test"] = test if test is not None else pick(order[n_val:n_val + n_test])
+    if cfg.max_examples:
+        splits["train"] = tuple(None if a is None else a[:cfg.max_examples] for a in splits["train"])
+    return splits
+
+
 def build_datasets(cfg: DataConfig) -> dict[str, ray.data.Dataset]:
     """``{"train": ..., "val": ...}`` Ray datasets: the examples in column ``"x"`` (protein sources:
     columns ``sequence`` and ``fitness``)."""
+    if cfg.source in ("fashion_mnist", "image_folder"):
+        splits = image_splits(cfg)
+        return {name: ray.data.from_numpy(splits[name][0].reshape(len(splits[name][0]), -1)).rename_columns({"data": "x"})
+                for name in ("train", "val")}
     if cfg.source in ("gb1", "protein_files"):
         splits = protein_splits(cfg)
         return {name: ray.data.from_arrow(splits[name].select(["sequence", "fitness"])) for name in ("train", "val")}

@@ -110,6 +110,9 @@ def setup_model_and_engine(cfg: JobConfig, ctx: WorkerContext):
         deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
     torch.manual_seed(cfg.run.seed)
     model = DiLED.from_config(cfg.model_config())
+    if cfg.model.init_from:  # e.g. the second stage of a two-stage model starts from the first stage's codec
+        source = DiLED.from_pretrained(cfg.model.init_from)
+        model.load_state_dict(source.state_dict())
     trainable = [p for p in model.parameters() if p.requires_grad]
     if not trainable:
         raise ConfigError("the model has no trainable parameters (everything is frozen)")

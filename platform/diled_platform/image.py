@@ -1,0 +1,128 @@
+"""The image job's evaluation: grids of samples, reconstructions and interpolations, and metrics in the
+feature space of a small classifier trained on the training split (saved with the run)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+log = logging.getLogger("diled")
+
+
+def _tensor(images: np.ndarray) -> torch.Tensor:
+    x = torch.as_tensor(images).float() / 255.0
+    return x.unsqueeze(1) if x.dim() == 3 else x.permute(0, 3, 1, 2)
+
+
+def feature_classifier(splits: dict, out_dir: Path, n_train: int = 30000, epochs: int = 2, seed: int = 0):
+    """Train (or load from ``out_dir``) the classifier whose features the metrics use; None without labels."""
+    from safetensors.torch import load_file, save_file
+
+    from diled.metrics.image import FeatureClassifier, batched, train_classifier
+
+    x, y = splits["train"]
+    if y is None:
+        return None, None
+    path = out_dir / "feature_classifier.safetensors"
+    xt = _tensor(x[:n_train])
+    if path.is_file():
+        info = json.loads((out_dir / "feature_classifier.json").read_text())
+        clf = FeatureClassifier(**info["config"])
+        clf.load_state_dict(load_file(str(path)))
+        return clf.eval(), info
+    clf = train_classifier(xt, torch.as_tensor(y[:n_train]), epochs=epochs, seed=seed)
+    save_file(clf.state_dict(), str(path))
+    test_x, test_y = splits["test"]
+    acc = float((batched(clf, _tensor(test_x)).argmax(-1) == torch.as_tensor(test_y)).float().mean())
+    info = {"config": clf.config, "trained_on": int(len(xt)), "epochs": epochs, "test_accuracy": acc,
+            "architecture": "2 conv + 2 linear layers; features: its 128-d penultimate layer"}
+    (out_dir / "feature_classifier.json").write_text(json.dumps(info, indent=2) + "\n")
+    return clf.eval(), info
+
+
+@torch.no_grad()
+def image_report(model_dir: Path, splits: dict, out_dir: Path, classifier=None, classifier_info=None,
+                 n_eval: int = 2000, n_samples: int = 2000, n_paths: int = 16, frames: int = 9,
+                 steps: int = 50, seed: int = 0) -> dict[str, Any]:
+    """Evaluate a trained image model on the test split; write samples.png, reconstructions.png,
+    interpolations.png and eval.json into ``out_dir``."""
+    from diled import DiLED
+    from diled.metrics.image import batched, frechet_distance, interpolation_smoothness, psnr, save_grid
+
+    torch.manual_seed(seed)
+    model = DiLED.from_pretrained(model_dir).eval()
+    codec = model.codec
+    x = _tensor(splits["test"][0][:n_eval])
+    metrics: dict[str, Any] = {"objective": model.objective, "n_test": len(x)}
+
+    # reconstruction
+    z = batched(lambda b: model.encode({"x": b}), x, 500)
+    recon = batched(codec.decode_images, z, 500)
+    metrics["reconstruction_mse"] = float((recon - x).pow(2).mean())
+    metrics["reconstruction_psnr_db"] = float(psnr(recon, x).mean())
+    pairs = torch.stack([x[:16], recon[:16]], 1).flatten(0, 1)  # input, reconstruction, input, ...
+    save_grid(torch.cat([pairs[0::2], pairs[1::2]]), out_dir / "reconstructions.png", nrow=16,
+              title="test images (top) and their reconstructions (bottom)")
+
+    # generation from the prior
+    gen = torch.Generator().manual_seed(seed)
+    z_s = torch.cat([model.sample_latents(min(500, n_samples - i), steps=steps, generator=gen)
+                     for i in range(0, n_samples, 500)])
+    samples = batched(codec.decode_images, z_s, 500)
+    save_grid(samples[:64], out_dir / "samples.png", nrow=8, title=f"samples (DDIM-{steps} from the prior)")
+    assert samples.min() >= 0 and samples.max() <= 1
+    # copies? each sample's nearest training image (L2) against each test image's nearest training image
+    train = _tensor(splits["train"][0][:10000]).flatten(1)
+    nearest = lambda a: torch.cdist(a.flatten(1), train).min(1).values  # noqa: E731
+    metrics["samples_nearest_train_l2"] = float(nearest(samples[:500]).median())
+    metrics["test_nearest_train_l2"] = float(nearest(x[:500]).median())
+    metrics["samples_exact_copies"] = int((nearest(samples[:500]) < 1e-3).sum())
+
+    # interpolation between test images: slerp between DDIM-inverted codes, sampled back
+    a, b = x[:n_paths], x[n_paths:2 * n_paths]
+    paths = torch.stack([codec.decode_images(model.interpolate_latents({"x": a[i:i + 1]}, {"x": b[i:i + 1]},
+                                                                       num=frames, steps=steps))
+                         for i in range(len(a))])
+    save_grid(paths[:8].flatten(0, 1), out_dir / "interpolations.png", nrow=frames,
+              title="interpolations between test images (slerp of DDIM-inverted codes)")
+
+    if classifier is not None:
+        metrics["feature_classifier"] = classifier_info
+        f_test = batched(classifier.features, x)
+        half = len(f_test) // 2
+        metrics["frechet_classifier_features"] = {
+            "samples_vs_test": frechet_distance(batched(classifier.features, samples), f_test),
+            "reconstructions_vs_test": frechet_distance(batched(classifier.features, recon), f_test),
+            "test_half_vs_half": frechet_distance(f_test[:half], f_test[half:]),
+            "note": "Frechet distance in the 128-d features of the run's own Fashion-MNIST classifier (not FID)"}
+        metrics["samples_class_histogram"] = torch.bincount(batched(classifier, samples).argmax(-1),
+                                                            minlength=10).tolist()
+        metrics["interpolation"] = interpolation_smoothness(classifier, paths)
+    (out_dir / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+def comparison_table(results: dict[str, dict]) -> str:
+    keys = [("reconstruction_psnr_db", "reconstruction PSNR (dB)"), ("reconstruction_mse", "reconstruction MSE"),
+            ("frechet_classifier_features.samples_vs_test", "Frechet distance, samples vs test (classifier features)"),
+            ("frechet_classifier_features.test_half_vs_half", "  same, test half vs half (floor)"),
+            ("interpolation.path_length_ratio", "interpolation path-length ratio (1 = straight)"),
+            ("interpolation.max_step_share", "interpolation largest step share (1/8 = even)"),
+            ("interpolation.class_switches", "interpolation class switches"),
+            ("samples_nearest_train_l2", "samples: median L2 to nearest training image")]
+    names = list(results)
+    lines = ["| metric | " + " | ".join(names) + " |", "| --- |" + " --- |" * len(names)]
+    for key, label in keys:
+        cells = []
+        for name in names:
+            value: Any = results[name]
+            for part in key.split("."):
+                value = value.get(part) if isinstance(value, dict) else None
+            cells.append("n/a" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value))
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
