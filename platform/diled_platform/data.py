@@ -130,8 +130,10 @@ def build_datasets(cfg: DataConfig) -> dict[str, ray.data.Dataset]:
     columns ``sequence`` and ``fitness``)."""
     if cfg.source in ("fashion_mnist", "image_folder"):
         splits = image_splits(cfg)
-        return {name: ray.data.from_numpy(splits[name][0].reshape(len(splits[name][0]), -1)).rename_columns({"data": "x"})
-                for name in ("train", "val")}
+        # materialised here: a lazy rename would run as a Ray Data task inside the training workers, and
+        # with the workers holding the CPUs that task never gets scheduled
+        return {name: ray.data.from_numpy(splits[name][0].reshape(len(splits[name][0]), -1))
+                .rename_columns({"data": "x"}).materialize() for name in ("train", "val")}
     if cfg.source in ("gb1", "protein_files"):
         splits = protein_splits(cfg)
         return {name: ray.data.from_arrow(splits[name].select(["sequence", "fitness"])) for name in ("train", "val")}
