@@ -1,6 +1,6 @@
 """Sweep DiLED's w, noise schedule, T and learning rate with Ray Tune (Optuna + ASHA) and promote the best.
 
-    python jobs/sweep_text.py                          # platform/sweeps/text-cpu.yaml (~30 min, 2 cores)
+    python jobs/sweep_text.py                          # platform/sweeps/text-cpu.yaml (estimated ~30 min, 2 cores)
     python jobs/sweep_text.py --sweep vector-cpu       # any data type: another sweep file (or a path)
     python jobs/sweep_text.py --num-samples 12 --name my-sweep
     ray job submit --working-dir . -- python jobs/sweep_text.py

@@ -20,19 +20,17 @@ import time
 
 import _path  # noqa: F401  (repository on sys.path)
 
-from diled_platform.cli import parse_job_args
+from diled_platform.cli import parse_job_args, pop_flag
 from diled_platform.config import replace
 from diled_platform.data import image_splits
-from diled_platform.image import comparison_table, feature_classifier, image_report
+from diled_platform.image import IMAGE_COMPARISON, feature_classifier, image_report
+from diled_platform.reports import comparison_table
 from diled_platform.runtime import init_ray
 from diled_platform.train import absolute_storage, fit
 
 
 def main(argv=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    compare = "--compare-two-stage" in argv
-    if compare:
-        argv.remove("--compare-two-stage")
+    argv, compare = pop_flag(argv, "--compare-two-stage")
     cfg = absolute_storage(parse_job_args(argv, "image-cpu", __doc__.splitlines()[0]))
     splits = image_splits(cfg.data)
     print(f"data: train {len(splits['train'][0])}, val {len(splits['val'][0])}, test {len(splits['test'][0])} images",
@@ -67,7 +65,7 @@ def main(argv=None) -> int:
         for item in ("model", "samples.png", "reconstructions.png", "interpolations.png", "eval.json"):
             print(f"  {folder / item}")
     if compare:
-        table = comparison_table(results)
+        table = comparison_table(results, IMAGE_COMPARISON)
         (folders["diled"] / "comparison.md").write_text(table + "\n")
         print(table)
     return 0

@@ -19,10 +19,11 @@ from pathlib import Path
 
 import _path  # noqa: F401  (repository on sys.path)
 
-from diled_platform.cli import parse_job_args
+from diled_platform.cli import parse_job_args, pop_flag
 from diled_platform.config import replace
 from diled_platform.data import protein_splits
-from diled_platform.protein import comparison_table, protein_report
+from diled_platform.protein import PROTEIN_COMPARISON, protein_report
+from diled_platform.reports import comparison_table
 from diled_platform.runtime import init_ray
 from diled_platform.train import absolute_storage, fit
 
@@ -41,10 +42,7 @@ def run(cfg, splits, reference) -> tuple[Path, dict]:
 
 
 def main(argv=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    compare = "--compare-autoencoder" in argv
-    if compare:
-        argv.remove("--compare-autoencoder")
+    argv, compare = pop_flag(argv, "--compare-autoencoder")
     cfg = absolute_storage(parse_job_args(argv, "protein-cpu", __doc__.splitlines()[0]))
     splits = protein_splits(cfg.data)
     print(f"data: train {splits['train'].num_rows}, val {splits['val'].num_rows}, test {splits['test'].num_rows} "
@@ -66,7 +64,7 @@ def main(argv=None) -> int:
             if (folder / item).exists():
                 print(f"  {folder / item}")
     if compare:
-        table = comparison_table(results)
+        table = comparison_table(results, PROTEIN_COMPARISON)
         (folders[cfg.model.objective] / "comparison.md").write_text(table + "\n")
         print(table)
     return 0

@@ -107,22 +107,12 @@ def image_report(model_dir: Path, splits: dict, out_dir: Path, classifier=None, 
     return metrics
 
 
-def comparison_table(results: dict[str, dict]) -> str:
-    keys = [("reconstruction_psnr_db", "reconstruction PSNR (dB)"), ("reconstruction_mse", "reconstruction MSE"),
-            ("frechet_classifier_features.samples_vs_test", "Frechet distance, samples vs test (classifier features)"),
-            ("frechet_classifier_features.test_half_vs_half", "  same, test half vs half (floor)"),
-            ("interpolation.path_length_ratio", "interpolation path-length ratio (1 = straight)"),
-            ("interpolation.max_step_share", "interpolation largest step share (1/8 = even)"),
-            ("interpolation.class_switches", "interpolation class switches"),
-            ("samples_nearest_train_l2", "samples: median L2 to nearest training image")]
-    names = list(results)
-    lines = ["| metric | " + " | ".join(names) + " |", "| --- |" + " --- |" * len(names)]
-    for key, label in keys:
-        cells = []
-        for name in names:
-            value: Any = results[name]
-            for part in key.split("."):
-                value = value.get(part) if isinstance(value, dict) else None
-            cells.append("n/a" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value))
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+# the rows of the comparison the job prints (reports.comparison_table)
+IMAGE_COMPARISON = [
+    ("reconstruction_psnr_db", "reconstruction PSNR (dB)"), ("reconstruction_mse", "reconstruction MSE"),
+    ("frechet_classifier_features.samples_vs_test", "Frechet distance, samples vs test (classifier features)"),
+    ("frechet_classifier_features.test_half_vs_half", "  same, test half vs half (floor)"),
+    ("interpolation.path_length_ratio", "interpolation path-length ratio (1 = straight)"),
+    ("interpolation.max_step_share", "interpolation largest step share (1/8 = even)"),
+    ("interpolation.class_switches", "interpolation class switches"),
+    ("samples_nearest_train_l2", "samples: median L2 to nearest training image")]

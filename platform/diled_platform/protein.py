@@ -150,24 +150,13 @@ def _latent_plot(z: torch.Tensor, fitness: np.ndarray, path: Path, title: str) -
     plt.close(fig)
 
 
-def comparison_table(results: dict[str, dict]) -> str:
-    """A markdown table of the headline numbers of several runs of the job (e.g. DiLED vs autoencoder)."""
-    keys = [("residue_accuracy", "residue accuracy"), ("mutated_residue_accuracy", "residue accuracy at mutated positions"),
-            ("fitness_mse", "fitness MSE"),
-            ("fitness_pearson", "fitness Pearson"), ("fitness_spearman", "fitness Spearman"),
-            ("optimize_gradient.predicted_gain", "gradient ascent: predicted gain"),
-            ("optimize_gradient.novel", "gradient ascent: novel"),
-            ("optimize_gradient.measured_gain", "gradient ascent: measured gain (in GB1)"),
-            ("optimize_sampling.predicted_gain", "sampling: predicted gain"),
-            ("samples_valid", "prior samples: valid"), ("samples_novel", "prior samples: novel")]
-    names = list(results)
-    lines = ["| metric | " + " | ".join(names) + " |", "| --- |" + " --- |" * len(names)]
-    for key, label in keys:
-        cells = []
-        for name in names:
-            value: Any = results[name]
-            for part in key.split("."):
-                value = value.get(part) if isinstance(value, dict) else None
-            cells.append("n/a" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value))
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+# the rows of the comparison the job prints (reports.comparison_table)
+PROTEIN_COMPARISON = [
+    ("residue_accuracy", "residue accuracy"),
+    ("mutated_residue_accuracy", "residue accuracy at mutated positions"),
+    ("fitness_mse", "fitness MSE"), ("fitness_pearson", "fitness Pearson"), ("fitness_spearman", "fitness Spearman"),
+    ("optimize_gradient.predicted_gain", "gradient ascent: predicted gain"),
+    ("optimize_gradient.novel", "gradient ascent: novel"),
+    ("optimize_gradient.measured_gain", "gradient ascent: measured gain (in GB1)"),
+    ("optimize_sampling.predicted_gain", "sampling: predicted gain"),
+    ("samples_valid", "prior samples: valid"), ("samples_novel", "prior samples: novel")]

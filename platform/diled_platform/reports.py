@@ -12,6 +12,22 @@ from diled import DiLED
 from diled_platform.config import JobConfig
 
 
+def comparison_table(results: dict[str, dict], keys: list[tuple[str, str]]) -> str:
+    """A markdown table, a column per run and a row per metric: ``keys`` are (dotted path into the
+    run's metrics, label); a missing value is n/a."""
+    names = list(results)
+    lines = ["| metric | " + " | ".join(names) + " |", "| --- |" + " --- |" * len(names)]
+    for key, label in keys:
+        cells = []
+        for name in names:
+            value = results[name]
+            for part in key.split("."):
+                value = value.get(part) if isinstance(value, dict) else None
+            cells.append("n/a" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value))
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def vector_report(model_dir: Path, cfg: JobConfig, out_dir: Path, n: int = 2000, steps: int = 50) -> dict:
     """For the ring data: generate ``n`` points (DDIM, ``steps`` steps), compare them with ``n`` fresh
     points of the same distribution (sliced Wasserstein-1, MMD), reconstruct them, and plot both."""
