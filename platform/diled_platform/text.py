@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from diled_platform.config import JobConfig, replace
+from diled_platform.config import JobConfig
 
 log = logging.getLogger("diled")
 
