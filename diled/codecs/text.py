@@ -82,6 +82,9 @@ class TextCodec(Codec):
         decoder_trainable: "all"; "paper" (embeddings, first block and latent connectors, as in the paper);
             "none" (only the latent connectors).
         latent_memory / latent_embedding: the two ways z enters the decoder (both on in Optimus and DiLED).
+        pool_norm: normalise the pooled encoder state (LayerNorm without parameters) before the linear map
+            to the latent, so that sentences differ by more than the encoding noise sqrt(beta_1) from the
+            first step (off: the plain masked mean-pool of DESIGN.md).
     """
 
     name = "text"
@@ -89,7 +92,8 @@ class TextCodec(Codec):
     def __init__(self, latent_dim: int = 64, encoder: str | None = None, tokenizer: str | None = None,
                  decoder: str | None = None, decoder_config: dict | None = None, max_length: int = 40,
                  encoder_trainable_layers: int = -1, decoder_trainable: DecoderTrainable = "all",
-                 latent_memory: bool = True, latent_embedding: bool = True, _directory: str | None = None):
+                 latent_memory: bool = True, latent_embedding: bool = True, pool_norm: bool = False,
+                 _directory: str | None = None):
         super().__init__()
         from transformers import AutoConfig, AutoModel, AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
@@ -105,6 +109,7 @@ class TextCodec(Codec):
         self.decoder_config_dict = dict(decoder_config or {"n_layer": 4, "n_embd": 256, "n_head": 4, "n_positions": 64})
         self.encoder_trainable_layers, self.decoder_trainable = encoder_trainable_layers, decoder_trainable
         self.latent_memory, self.latent_embedding = latent_memory, latent_embedding
+        self.pool_norm = bool(pool_norm)
 
         saved = Path(_directory) if _directory else None
         if saved is not None:
@@ -144,7 +149,7 @@ class TextCodec(Codec):
                 "decoder": self.decoder_name, "decoder_config": self.decoder_config_dict,
                 "max_length": self.max_length, "encoder_trainable_layers": self.encoder_trainable_layers,
                 "decoder_trainable": self.decoder_trainable, "latent_memory": self.latent_memory,
-                "latent_embedding": self.latent_embedding}
+                "latent_embedding": self.latent_embedding, "pool_norm": self.pool_norm}
 
     @classmethod
     def from_config(cls, config, directory=None):
@@ -201,6 +206,8 @@ class TextCodec(Codec):
         h = self.encoder(input_ids=batch["enc_ids"], attention_mask=batch["enc_mask"]).last_hidden_state
         m = batch["enc_mask"].unsqueeze(-1).to(h.dtype)
         pooled = (h * m).sum(1) / m.sum(1).clamp(min=1)
+        if self.pool_norm:
+            pooled = nn.functional.layer_norm(pooled, pooled.shape[-1:])
         return self.to_latent(pooled)
 
     # ----------------------------------------------------------------- decoder
