@@ -55,8 +55,9 @@ def deepspeed_config(cfg: JobConfig, world_size: int) -> dict[str, Any]:
         "optimizer": {"type": "AdamW", "params": {
             "lr": cfg.optim.lr, "betas": list(cfg.optim.betas), "eps": 1e-8,
             "weight_decay": cfg.optim.weight_decay,
-            # torch's AdamW: no JIT-compiled op needed (DeepSpeed's fused Adam compiles for ~30 s on CPU)
-            "torch_adam": True}},
+            # torch's AdamW: no JIT-compiled op needed (DeepSpeed's fused Adam compiles for ~30 s on CPU);
+            # DeepSpeed passes "fused" through to it
+            "torch_adam": True, **({"fused": True} if cfg.optim.fused else {})}},
     })
     if cfg.optim.grad_clip > 0:
         ds["gradient_clipping"] = cfg.optim.grad_clip
@@ -326,6 +327,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     cfg = JobConfig.from_dict(config)
     ctx = _context()
+    if not cfg.scaling.use_gpu:
+        # one intra-op thread per reserved CPU: Ray's OMP_NUM_THREADS reaches torch only in a fresh worker
+        # process (a reused one keeps the thread count of its first task), and fractional CPUs round down
+        torch.set_num_threads(max(1, int(cfg.scaling.cpus_per_worker + 0.5)))
     ray.data.DataContext.get_current().enable_progress_bars = False  # see build_trainer
     engine = setup_model_and_engine(cfg, ctx)
     codec = engine.module.codec
@@ -333,7 +338,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     resumed = start > 0
     if ctx.rank == 0:
         log.info(f"{'resuming at step ' + str(start) if resumed else 'starting'}: {ctx.world_size} worker(s), "
-                 f"ZeRO stage {zero_stage(cfg)}, {_count_trainable(engine.module):,} trainable parameters")
+                 f"ZeRO stage {zero_stage(cfg)}, {_count_trainable(engine.module):,} trainable parameters, "
+                 f"{torch.get_num_threads()} thread(s) per worker")
     torch.manual_seed(cfg.run.seed * 1000 + ctx.rank + start)  # t and eps draws differ per rank and attempt
     train_batches = setup_data_shard(cfg, codec, ctx.rank)
     val = validation_batches(cfg, codec, ctx)

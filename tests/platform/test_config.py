@@ -75,3 +75,10 @@ def test_bf16_only_on_gpu():
     assert "bf16" not in deepspeed_config(cfg, 2)
     gpu = load_config("vector-cpu", ["--scaling.use_gpu=true"])
     assert deepspeed_config(gpu, 2)["bf16"] == {"enabled": True}
+
+
+def test_fused_adamw_is_asked_for_unless_switched_off():
+    cfg = load_config("vector-cpu")
+    assert deepspeed_config(cfg, 2)["optimizer"]["params"]["fused"] is True
+    plain = load_config("vector-cpu", ["--optim.fused=false"])
+    assert "fused" not in deepspeed_config(plain, 2)["optimizer"]["params"]
