@@ -82,7 +82,7 @@ def scaling(steps: int, rounds: int) -> list[dict]:
     import ray
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from diled_platform.config import load_config
+    from diled_platform.config import load_config, replace
     from diled_platform.train import fit
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -96,7 +96,9 @@ def scaling(steps: int, rounds: int) -> list[dict]:
             cfg = load_config("text-cpu", overrides + [
                 f"--optim.max_steps={steps}", f"--run.log_every={max(1, steps // 5)}",
                 f"--run.checkpoint_every={steps}", "--run.val_batches=1", f"--run.storage_path={storage}",
-                f"--run.name={name}", "--model.codec_args.tokenizer=" + str(text_tokenizer(storage))])
+                f"--run.name={name}"])
+            codec_args = {k: v for k, v in cfg.model.codec_args.items() if k != "vocab_size"}
+            cfg = replace(cfg, model={"codec_args": {**codec_args, "tokenizer": str(text_tokenizer(storage))}})
             fit(cfg)
             acc = EventAccumulator(str(storage / name / "tensorboard"))
             acc.Reload()

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from diled.baselines.vae import VAEOptions, gaussian_kl, kl_term, kl_weight
 from diled.codecs.base import Codec, build_codec
 from diled.denoiser import MLPSkipNet
 from diled.diffusion import LatentDiffusion, check_sampler_name, ddim_invert, ddim_sample
@@ -28,8 +29,8 @@ FORMAT_VERSION = 1
 DEFAULT_STEPS = 50  # DDIM steps when none are given: the largest of DESIGN.md's 10/20/50
 
 Via = Literal["latent", "inversion"]
-Objective = Literal["diled", "autoencoder", "prior_only"]
-OBJECTIVES = ("diled", "autoencoder", "prior_only")
+Objective = Literal["diled", "autoencoder", "prior_only", "vae"]
+OBJECTIVES = ("diled", "autoencoder", "prior_only", "vae")
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -52,11 +53,14 @@ class DiLED(nn.Module):
         objective: ``"diled"`` (the joint loss) or ``"autoencoder"`` (the same codec and encoding noise,
             reconstruction only, the prior untouched: the baseline "without the diffusion prior", and the
             first stage of a two-stage model) or ``"prior_only"`` (the prior's terms on the latents of a
-            frozen codec: the second stage, as in latent diffusion).
+            frozen codec: the second stage, as in latent diffusion) or ``"vae"`` (the text-VAE baseline:
+            a Gaussian posterior around the encoder mean, KL to N(0, I) with annealing / free bits per
+            ``vae``, see ``diled.baselines.vae``; the prior network is unused and generation samples N(0, I)).
+        vae: ``VAEOptions`` or its dict (objective "vae" only).
     """
 
     def __init__(self, codec: Codec, denoiser: nn.Module, diffusion: LatentDiffusion, w: float = 8.0,
-                 objective: Objective = "diled"):
+                 objective: Objective = "diled", vae: VAEOptions | dict | None = None):
         super().__init__()
         d_codec, d_prior = getattr(codec, "latent_dim", None), getattr(denoiser, "latent_dim", None)
         if d_codec != d_prior:
@@ -69,8 +73,17 @@ class DiLED(nn.Module):
             raise ValueError(f"unknown objective {objective!r}; valid: {', '.join(OBJECTIVES)}")
         self.codec, self.denoiser, self.diffusion, self.w = codec, denoiser, diffusion, float(w)
         self.objective = objective
+        if vae is not None and objective != "vae":
+            raise ValueError(f"vae options are for objective 'vae', not {objective!r}")
+        if objective == "vae":
+            self.vae = vae if isinstance(vae, VAEOptions) else VAEOptions.from_dict(vae)
+            # the posterior's log-variance from the encoder mean; starts at N(mu, I)
+            self.vae_logvar = nn.Linear(self.latent_dim, self.latent_dim)
+            nn.init.zeros_(self.vae_logvar.weight)
+            nn.init.zeros_(self.vae_logvar.bias)
+            self.register_buffer("vae_step", torch.zeros((), dtype=torch.long))  # for KL annealing; checkpointed
         # what an objective does not train is frozen, so optimisers (and DeepSpeed) never see it
-        if objective == "autoencoder":
+        if objective in ("autoencoder", "vae"):
             self.denoiser.requires_grad_(False)
         elif objective == "prior_only":
             self.codec.requires_grad_(False)
@@ -85,15 +98,18 @@ class DiLED(nn.Module):
 
     # ----------------------------------------------------------------- config
     def get_config(self) -> dict[str, Any]:
-        return {"format_version": FORMAT_VERSION, "w": self.w, "objective": self.objective,
-                "codec": {"name": self.codec.name, **self.codec.get_config()},
-                "denoiser": {"name": "mlp_skip", **self.denoiser.get_config()},
-                "diffusion": self.diffusion.get_config()}
+        config = {"format_version": FORMAT_VERSION, "w": self.w, "objective": self.objective,
+                  "codec": {"name": self.codec.name, **self.codec.get_config()},
+                  "denoiser": {"name": "mlp_skip", **self.denoiser.get_config()},
+                  "diffusion": self.diffusion.get_config()}
+        if self.objective == "vae":
+            config["vae"] = self.vae.to_dict()
+        return config
 
     @classmethod
     def from_config(cls, config: dict[str, Any], directory: str | Path | None = None) -> "DiLED":
         """Build an untrained model from ``{"codec": {...}, "denoiser": {...}, "diffusion": {...}, "w": ...}``."""
-        known = {"format_version", "w", "objective", "codec", "denoiser", "diffusion"}
+        known = {"format_version", "w", "objective", "codec", "denoiser", "diffusion", "vae"}
         unknown = sorted(set(config) - known)
         if unknown:
             raise ValueError(f"unknown DiLED config key(s) {unknown}; expected {sorted(known)}")
@@ -106,7 +122,7 @@ class DiLED(nn.Module):
             raise ValueError(f"unknown denoiser {kind!r}; valid names: mlp_skip")
         return cls(build_codec(config["codec"], directory=directory), MLPSkipNet(**denoiser_cfg),
                    LatentDiffusion(**config["diffusion"]), w=config.get("w", 8.0),
-                   objective=config.get("objective", "diled"))
+                   objective=config.get("objective", "diled"), vae=config.get("vae"))
 
     # ----------------------------------------------------------------- training
     def _prepare(self, batch) -> dict[str, torch.Tensor]:
@@ -121,11 +137,15 @@ class DiLED(nn.Module):
         """The DiLED loss on a batch.
 
         Returns ``loss`` (scalar), ``rec`` [N] (-log p(x0 | z1)), ``diff`` [N] (L_diff, or L_align where
-        t == 1), ``t`` [N], ``z0`` [N x D] (the detached encoder means) and ``mu_abs`` (mean |mu|, to watch the latent scale against
-        sqrt(beta_1), DESIGN.md section 6). ``t`` fixes the steps instead of drawing them.
+        t == 1), ``nelbo`` [N] (the w-free negative ELBO estimate ``rec + T * lambda_t * diff``, DESIGN.md
+        section 1), ``t`` [N], ``z0`` [N x D] (the detached encoder means) and ``mu_abs`` (mean |mu|, to
+        watch the latent scale against sqrt(beta_1), DESIGN.md section 6). ``t`` fixes the steps instead
+        of drawing them. With objective "vae", ``diff`` is the KL to N(0, I) and ``nelbo`` = rec + KL.
         """
         batch = self._prepare(batch)
         z0 = self.codec.encode(batch)
+        if self.objective == "vae":
+            return self._vae_forward(batch, z0)
         n = z0.shape[0]
         if t is None:
             t = self.diffusion.sample_t(n, device=z0.device)
@@ -137,7 +157,8 @@ class DiLED(nn.Module):
             with torch.no_grad():
                 rec = self.codec.reconstruction_loss(batch, z1)
             diff = self.diffusion.training_losses(self.denoiser, z0, z1, t)["diff"]
-            return {"loss": self.w * diff.mean(), "rec": rec, "diff": diff, "t": t, "z0": z0, "mu_abs": z0.abs().mean()}
+            return {"loss": self.w * diff.mean(), "rec": rec, "diff": diff, "nelbo": self._nelbo(rec, diff, t),
+                    "t": t, "z0": z0, "mu_abs": z0.abs().mean()}
         rec = self.codec.reconstruction_loss(batch, z1)
         if self.objective == "diled":
             diff = self.diffusion.training_losses(self.denoiser, z0, z1, t)["diff"]
@@ -146,12 +167,36 @@ class DiLED(nn.Module):
             with torch.no_grad():
                 diff = self.diffusion.training_losses(self.denoiser, z0.detach(), z1.detach(), t)["diff"]
             loss = rec.mean()
-        out = {"rec": rec, "diff": diff, "t": t, "z0": z0.detach(), "mu_abs": z0.detach().abs().mean()}
+        out = {"rec": rec, "diff": diff, "nelbo": self._nelbo(rec.detach(), diff.detach(), t), "t": t,
+               "z0": z0.detach(), "mu_abs": z0.detach().abs().mean()}
+        return self._with_auxiliary(batch, z0, z1, loss, out)
+
+    def _nelbo(self, rec: torch.Tensor, diff: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        # sum_t lambda_t [L_rec / (T lambda_t) + L_diff_t] estimated at the drawn t: comparable across w
+        return rec.float() + diff.float() / self.diffusion.rec_weight(t).float()
+
+    def _with_auxiliary(self, batch, z0, z1, loss, out) -> dict[str, torch.Tensor]:
         # codec-specific supervised terms (e.g. the protein fitness head), each [N] with its weight
         for name, (term, weight) in self.codec.auxiliary_losses(batch, z0, z1).items():
             loss = loss + weight * term.mean()
             out[name] = term
         return {"loss": loss, **out}
+
+    def _vae_forward(self, batch, z0: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The VAE baseline: z ~ N(mu, exp(logvar)), reconstruction + annealed, free-bits KL."""
+        logvar = self.vae_logvar(z0)
+        z = z0 + (0.5 * logvar).exp() * torch.randn_like(z0)
+        rec = self.codec.reconstruction_loss(batch, z)
+        kl = gaussian_kl(z0, logvar)
+        if self.training:
+            self.vae_step += 1
+        weight = kl_weight(int(self.vae_step), self.vae)
+        loss = rec.mean() + weight * kl_term(kl, self.vae)
+        kl_sum = kl.sum(1)
+        t = torch.ones(z0.shape[0], dtype=torch.long, device=z0.device)  # no diffusion step: reported as 1
+        out = {"rec": rec, "diff": kl_sum.detach(), "nelbo": (rec + kl_sum).detach().float(), "t": t,
+               "z0": z0.detach(), "mu_abs": z0.detach().abs().mean()}
+        return self._with_auxiliary(batch, z0, z, loss, out)
 
     # ----------------------------------------------------------------- inference
     @torch.no_grad()
@@ -175,6 +220,8 @@ class DiLED(nn.Module):
             if isinstance(n, bool) or not isinstance(n, int) or n < 1:
                 raise ValueError(f"n must be a positive integer, got {n!r}")
             z_T = torch.randn((n, self.latent_dim), generator=generator, device="cpu").to(self.device)
+        if self.objective == "vae":  # the VAE's prior is N(0, I) itself: no network to run
+            return z_T
         eta = (0.0 if sampler == "ddim" else 1.0) if eta is None else eta
         return ddim_sample(self.diffusion, self.denoiser, z_T, self._steps(steps, sampler), eta=eta,
                            generator=generator)
@@ -193,7 +240,9 @@ class DiLED(nn.Module):
 
     @torch.no_grad()
     def invert(self, batch, steps: int | None = None) -> torch.Tensor:
-        """Deterministic DDIM codes z_T [N x D] of the inputs' encoder means."""
+        """Deterministic DDIM codes z_T [N x D] of the inputs' encoder means (a VAE's code is its mean)."""
+        if self.objective == "vae":
+            return self.encode(batch)
         return ddim_invert(self.diffusion, self.denoiser, self.encode(batch), self._steps(steps))
 
     @torch.no_grad()
@@ -203,6 +252,8 @@ class DiLED(nn.Module):
         if via == "latent":
             return self.encode(batch)
         if via == "inversion":
+            if self.objective == "vae":
+                return self.encode(batch)
             return ddim_sample(self.diffusion, self.denoiser, self.invert(batch, steps=steps), self._steps(steps))
         raise ValueError(f"unknown via {via!r}; valid values: latent, inversion")
 
@@ -222,6 +273,8 @@ class DiLED(nn.Module):
         alphas = torch.linspace(0, 1, num).tolist()
         if via == "latent":
             return torch.cat([(1 - s) * za + s * zb for s in alphas])
+        if via == "inversion" and self.objective == "vae":  # slerp between the means, no prior network
+            return torch.cat([slerp(za, zb, s) for s in alphas])
         if via == "inversion":
             ts = self._steps(steps)
             codes = ddim_invert(self.diffusion, self.denoiser, torch.cat([za, zb]), ts)

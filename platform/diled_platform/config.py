@@ -35,9 +35,10 @@ class ModelConfig:
     time_dim: int = 64
     w: float = 1.0                              # prior weight (paper: 8 text, 1 protein/images)
     # diled: joint; autoencoder: the prior switched off (baseline, two-stage step 1); prior_only: the prior
-    # on a frozen codec (two-stage step 2, with init_from the step-1 model)
-    objective: Literal["diled", "autoencoder", "prior_only"] = "diled"
+    # on a frozen codec (two-stage step 2, with init_from the step-1 model); vae: the VAE baseline
+    objective: Literal["diled", "autoencoder", "prior_only", "vae"] = "diled"
     init_from: str | None = None                # start from this save_pretrained folder's weights
+    vae: dict = field(default_factory=dict)     # objective vae: beta, anneal_steps, free_bits (diled.baselines.vae)
 
     def validate(self):
         _positive(self, "latent_dim", "prior_hidden", "prior_depth", "time_dim")
@@ -45,6 +46,15 @@ class ModelConfig:
             raise ConfigError(f"model.w must be >= 0, got {self.w}")
         if self.objective == "prior_only" and not self.init_from:
             raise ConfigError("model.objective=prior_only needs model.init_from (the trained codec's model folder)")
+        if self.vae and self.objective != "vae":
+            raise ConfigError(f"model.vae is for model.objective=vae, not {self.objective!r}")
+        if self.objective == "vae":
+            from diled.baselines.vae import VAEOptions
+
+            try:
+                VAEOptions.from_dict(self.vae)
+            except (TypeError, ValueError) as err:
+                raise ConfigError(f"model.vae: {err}") from None
         if "latent_dim" in self.codec_args:
             raise ConfigError("model.codec_args must not set latent_dim: use model.latent_dim")
 
@@ -191,7 +201,7 @@ class JobConfig:
     def model_config(self) -> dict[str, Any]:
         """The ``DiLED.from_config`` dict this job trains."""
         m = self.model
-        return {"w": m.w, "objective": m.objective,
+        return {"w": m.w, "objective": m.objective, **({"vae": dict(m.vae)} if m.objective == "vae" else {}),
                 "codec": {"name": m.codec, **m.codec_args, "latent_dim": m.latent_dim},
                 "denoiser": {"latent_dim": m.latent_dim, "hidden": m.prior_hidden, "depth": m.prior_depth,
                              "time_dim": m.time_dim},

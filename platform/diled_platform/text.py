@@ -41,84 +41,117 @@ def _batches(items: list, size: int):
         yield items[i:i + size]
 
 
+def reconstruct_texts(model, refs: list[str], batch_size: int = 100) -> tuple[list[str], dict[str, float]]:
+    """Greedy decode(encode(x)) of ``refs``: the outputs, and BLEU / teacher-forced token accuracy / exact match."""
+    from diled.metrics.text import corpus_bleu
+
+    codec, recons, accs = model.codec, [], []
+    for chunk in _batches(refs, batch_size):
+        batch = model._prepare(codec.collate(chunk))
+        z0 = codec.encode(batch)
+        recons += codec.decode(z0)
+        accs += codec.token_accuracy(batch, z0).tolist()
+    return recons, {"reconstruction_bleu": corpus_bleu(recons, refs),
+                    "reconstruction_token_accuracy": sum(accs) / len(accs),
+                    "reconstruction_exact_match": sum(a.strip() == b.strip() for a, b in zip(recons, refs)) / len(refs)}
+
+
+def generate_texts(model, n: int, steps: int, seed: int, batch_size: int = 100) -> list[str]:
+    """``n`` samples: z1 from the prior (DDIM, ``steps``), greedy decoding; seeded."""
+    gen, samples = torch.Generator().manual_seed(seed), []
+    for k in [batch_size] * (n // batch_size) + ([n % batch_size] if n % batch_size else []):
+        samples += model.generate(k, steps=steps, generator=gen)
+    return samples
+
+
+def interpolation_paths(model, pairs: list[tuple[str, str]], num: int = 5, steps: int = 50) -> list[list[str]]:
+    """Decoded points from a to b for each pair (DiLED: slerp between DDIM-inverted codes)."""
+    return [model.interpolate(a, b, num=num, steps=steps) for a, b in pairs]
+
+
+def write_text_outputs(out_dir: Path, refs: list[str], recons: list[str], samples: list[str],
+                       pairs: list[tuple[str, str]], paths: list[list[str]]) -> None:
+    """``reconstructions.tsv`` (input, output), ``samples.txt`` and ``interpolations.txt`` in ``out_dir``."""
+    clean = lambda t: t.replace("\t", " ")  # noqa: E731
+    (out_dir / "reconstructions.tsv").write_text(
+        "input\toutput\n" + "".join(f"{clean(a)}\t{clean(b)}\n" for a, b in zip(refs, recons)))
+    (out_dir / "samples.txt").write_text("\n".join(samples) + "\n")
+    lines = []
+    for (a, b), path in zip(pairs, paths):
+        lines += [f"# {a}  ->  {b}"] + [f"  {k / (len(path) - 1):.2f}  {s}" for k, s in enumerate(path)] + [""]
+    (out_dir / "interpolations.txt").write_text("\n".join(lines))
+
+
+def sentiment_probe(train_rows: list[dict], n: int = 4000):
+    """The flip-rate judge: logistic regression on frozen MiniLM embeddings of up to ``n`` labelled training
+    sentences; None without both labels."""
+    from diled.metrics.sentiment import SentimentProbe
+
+    labelled = [r for r in train_rows if r["label"] in ("positive", "negative")][:n]
+    if {r["label"] for r in labelled} != {"positive", "negative"}:
+        return None, labelled
+    return SentimentProbe().fit([r["text"] for r in labelled], [r["label"] for r in labelled]), labelled
+
+
+def sentiment_arithmetic(model, probe, labelled: list[dict], negatives: list[str]) -> tuple[dict, list[tuple]]:
+    """Add the (positive - negative) mean-latent direction of the ``labelled`` training sentences to the
+    latents of held-out ``negatives``, decode, and let ``probe`` judge: the flip rate and the rows."""
+    codec, means = model.codec, {}
+    for label in ("positive", "negative"):
+        texts = [r["text"] for r in labelled if r["label"] == label]
+        means[label] = torch.cat([model.encode(c) for c in _batches(texts, 200)]).mean(0)
+    direction = means["positive"] - means["negative"]
+    z = torch.cat([model.encode(c) for c in _batches(negatives, 100)])
+    base = [s for c in _batches(list(z), 100) for s in codec.decode(torch.stack(c))]
+    shifted = [s for c in _batches(list(z + direction), 100) for s in codec.decode(torch.stack(c))]
+    base_pred, shifted_pred = probe.predict(base), probe.predict(shifted)
+    metrics = {"arithmetic_n": len(negatives),
+               "arithmetic_flip_rate": sum(p == "positive" for p in shifted_pred) / len(negatives),
+               "arithmetic_positive_rate_without_shift": sum(p == "positive" for p in base_pred) / len(negatives)}
+    return metrics, list(zip(negatives, base, shifted, shifted_pred))
+
+
 @torch.no_grad()
 def text_report(model_dir: Path, splits: dict, out_dir: Path, n_eval: int = 300, n_samples: int = 200,
                 ddim_steps: int = 50, probe_train: int = 4000, seed: int = 0) -> dict[str, Any]:
     """Evaluate a trained text model on the held-out split and write the run's text outputs."""
     from diled import DiLED
-    from diled.metrics.sentiment import SentimentProbe
-    from diled.metrics.text import corpus_bleu, distinct_n, novelty, self_bleu
+    from diled.metrics.text import distinct_n, novelty, self_bleu
 
     torch.manual_seed(seed)
     model = DiLED.from_pretrained(model_dir)
-    codec = model.codec
     test = splits["test"].to_pylist()
     train = splits["train"].to_pylist()
     held = test[:n_eval]
     refs = [r["text"] for r in held]
     metrics: dict[str, Any] = {"n_test_sentences": len(held)}
 
-    # reconstruction: decode(encode(x)), greedy
-    recons, accs = [], []
-    for chunk in _batches(refs, 100):
-        batch = model._prepare(codec.collate(chunk))
-        z0 = codec.encode(batch)
-        recons += codec.decode(z0)
-        accs += codec.token_accuracy(batch, z0).tolist()
-    metrics["reconstruction_bleu"] = corpus_bleu(recons, refs)
-    metrics["reconstruction_token_accuracy"] = sum(accs) / len(accs)
-    metrics["reconstruction_exact_match"] = sum(a.strip() == b.strip() for a, b in zip(recons, refs)) / len(refs)
-    with open(out_dir / "reconstructions.tsv", "w") as f:
-        f.write("input\toutput\n")
-        for a, b in zip(refs, recons):
-            f.write(f"{a.replace(chr(9), ' ')}\t{b.replace(chr(9), ' ')}\n")
+    recons, rec_metrics = reconstruct_texts(model, refs)
+    metrics.update(rec_metrics)
 
-    # generation: z1 from the prior (DDIM), greedy decoding
-    samples = []
-    gen = torch.Generator().manual_seed(seed)
-    for n in [100] * (n_samples // 100) + ([n_samples % 100] if n_samples % 100 else []):
-        samples += model.generate(n, steps=ddim_steps, generator=gen)
+    samples = generate_texts(model, n_samples, ddim_steps, seed)
     training = {r["text"].lower() for r in train}
     metrics.update({"samples": len(samples), "ddim_steps": ddim_steps,
                     "distinct_1": distinct_n(samples, 1), "distinct_2": distinct_n(samples, 2),
                     "self_bleu": self_bleu(samples), "novelty": novelty(samples, training),
                     "empty_samples": sum(not s.strip() for s in samples)})
-    (out_dir / "samples.txt").write_text("\n".join(samples) + "\n")
+    pairs = [(held[2 * i]["text"], held[2 * i + 1]["text"]) for i in range(5)]
+    write_text_outputs(out_dir, refs, recons, samples, pairs, interpolation_paths(model, pairs, steps=ddim_steps))
 
-    # interpolation between pairs of held-out sentences (slerp between DDIM-inverted codes)
-    lines = []
-    for i in range(5):
-        a, b = held[2 * i]["text"], held[2 * i + 1]["text"]
-        mid = model.interpolate(a, b, num=5, steps=ddim_steps)
-        lines += [f"# {a}  ->  {b}"] + [f"  {k / 4:.2f}  {s}" for k, s in enumerate(mid)] + [""]
-    (out_dir / "interpolations.txt").write_text("\n".join(lines))
-
-    # latent arithmetic: add the positive-minus-negative direction to held-out negative sentences
-    labelled = [r for r in train if r["label"] in ("positive", "negative")][:probe_train]
-    if {r["label"] for r in labelled} == {"positive", "negative"}:
-        probe = SentimentProbe().fit([r["text"] for r in labelled], [r["label"] for r in labelled])
+    probe, labelled = sentiment_probe(train, probe_train)
+    if probe is not None:
         held_pn = [r for r in test if r["label"] in ("positive", "negative")][:n_eval]
         metrics["sentiment_classifier"] = ("logistic regression on frozen all-MiniLM-L6-v2 mean-pooled "
                                            f"embeddings, trained on {len(labelled)} training sentences")
         metrics["sentiment_classifier_test_accuracy"] = probe.accuracy([r["text"] for r in held_pn],
                                                                        [r["label"] for r in held_pn])
-        means = {}
-        for label in ("positive", "negative"):
-            texts = [r["text"] for r in labelled if r["label"] == label]
-            means[label] = torch.cat([model.encode(c) for c in _batches(texts, 200)]).mean(0)
-        direction = means["positive"] - means["negative"]
         negatives = [r["text"] for r in test if r["label"] == "negative"][:200]
-        z = torch.cat([model.encode(c) for c in _batches(negatives, 100)])
-        base = [s for c in _batches(list(z), 100) for s in codec.decode(torch.stack(c))]
-        shifted = [s for c in _batches(list(z + direction), 100) for s in codec.decode(torch.stack(c))]
-        base_pred, shifted_pred = probe.predict(base), probe.predict(shifted)
-        metrics["arithmetic_n"] = len(negatives)
-        metrics["arithmetic_flip_rate"] = sum(p == "positive" for p in shifted_pred) / len(negatives)
-        metrics["arithmetic_positive_rate_without_shift"] = sum(p == "positive" for p in base_pred) / len(negatives)
+        arith, rows = sentiment_arithmetic(model, probe, labelled, negatives)
+        metrics.update(arith)
         with open(out_dir / "arithmetic.tsv", "w") as f:
             f.write("negative input\treconstruction\twith +(positive - negative)\tjudged\n")
-            for a, b, c, p in zip(negatives, base, shifted, shifted_pred):
-                f.write(f"{a}\t{b}\t{c}\t{p}\n")
+            for row in rows:
+                f.write("\t".join(row) + "\n")
 
     # the representation: a 2-D projection of the test latents, coloured by sentiment
     z_test = torch.cat([model.encode([r["text"] for r in c]) for c in _batches(test[:2000], 200)])

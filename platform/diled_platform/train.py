@@ -175,7 +175,7 @@ def _all_reduce(x: torch.Tensor, op: str = "mean") -> torch.Tensor:
     return x / dist.get_world_size() if op == "mean" else x
 
 
-_STANDARD_OUTPUTS = {"loss", "rec", "diff", "t", "z0", "mu_abs"}
+_STANDARD_OUTPUTS = {"loss", "rec", "diff", "nelbo", "t", "z0", "mu_abs"}
 
 
 @torch.no_grad()
@@ -193,9 +193,7 @@ def evaluate(engine, batches: list[dict], seed: int) -> dict[str, float]:
         for batch in batches:
             out = module(batch)
             n = out["t"].shape[0]
-            # the negative ELBO, whatever w: L_rec + T * lambda_t * L_diff at the drawn t (DESIGN.md
-            # section 1: sum_t lambda_t [L_rec / (T lambda_t) + L_diff_t]); comparable across w and schedules
-            nelbo = out["rec"].float() + out["diff"].float() / module.diffusion.rec_weight(out["t"]).float()
+            nelbo = out["nelbo"]  # the negative ELBO at the drawn t, whatever w (DiLED.forward)
             sums += torch.tensor([out["loss"].item() * n, out["rec"].sum().item(), out["diff"].sum().item(), n,
                                   nelbo.sum().item()], dtype=torch.float64)
             for name in [k for k in out if k not in _STANDARD_OUTPUTS]:  # codec terms, e.g. fitness_mse

@@ -1,0 +1,53 @@
+"""The comparison harness's summaries (no training): mean +/- std, the bold rule, CSV, the run plan."""
+
+import csv
+
+import pytest
+
+from diled_platform.config import load_config
+from diled_platform.evaluation import Metric, best_models, markdown_table, model_runs, summarize, write_csv
+
+METRICS = [Metric("bleu", "BLEU", True), Metric("ppl", "PPL", False), Metric("nested.x", "x", True)]
+RESULTS = {"diled": [{"bleu": 10.0, "ppl": 50.0, "nested": {"x": 1}}, {"bleu": 12.0, "ppl": 70.0, "nested": {"x": 3}}],
+           "vae": [{"bleu": 4.0, "ppl": 40.0}, {"bleu": 6.0, "ppl": float("nan")}]}
+
+
+def test_summary_is_mean_and_sample_std_over_seeds():
+    s = summarize(RESULTS, METRICS)
+    assert s["diled"]["bleu"] == (11.0, pytest.approx(2 ** 0.5), 2)
+    assert s["diled"]["nested.x"] == (2.0, pytest.approx(2 ** 0.5), 2)
+    assert s["vae"]["ppl"] == (40.0, 0.0, 1)           # a non-finite value is left out, not averaged
+    assert "nested.x" not in s["vae"]
+
+
+def test_bold_follows_the_direction_and_is_written():
+    s = summarize(RESULTS, METRICS)
+    assert best_models(s, METRICS[0]) == {"diled"} and best_models(s, METRICS[1]) == {"vae"}
+    table = markdown_table(s, METRICS, reference={"ppl": 30.0})
+    lines = table.splitlines()
+    assert lines[0] == "| model | BLEU ↑ | PPL ↓ | x ↑ |"
+    assert lines[2] == "| diled | **11.0 ± 1.4** | 60.0 ± 14.1 | **2.000 ± 1.414** |"
+    assert lines[3] == "| vae | 5.000 ± 1.414 | **40.0 ± 0.0** | n/a |"
+    assert lines[4].startswith("| *held-out data* |") and "*30.0*" in lines[4]
+
+
+def test_csv_has_one_row_per_model_and_metric(tmp_path):
+    write_csv(summarize(RESULTS, METRICS), METRICS, tmp_path / "t.csv")
+    rows = list(csv.DictReader(open(tmp_path / "t.csv")))
+    assert [(r["model"], r["metric"]) for r in rows] == [("diled", "bleu"), ("diled", "ppl"), ("diled", "nested.x"),
+                                                         ("vae", "bleu"), ("vae", "ppl")]
+    assert rows[0]["higher_is_better"] == "True" and rows[0]["mean"] == "11" and rows[0]["seeds"] == "2"
+
+
+def test_baselines_are_config_changes_of_one_job():
+    cfg = load_config("vector-cpu", ["--run.storage_path=/tmp/x"])
+    (d,) = model_runs(cfg, "diled", 3, {})
+    (v,) = model_runs(cfg, "vae", 3, {"beta": 0.1})
+    ae, prior = model_runs(cfg, "two-stage", 3, {})
+    assert (d.model.objective, v.model.objective, ae.model.objective, prior.model.objective) == \
+        ("diled", "vae", "autoencoder", "prior_only")
+    assert v.model.vae == {"beta": 0.1} and d.run.seed == v.run.seed == prior.run.seed == 3
+    assert prior.model.init_from == "/tmp/x/two-stage-ae-seed3/model"
+    assert d.optim == v.optim == ae.optim == prior.optim and d.model.codec_args == v.model.codec_args
+    with pytest.raises(ValueError, match="unknown model 'gan'"):
+        model_runs(cfg, "gan", 0, {})

@@ -1,0 +1,83 @@
+"""Metric code on cases with known answers."""
+
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+from diled.codecs.text import load_decoder_tokenizer, train_bpe
+from diled.metrics.distribution import kmeans, mauve_score
+from diled.metrics.lm import perplexity, sequence_nll
+from diled.metrics.text import corpus_bleu, distinct_n, novelty, self_bleu
+
+SENTENCES = ["the film is a quiet triumph", "a dull and lifeless script", "i loved every minute of it",
+             "not worth the ticket", "the cast is wonderful and the story moves"]
+
+
+def test_bleu_of_identical_corpora_is_100_and_of_disjoint_is_0():
+    assert corpus_bleu(SENTENCES, SENTENCES) == pytest.approx(100.0)
+    assert corpus_bleu(["zz yy xx ww"] * 5, SENTENCES) == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="5 hypotheses but 4 references"):
+        corpus_bleu(SENTENCES, SENTENCES[:4])
+
+
+def test_diversity_and_novelty_known_values():
+    assert distinct_n(["a b a b"], 1) == 0.5 and distinct_n(["a b a b"], 2) == pytest.approx(2 / 3)
+    assert self_bleu(["same words here again"] * 4) == pytest.approx(100.0)
+    assert novelty(["Seen", "new"], {"seen"}) == 0.5
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    path = train_bpe(SENTENCES * 20, 300, tmp_path_factory.mktemp("bpe"))
+    return load_decoder_tokenizer(str(path))
+
+
+class ConstantLM(nn.Module):
+    """Logits that do not depend on the input: uniform (all zero) or all mass on one token."""
+
+    def __init__(self, vocab: int, favourite: int | None = None):
+        super().__init__()
+        self.vocab, self.favourite = vocab, favourite
+
+    def forward(self, input_ids, attention_mask):
+        logits = torch.zeros(*input_ids.shape, self.vocab)
+        if self.favourite is not None:
+            logits[..., self.favourite] = 100.0
+        return SimpleNamespace(logits=logits)
+
+
+def test_perplexity_of_a_uniform_model_is_the_vocabulary_size(tokenizer):
+    vocab = len(tokenizer)
+    assert perplexity(ConstantLM(vocab), tokenizer, SENTENCES) == pytest.approx(vocab, rel=1e-5)
+
+
+def test_perplexity_of_a_certain_model_is_one_and_tokens_are_counted(tokenizer):
+    # "" is scored as its closing EOS only: a model certain of EOS has perplexity 1 on it
+    eos = tokenizer.eos_token_id
+    assert perplexity(ConstantLM(len(tokenizer), favourite=eos), tokenizer, ["", ""]) == pytest.approx(1.0)
+    total, count = sequence_nll(ConstantLM(len(tokenizer)), tokenizer, SENTENCES)
+    assert count == sum(len(tokenizer(s)["input_ids"]) + 1 for s in SENTENCES)
+    assert total == pytest.approx(count * math.log(len(tokenizer)), rel=1e-5)
+    with pytest.raises(ValueError, match="empty list"):
+        perplexity(ConstantLM(10), tokenizer, [])
+
+
+def test_mauve_is_one_for_identical_samples_and_near_zero_for_disjoint():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(200, 8, generator=g), torch.randn(200, 8, generator=g)
+    assert mauve_score(a, a) == pytest.approx(1.0)
+    assert mauve_score(a, b + 20.0) < 0.02
+    assert mauve_score(a, b) > mauve_score(a, b + 1.0)        # same law scores above a shifted one
+    with pytest.raises(ValueError, match="n >= 2"):
+        mauve_score(a[:1], b)
+
+
+def test_kmeans_separates_two_blobs():
+    g = torch.Generator().manual_seed(1)
+    x = torch.cat([torch.randn(50, 2, generator=g), torch.randn(50, 2, generator=g) + 10])
+    labels = kmeans(x, 2)
+    assert len(set(labels[:50].tolist())) == 1 and len(set(labels[50:].tolist())) == 1
+    assert labels[0] != labels[-1]
