@@ -1,6 +1,6 @@
 """How close to the hardware the text training step runs, and data-parallel scaling from 1 to 2 workers.
 
-    .venv/bin/python benchmarks/compute.py                   # ~6 minutes on 2 cores
+    .venv/bin/python benchmarks/compute.py                   # ~10 minutes on 2 cores
     .venv/bin/python benchmarks/compute.py --skip-scaling    # the FLOP/s part only, ~1 minute
 
 1. Peak: this machine's fp32 matmul FLOP/s with torch (square matmuls, 2 threads, median of repeats).
@@ -8,9 +8,10 @@
    ``estimate_mfu``: 2 FLOPs per weight per token forward, twice that backward, plus attention's
    QK^T and AV), over the padded shapes the step computes, divided by its measured time (single
    process, fused AdamW). Torch's own FlopCounterMode counts the same step as a cross-check.
-3. Scaling: the platform's Ray Train + DeepSpeed ZeRO-2 job on the text-cpu preset, global batch 32,
-   with 1 worker (2 CPUs, 2 threads) and 2 workers (1 CPU each), alternating; samples/s from the job's
-   own per-interval log, first interval (warm-up) dropped.
+3. Scaling: the platform's Ray Train + DeepSpeed ZeRO-2 job on the text-cpu preset, global batch 32:
+   1 worker on 1 CPU, 2 workers on 1 CPU each (data parallelism adds a core), and 1 worker on both CPUs
+   with 2 threads (the same cores used by intra-op threads instead); alternating rounds, samples/s from
+   the job's own per-interval log, first interval (warm-up) dropped.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ def counted_flops(model, batch) -> float:
 
 
 def scaling(steps: int, rounds: int) -> list[dict]:
-    """samples/s of the text-cpu job at 1 and 2 workers, alternating."""
+    """samples/s of the text-cpu job per setup ("workers x CPUs each"), alternating."""
     import ray
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -87,12 +88,13 @@ def scaling(steps: int, rounds: int) -> list[dict]:
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     storage = Path(tempfile.mkdtemp(prefix="compute_scaling_"))
-    setups = {1: ["--scaling.num_workers=1", "--scaling.cpus_per_worker=2", "--data.batch_size=32"],
-              2: ["--scaling.num_workers=2", "--scaling.cpus_per_worker=1", "--data.batch_size=16"]}
+    setups = {"1 x 1": ["--scaling.num_workers=1", "--scaling.cpus_per_worker=1", "--data.batch_size=32"],
+              "2 x 1": ["--scaling.num_workers=2", "--scaling.cpus_per_worker=1", "--data.batch_size=16"],
+              "1 x 2": ["--scaling.num_workers=1", "--scaling.cpus_per_worker=2", "--data.batch_size=32"]}
     results = []
     for r in range(rounds):
         for workers, overrides in setups.items():
-            name = f"w{workers}-r{r}"
+            name = f"w{workers.replace(' x ', 'x')}-r{r}"
             cfg = load_config("text-cpu", overrides + [
                 f"--optim.max_steps={steps}", f"--run.log_every={max(1, steps // 5)}",
                 f"--run.checkpoint_every={steps}", "--run.val_batches=1", f"--run.storage_path={storage}",
@@ -104,7 +106,7 @@ def scaling(steps: int, rounds: int) -> list[dict]:
             acc.Reload()
             rates = [e.value for e in acc.Scalars("train/samples_per_s")][1:]
             results.append({"workers": workers, "round": r, "samples_per_s": median(rates)})
-            print(f"  {workers} worker(s), round {r}: {median(rates):.1f} samples/s", flush=True)
+            print(f"  {workers} (workers x CPUs), round {r}: {median(rates):.1f} samples/s", flush=True)
     ray.shutdown()
     return results
 
@@ -155,10 +157,12 @@ def main() -> int:
     if not args.skip_scaling:
         print("\nData-parallel scaling (Ray Train + DeepSpeed ZeRO-2, text-cpu, global batch 32):", flush=True)
         res = scaling(args.scaling_steps, args.scaling_rounds)
-        one = median([r["samples_per_s"] for r in res if r["workers"] == 1])
-        two = median([r["samples_per_s"] for r in res if r["workers"] == 2])
-        print("\n" + markdown_table(["workers", "CPUs x threads", "samples/s (median of rounds)", "vs 1 worker"], [
-            [1, "1 x 2", f"{one:.1f}", "1.00"], [2, "2 x 1", f"{two:.1f}", f"**{two / one:.2f}**"]]))
+        rate = {s: median([r["samples_per_s"] for r in res if r["workers"] == s]) for s in ("1 x 1", "2 x 1", "1 x 2")}
+        base = rate["1 x 1"]
+        print("\n" + markdown_table(["workers", "CPUs (threads) per worker", "samples/s (median of rounds)",
+                                      "vs 1 worker on 1 CPU"], [
+            [1, "1 (1)", f"{base:.1f}", "1.00"], [2, "1 (1)", f"{rate['2 x 1']:.1f}", f"**{rate['2 x 1'] / base:.2f}**"],
+            [1, "2 (2)", f"{rate['1 x 2']:.1f}", f"{rate['1 x 2'] / base:.2f}"]]))
     return 0
 
 
