@@ -311,6 +311,7 @@ PROTEIN_METRICS = [
     Metric("residue_accuracy", "residue acc.", True),
     Metric("mutated_residue_accuracy", "acc. at mutated positions", True),
     Metric("fitness_mse", "fitness MSE", False),
+    Metric("fitness_pearson", "fitness Pearson", True),
     Metric("fitness_spearman", "fitness Spearman", True),
     Metric("optimize_gradient.measured_gain", "optimisation gain (measured)", True),
 ]

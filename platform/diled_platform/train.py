@@ -262,11 +262,16 @@ def load_checkpoint(engine) -> int:
 
 
 def maybe_inject_failure(cfg: JobConfig, ctx: WorkerContext, step: int, resumed: bool) -> None:
-    """Testing aid (``run.fail_at_step``): the last rank crashes once, at that step of a fresh attempt."""
+    """Testing aid (``run.fail_at_step``): the last rank crashes once, at that step of a fresh attempt.
+    On local storage a marker file makes it once per run: a retry that finds no registered checkpoint
+    (the controller had not yet taken the last report when the crash came) starts afresh and must not
+    crash again."""
     if cfg.run.fail_at_step != step or resumed or ctx.rank != ctx.world_size - 1:
         return
     if "://" not in cfg.run.storage_path:  # leave a trace, so that a test can tell the crash happened
         marker = Path(cfg.run.storage_path) / cfg.run.name / f"injected_failure_step_{step}"
+        if marker.exists():
+            return
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.touch()
     if cfg.run.fail_mode == "kill":
