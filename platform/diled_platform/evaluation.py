@@ -18,6 +18,7 @@ import logging
 import math
 import statistics
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -173,7 +174,7 @@ def plot_summary(results: dict[str, list[dict]], metrics: list[Metric], path: Pa
 
 
 # ----------------------------------------------------------------------------- tasks
-class Task:
+class Task(ABC):
     """What differs per data type: its preset, data, shared evaluation tools, metrics and VAE setting."""
 
     name: str
@@ -181,15 +182,17 @@ class Task:
     default_steps: int
     metrics: list[Metric]
 
+    @abstractmethod
     def prepare(self, cfg: JobConfig, out: Path) -> JobConfig:
-        raise NotImplementedError
+        """Load the data and the shared evaluation tools; the job config the models train with."""
 
     def vae_options(self, cfg: JobConfig) -> dict:
         steps = cfg.optim.max_steps
         return {"beta": 1.0, "anneal_steps": max(1, steps // 2), "free_bits": 0.0}
 
+    @abstractmethod
     def evaluate(self, model_dir: Path, out_dir: Path, seed: int) -> dict[str, Any]:
-        raise NotImplementedError
+        """Metrics of one trained model; its outputs go to ``out_dir``."""
 
     def reference(self) -> dict | None:
         return None
