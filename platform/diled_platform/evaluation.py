@@ -80,14 +80,20 @@ def train_or_load(cfg: JobConfig, model: str, seed: int, vae: dict) -> tuple[Pat
 
 
 # ----------------------------------------------------------------------------- summaries
+def seed_values(runs: list[dict], key: str) -> list[float]:
+    """The finite values of metric ``key`` over the runs (a metric that is NaN in a run, e.g. a measured
+    gain with no measured proposal, is left out of its mean rather than poisoning it)."""
+    values = (lookup(r, key) for r in runs)
+    return [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(float(v))]
+
+
 def summarize(results: dict[str, list[dict]], metrics: list[Metric]) -> dict[str, dict[str, tuple]]:
     """``{model: {key: (mean, std, n)}}`` over seeds (std: sample standard deviation; 0 with one seed)."""
     out = {}
     for model, runs in results.items():
         out[model] = {}
         for m in metrics:
-            values = [float(v) for v in (lookup(r, m.key) for r in runs) if isinstance(v, (int, float))
-                      and math.isfinite(float(v))]
+            values = seed_values(runs, m.key)
             if values:
                 std = statistics.stdev(values) if len(values) > 1 else 0.0
                 out[model][m.key] = (statistics.fmean(values), std, len(values))
@@ -157,7 +163,7 @@ def plot_summary(results: dict[str, list[dict]], metrics: list[Metric], path: Pa
     models = list(results)
     for ax, m in zip(axes.flat, metrics):
         for i, model in enumerate(models):
-            values = [float(v) for v in (lookup(r, m.key) for r in results[model]) if isinstance(v, (int, float))]
+            values = seed_values(results[model], m.key)
             if not values:
                 continue
             std = statistics.stdev(values) if len(values) > 1 else 0.0

@@ -5,7 +5,8 @@ import csv
 import pytest
 
 from diled_platform.config import load_config
-from diled_platform.evaluation import Metric, best_models, markdown_table, model_runs, summarize, write_csv
+from diled_platform.evaluation import (Metric, best_models, markdown_table, model_runs, plot_summary, summarize,
+                                      write_csv)
 
 METRICS = [Metric("bleu", "BLEU", True), Metric("ppl", "PPL", False), Metric("nested.x", "x", True)]
 RESULTS = {"diled": [{"bleu": 10.0, "ppl": 50.0, "nested": {"x": 1}}, {"bleu": 12.0, "ppl": 70.0, "nested": {"x": 3}}],
@@ -37,6 +38,12 @@ def test_csv_has_one_row_per_model_and_metric(tmp_path):
     assert [(r["model"], r["metric"]) for r in rows] == [("diled", "bleu"), ("diled", "ppl"), ("diled", "nested.x"),
                                                          ("vae", "bleu"), ("vae", "ppl")]
     assert rows[0]["higher_is_better"] == "True" and rows[0]["mean"] == "11" and rows[0]["seeds"] == "2"
+
+
+def test_plot_takes_the_same_values_as_the_table(tmp_path):
+    # a NaN in one seed (e.g. no measured proposal) must neither break the plot nor its error bar
+    plot_summary(RESULTS, METRICS, tmp_path / "t.png", "title")
+    assert (tmp_path / "t.png").stat().st_size > 1000
 
 
 def test_baselines_are_config_changes_of_one_job():
