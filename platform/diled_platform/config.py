@@ -116,6 +116,9 @@ class OptimConfig:
     betas: list = field(default_factory=lambda: [0.9, 0.999])
     grad_clip: float = 1.0                      # 0 disables clipping
     warmup_steps: int = 0
+    # after warmup: keep lr ("constant"), or decay it to min_lr_ratio * lr at max_steps ("linear", "cosine")
+    decay: Literal["constant", "linear", "cosine"] = "constant"
+    min_lr_ratio: float = 0.0
     max_steps: int = 2000
     grad_accum: int = 1
     # torch's fused AdamW kernel (CPU and CUDA): ~10x faster updates than its per-tensor CPU default
@@ -128,6 +131,11 @@ class OptimConfig:
             raise ConfigError(f"optim.lr must be > 0, got {self.lr}")
         if len(self.betas) != 2:
             raise ConfigError(f"optim.betas must have two values, got {self.betas}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ConfigError(f"optim.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if self.decay != "constant" and self.warmup_steps >= self.max_steps:
+            raise ConfigError(f"optim.decay={self.decay!r} needs optim.warmup_steps ({self.warmup_steps}) < "
+                              f"optim.max_steps ({self.max_steps})")
 
 
 @dataclass

@@ -61,13 +61,31 @@ def deepspeed_config(cfg: JobConfig, world_size: int) -> dict[str, Any]:
     })
     if cfg.optim.grad_clip > 0:
         ds["gradient_clipping"] = cfg.optim.grad_clip
-    if cfg.optim.warmup_steps > 0:
-        ds["scheduler"] = {"type": "WarmupLR", "params": {
-            "warmup_min_lr": 0.0, "warmup_max_lr": cfg.optim.lr, "warmup_num_steps": cfg.optim.warmup_steps,
-            "warmup_type": "linear"}}
+    ds.update(lr_scheduler(cfg.optim))
     if use_bf16(cfg):
         ds["bf16"] = {"enabled": True}
     return ds
+
+
+def lr_scheduler(optim) -> dict[str, Any]:
+    """DeepSpeed's scheduler entry for ``optim``: linear warmup from 0, then constant, linear or cosine
+    decay to ``min_lr_ratio * lr`` at ``max_steps`` ({} when the lr is constant from the first step)."""
+    o = optim
+    if o.decay == "constant":
+        if o.warmup_steps == 0:
+            return {}
+        return {"scheduler": {"type": "WarmupLR", "params": {
+            "warmup_min_lr": 0.0, "warmup_max_lr": o.lr, "warmup_num_steps": o.warmup_steps,
+            "warmup_type": "linear"}}}
+    if o.decay == "cosine":
+        return {"scheduler": {"type": "WarmupCosineLR", "params": {
+            "total_num_steps": o.max_steps, "warmup_min_ratio": 0.0, "cos_min_ratio": o.min_lr_ratio,
+            "warmup_num_steps": max(1, o.warmup_steps), "warmup_type": "linear"}}}
+    if o.min_lr_ratio > 0:  # WarmupDecayLR decays to its warmup_min_lr, which is also where warmup starts
+        raise ConfigError("optim.decay='linear' decays to 0; use decay='cosine' for a nonzero min_lr_ratio")
+    return {"scheduler": {"type": "WarmupDecayLR", "params": {
+        "total_num_steps": o.max_steps, "warmup_min_lr": 0.0, "warmup_max_lr": o.lr,
+        "warmup_num_steps": max(1, o.warmup_steps), "warmup_type": "linear"}}}
 
 
 def use_bf16(cfg: JobConfig) -> bool:
@@ -297,7 +315,7 @@ class Progress:
 
             self.writer = SummaryWriter(str(Path(self.cfg.run.storage_path) / self.cfg.run.name / "tensorboard"))
 
-    def update(self, step: int, out: dict[str, torch.Tensor]) -> None:
+    def update(self, step: int, out: dict[str, torch.Tensor], lr: float | None = None) -> None:
         for k in ("loss", "rec", "diff", "mu_abs"):
             self.sums[k] = self.sums.get(k, 0.0) + float(out[k].detach().float().mean())
         self.count += 1
@@ -308,8 +326,9 @@ class Progress:
             if self.ctx.rank == 0:
                 log.info(f"step {step}/{self.cfg.optim.max_steps}  loss {means['loss']:.4f}  "
                          f"rec {means['rec']:.3f}  diff {means['diff']:.4f}  |mu| {means['mu_abs']:.3f}  "
-                         f"{rate:.0f} samples/s")
-                self.scalars(step, {**{f"train/{k}": v for k, v in means.items()}, "train/samples_per_s": rate})
+                         + (f"lr {lr:.2e}  " if lr is not None else "") + f"{rate:.0f} samples/s")
+                extra = {"train/samples_per_s": rate, **({"train/lr": lr} if lr is not None else {})}
+                self.scalars(step, {**{f"train/{k}": v for k, v in means.items()}, **extra})
             self.sums, self.count, self.t0 = {}, 0, time.perf_counter()
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
@@ -353,7 +372,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         loss = out["loss"].item()
         if not math.isfinite(loss):
             raise FloatingPointError(f"loss is {loss} at step {step}: lower optim.lr or check the data")
-        progress.update(step, out)
+        progress.update(step, out, lr=engine.get_lr()[0])
         if step % cfg.run.checkpoint_every == 0 or step == cfg.optim.max_steps:
             metrics = {"step": step, **evaluate(engine, val, seed=cfg.run.seed + 1)}
             progress.scalars(step, {f"val/{k}": v for k, v in metrics.items() if k != "step"})

@@ -82,3 +82,42 @@ def test_fused_adamw_is_asked_for_unless_switched_off():
     assert deepspeed_config(cfg, 2)["optimizer"]["params"]["fused"] is True
     plain = load_config("vector-cpu", ["--optim.fused=false"])
     assert "fused" not in deepspeed_config(plain, 2)["optimizer"]["params"]
+
+
+def _lr_curve(cfg):
+    """The lr DeepSpeed's scheduler gives at each optimizer step, built from our config entry."""
+    import torch
+    from deepspeed.runtime import lr_schedules
+
+    entry = deepspeed_config(cfg, 1)["scheduler"]
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.optim.lr)
+    sched = getattr(lr_schedules, entry["type"])(opt, **entry["params"])
+    lrs = []
+    for _ in range(cfg.optim.max_steps):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return lrs
+
+
+@pytest.mark.parametrize("decay,end", [("constant", 1.0), ("linear", 0.0), ("cosine", 0.1)])
+def test_lr_warms_up_then_follows_the_decay(decay, end):
+    cfg = load_config("vector-cpu", ["--optim.lr=1e-3", "--optim.warmup_steps=10", "--optim.max_steps=100",
+                                     f"--optim.decay={decay}", f"--optim.min_lr_ratio={end if decay == 'cosine' else 0}"])
+    lrs = _lr_curve(cfg)
+    assert lrs[0] == 0.0 and 0.3e-3 < lrs[5] < 0.6e-3          # linear warmup (DeepSpeed: one step late)
+    assert max(lrs) == pytest.approx(1e-3, rel=1e-3)
+    assert lrs[-1] == pytest.approx(end * 1e-3, abs=3e-5)
+    assert all(a >= b for a, b in zip(lrs[11:], lrs[12:]))   # never rises after warmup
+
+
+def test_decay_settings_are_checked():
+    with pytest.raises(ConfigError, match="optim.min_lr_ratio"):
+        load_config("vector-cpu", ["--optim.min_lr_ratio=2"])
+    with pytest.raises(ConfigError, match="warmup_steps"):
+        load_config("vector-cpu", ["--optim.decay=cosine", "--optim.warmup_steps=50", "--optim.max_steps=50"])
+    with pytest.raises(ConfigError, match="invalid|decay"):
+        load_config("vector-cpu", ["--optim.decay=step"])
+    cfg = load_config("vector-cpu", ["--optim.decay=linear", "--optim.min_lr_ratio=0.1"])
+    with pytest.raises(ConfigError, match="cosine"):
+        deepspeed_config(cfg, 2)
