@@ -261,19 +261,34 @@ class TextCodec(Codec):
         return hit.sum(1) / tmask.sum(1).clamp(min=1)
 
     @torch.no_grad()
-    def decode(self, z: torch.Tensor, max_new_tokens: int | None = None, strategy: str = "greedy",
-               temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-               generator: torch.Generator | None = None) -> list[str]:
-        """Batched generation with the KV cache (the latent memory is its first entry): greedy or sampling
-        with temperature / top-k / top-p, stopping at EOS or ``max_new_tokens`` (default max_length)."""
+    def decode(self, z: torch.Tensor, **options) -> list[str]:
+        """The texts of ``decode_ids(z, **options)``."""
+        return [self.tokenizer.decode(seq, skip_special_tokens=True).strip() for seq in self.decode_ids(z, **options)]
+
+    @torch.no_grad()
+    def decode_ids(self, z: torch.Tensor, max_new_tokens: int | None = None, strategy: str = "greedy",
+                   temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+                   generator: torch.Generator | None = None, no_repeat_ngram: int = 0) -> list[list[int]]:
+        """Token ids [N lists] (EOS and what follows removed) from batched generation with the KV cache (the
+        latent memory is its first entry): greedy or sampling with temperature / top-k / top-p, stopping
+        at EOS or ``max_new_tokens`` (default max_length).
+        ``no_repeat_ngram`` > 0 forbids repeating any n-gram of that size within a sequence (Hugging Face's
+        ``no_repeat_ngram_size``)."""
         if strategy not in ("greedy", "sample"):
             raise ValueError(f"strategy must be 'greedy' or 'sample', got {strategy!r}")
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         if not 0 < top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        if no_repeat_ngram < 0:
+            raise ValueError(f"no_repeat_ngram must be >= 0, got {no_repeat_ngram}")
         steps = min(max_new_tokens or self.max_length, self.decoder.config.n_positions - 1)
         n = z.shape[0]
+        block = None
+        if no_repeat_ngram:
+            from transformers import NoRepeatNGramLogitsProcessor
+
+            block = NoRepeatNGramLogitsProcessor(no_repeat_ngram)
         cache, n_mem = self._memory_cache(z)
         token = torch.full((n, 1), self.bos_id, dtype=torch.long, device=z.device)
         attn = torch.ones((n, n_mem), dtype=torch.long, device=z.device)
@@ -286,6 +301,8 @@ class TextCodec(Codec):
                                past_key_values=cache, use_cache=True)
             cache = res.past_key_values
             logits = res.logits[:, -1].float()
+            if block is not None and out:
+                logits = block(torch.stack(out, dim=1), logits)
             if strategy == "greedy":
                 nxt = logits.argmax(-1)
             else:
@@ -297,11 +314,7 @@ class TextCodec(Codec):
                 break
             token = nxt.unsqueeze(1)
         tokens = torch.stack(out, dim=1).tolist() if out else [[] for _ in range(n)]
-        texts = []
-        for seq in tokens:
-            seq = seq[: seq.index(self.eos_id)] if self.eos_id in seq else seq
-            texts.append(self.tokenizer.decode(seq, skip_special_tokens=True).strip())
-        return texts
+        return [seq[: seq.index(self.eos_id)] if self.eos_id in seq else seq for seq in tokens]
 
 
 def _sample(logits: torch.Tensor, top_k: int, top_p: float, generator) -> torch.Tensor:

@@ -92,6 +92,23 @@ def test_sampling_options(tokenizer_dir):
         codec.decode(z, strategy="beam")
 
 
+def _has_repeated_ngram(ids, n):
+    grams = [tuple(ids[i:i + n]) for i in range(len(ids) - n + 1)]
+    return len(grams) != len(set(grams))
+
+
+def test_no_repeat_ngram_blocks_repeats(tokenizer_dir):
+    codec = make_codec(tokenizer_dir).eval()
+    z = torch.randn(4, 8)
+    plain = codec.decode_ids(z)
+    assert any(_has_repeated_ngram(s, 2) for s in plain)      # an untrained greedy decoder loops
+    blocked = codec.decode_ids(z, no_repeat_ngram=2)
+    assert all(len(s) >= 4 for s in blocked)
+    assert not any(_has_repeated_ngram(s, 2) for s in blocked)
+    with pytest.raises(ValueError, match="no_repeat_ngram"):
+        codec.decode(z, no_repeat_ngram=-1)
+
+
 def test_freezing(tokenizer_dir):
     codec = make_codec(tokenizer_dir, encoder_trainable_layers=2, decoder_trainable="paper")
     enc_layers = codec.encoder.encoder.layer
