@@ -119,6 +119,9 @@ class OptimConfig:
     # after warmup: keep lr ("constant"), or decay it to min_lr_ratio * lr at max_steps ("linear", "cosine")
     decay: Literal["constant", "linear", "cosine"] = "constant"
     min_lr_ratio: float = 0.0
+    # multipliers of lr by parameter-name prefix, e.g. {codec.encoder: 0.1} for pretrained layers; the
+    # longest matching prefix wins, every prefix must match a trainable parameter
+    lr_scale: dict = field(default_factory=dict)
     max_steps: int = 2000
     grad_accum: int = 1
     # torch's fused AdamW kernel (CPU and CUDA): ~10x faster updates than its per-tensor CPU default
@@ -131,6 +134,9 @@ class OptimConfig:
             raise ConfigError(f"optim.lr must be > 0, got {self.lr}")
         if len(self.betas) != 2:
             raise ConfigError(f"optim.betas must have two values, got {self.betas}")
+        bad = {k: v for k, v in self.lr_scale.items() if not isinstance(v, (int, float)) or not v > 0}
+        if bad:
+            raise ConfigError(f"optim.lr_scale values must be numbers > 0, got {bad}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ConfigError(f"optim.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         if self.decay != "constant" and self.warmup_steps >= self.max_steps:

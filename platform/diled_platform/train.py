@@ -38,9 +38,10 @@ SHUFFLE_BATCHES = 32  # local shuffle buffer, in batches: mixes neighbouring blo
 
 
 # ----------------------------------------------------------------------------- DeepSpeed config
-def deepspeed_config(cfg: JobConfig, world_size: int) -> dict[str, Any]:
+def deepspeed_config(cfg: JobConfig, world_size: int, group_scales: list[float] | None = None) -> dict[str, Any]:
     """The DeepSpeed config for this job: the ZeRO file of ``scaling.deepspeed`` plus concrete batch,
-    optimizer and precision values from the job config (nothing is left as "auto")."""
+    optimizer and precision values from the job config (nothing is left as "auto"). ``group_scales``:
+    the lr multiplier of each optimizer parameter group (``param_groups``), in order."""
     path = deepspeed_config_path(cfg.scaling.deepspeed)
     ds = json.loads(path.read_text())
     clash = [k for k in _OWNED_DS_KEYS if k in ds]
@@ -61,21 +62,24 @@ def deepspeed_config(cfg: JobConfig, world_size: int) -> dict[str, Any]:
     })
     if cfg.optim.grad_clip > 0:
         ds["gradient_clipping"] = cfg.optim.grad_clip
-    ds.update(lr_scheduler(cfg.optim))
+    ds.update(lr_scheduler(cfg.optim, group_scales))
     if use_bf16(cfg):
         ds["bf16"] = {"enabled": True}
     return ds
 
 
-def lr_scheduler(optim) -> dict[str, Any]:
+def lr_scheduler(optim, group_scales: list[float] | None = None) -> dict[str, Any]:
     """DeepSpeed's scheduler entry for ``optim``: linear warmup from 0, then constant, linear or cosine
-    decay to ``min_lr_ratio * lr`` at ``max_steps`` ({} when the lr is constant from the first step)."""
+    decay to ``min_lr_ratio * lr`` at ``max_steps`` ({} when the lr is constant from the first step).
+    With ``group_scales`` the peak lr is given per parameter group (the cosine schedule is relative to
+    each group's own lr already)."""
     o = optim
+    peak = [o.lr * s for s in group_scales] if group_scales and len(set(group_scales)) > 1 else o.lr
     if o.decay == "constant":
         if o.warmup_steps == 0:
             return {}
         return {"scheduler": {"type": "WarmupLR", "params": {
-            "warmup_min_lr": 0.0, "warmup_max_lr": o.lr, "warmup_num_steps": o.warmup_steps,
+            "warmup_min_lr": 0.0, "warmup_max_lr": peak, "warmup_num_steps": o.warmup_steps,
             "warmup_type": "linear"}}}
     if o.decay == "cosine":
         return {"scheduler": {"type": "WarmupCosineLR", "params": {
@@ -84,7 +88,7 @@ def lr_scheduler(optim) -> dict[str, Any]:
     if o.min_lr_ratio > 0:  # WarmupDecayLR decays to its warmup_min_lr, which is also where warmup starts
         raise ConfigError("optim.decay='linear' decays to 0; use decay='cosine' for a nonzero min_lr_ratio")
     return {"scheduler": {"type": "WarmupDecayLR", "params": {
-        "total_num_steps": o.max_steps, "warmup_min_lr": 0.0, "warmup_max_lr": o.lr,
+        "total_num_steps": o.max_steps, "warmup_min_lr": 0.0, "warmup_max_lr": peak,
         "warmup_num_steps": max(1, o.warmup_steps), "warmup_type": "linear"}}}
 
 
@@ -132,12 +136,30 @@ def setup_model_and_engine(cfg: JobConfig, ctx: WorkerContext):
     if cfg.model.init_from:  # e.g. the second stage of a two-stage model starts from the first stage's codec
         source = DiLED.from_pretrained(cfg.model.init_from)
         model.load_state_dict(source.state_dict())
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    if not trainable:
-        raise ConfigError("the model has no trainable parameters (everything is frozen)")
-    engine, *_ = deepspeed.initialize(model=model, model_parameters=trainable,
-                                      config=deepspeed_config(cfg, ctx.world_size))
+    groups, scales = param_groups(model, cfg.optim.lr, cfg.optim.lr_scale)
+    engine, *_ = deepspeed.initialize(model=model, model_parameters=groups,
+                                      config=deepspeed_config(cfg, ctx.world_size, scales))
     return engine
+
+
+def param_groups(model: torch.nn.Module, lr: float, lr_scale: dict[str, float]) -> tuple[list, list[float]]:
+    """The optimizer's parameter groups (trainable parameters only) and each group's lr multiplier: one
+    group per ``optim.lr_scale`` prefix (the longest matching prefix wins), the rest at scale 1."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if not named:
+        raise ConfigError("the model has no trainable parameters (everything is frozen)")
+    unused = [k for k in lr_scale if not any(n.startswith(k) for n, _ in named)]
+    if unused:
+        prefixes = sorted({n.rsplit(".", 2)[0] for n, _ in named})[:8]
+        raise ConfigError(f"optim.lr_scale: {unused} match no trainable parameter; names start with e.g. "
+                          f"{', '.join(prefixes)}")
+    by_key: dict[str | None, list] = {}
+    for n, p in named:
+        key = max((k for k in lr_scale if n.startswith(k)), key=len, default=None)
+        by_key.setdefault(key, []).append(p)
+    keys = sorted(by_key, key=lambda k: (k is not None, k or ""))
+    scales = [float(lr_scale.get(k, 1.0)) if k is not None else 1.0 for k in keys]
+    return [{"params": by_key[k], "lr": lr * s} for k, s in zip(keys, scales)], scales
 
 
 def setup_data_shard(cfg: JobConfig, codec, rank: int, name: str = "train") -> Iterator[dict[str, torch.Tensor]]:

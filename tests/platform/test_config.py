@@ -121,3 +121,31 @@ def test_decay_settings_are_checked():
     cfg = load_config("vector-cpu", ["--optim.decay=linear", "--optim.min_lr_ratio=0.1"])
     with pytest.raises(ConfigError, match="cosine"):
         deepspeed_config(cfg, 2)
+
+
+@pytest.mark.parametrize("decay", ["constant", "cosine"])
+def test_lr_scale_gives_prefixes_their_own_lr(decay):
+    import torch
+    from deepspeed.runtime import lr_schedules
+
+    from diled_platform.train import param_groups
+
+    model = torch.nn.ModuleDict({"enc": torch.nn.Linear(2, 2), "dec": torch.nn.Linear(2, 2),
+                                 "frozen": torch.nn.Linear(2, 2)})
+    model["frozen"].requires_grad_(False)
+    groups, scales = param_groups(model, 1e-3, {"enc": 0.1, "enc.bias": 0.5})
+    assert scales == [1.0, 0.1, 0.5]                       # rest first, then prefixes; the longest wins
+    assert [len(g["params"]) for g in groups] == [2, 1, 1] and [g["lr"] for g in groups] == [1e-3, 1e-4, 5e-4]
+    cfg = load_config("vector-cpu", ["--optim.lr=1e-3", "--optim.warmup_steps=5", "--optim.max_steps=50",
+                                     f"--optim.decay={decay}"])
+    entry = deepspeed_config(cfg, 1, scales)["scheduler"]
+    opt = torch.optim.AdamW(groups, lr=cfg.optim.lr)
+    sched = getattr(lr_schedules, entry["type"])(opt, **entry["params"])
+    for _ in range(8):
+        opt.step()
+        sched.step()
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([1e-3, 1e-4, 5e-4], rel=0.02)
+    with pytest.raises(ConfigError, match=r"\['encoder'\] match no trainable parameter"):
+        param_groups(model, 1e-3, {"encoder": 0.1})
+    with pytest.raises(ConfigError, match="lr_scale values"):
+        load_config("vector-cpu", ["--optim.lr_scale={enc: 0}"])
