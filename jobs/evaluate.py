@@ -3,6 +3,7 @@ prior), trained by the same platform with the same codec, data and step budget, 
 
     python jobs/evaluate.py                                   # text, 3 seeds x 3 models, < 1 hour on 2 CPUs
     python jobs/evaluate.py --task protein --seeds 0 1 2
+    python jobs/evaluate.py --task protein --models vae --vae-free-bits 0.5 --out runs/eval-protein-fb
     python jobs/evaluate.py --task image --models diled two-stage --steps 2000
     python jobs/evaluate.py --steps 100 --seeds 0 --out runs/eval-smoke      # a quick look
     python jobs/evaluate.py --optim.lr=1e-3                   # any --section.key=value preset override
@@ -36,11 +37,17 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, help="training steps per model (default: the task's budget)")
     parser.add_argument("--out", help="output folder (default runs/eval-<task>)")
     parser.add_argument("--lm-steps", type=int, default=800, help="text: reference LM training steps")
+    parser.add_argument("--vae-beta", type=float, help="the VAE's KL weight (default: the task's)")
+    parser.add_argument("--vae-free-bits", type=float,
+                        help="the VAE's free bits, nats per latent dimension (default: text 0.5, else 0)")
     args, overrides = parser.parse_known_args(argv)
     if args.steps is not None and args.steps < 1:
         parser.error(f"--steps must be >= 1, got {args.steps}")
     if len(set(args.seeds)) != len(args.seeds):
         parser.error(f"--seeds must be distinct, got {args.seeds}")
+    vae = {k: v for k, v in (("beta", args.vae_beta), ("free_bits", args.vae_free_bits)) if v is not None}
+    if any(v < 0 for v in vae.values()):
+        parser.error(f"--vae-beta and --vae-free-bits must be >= 0, got {vae}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     task = TASKS[args.task](lm_steps=args.lm_steps) if args.task == "text" else TASKS[args.task]()
     cfg = load_config(args.preset or task.preset, overrides)
@@ -50,7 +57,7 @@ def main(argv=None) -> int:
                   run={"checkpoint_every": steps})
     out = Path(args.out or f"runs/eval-{args.task}").expanduser().resolve()
     init_ray()
-    run_comparison(task, cfg, out, args.seeds, args.models)
+    run_comparison(task, cfg, out, args.seeds, args.models, vae)
     print(f"\nwritten: {out / 'table.md'}, {out / 'table.csv'}, {out / 'table.png'}, {out / 'results.json'}")
     return 0
 

@@ -374,15 +374,16 @@ TASKS = {"text": TextTask, "protein": ProteinTask, "image": ImageTask}
 
 
 # ----------------------------------------------------------------------------- the whole comparison
-def run_comparison(task: Task, cfg: JobConfig, out: Path, seeds: list[int], models: list[str]) -> dict:
+def run_comparison(task: Task, cfg: JobConfig, out: Path, seeds: list[int], models: list[str],
+                   vae: dict | None = None) -> dict:
     """Train (or load) every model for every seed, evaluate each, write the tables, CSV, plot and JSON
-    to ``out``; returns the summary."""
+    to ``out``; returns the summary. ``vae``: settings that replace the task's VAE defaults."""
     out.mkdir(parents=True, exist_ok=True)
     cfg = replace(cfg, run={"storage_path": str(out / "runs")})
     t0 = time.perf_counter()
     cfg = task.prepare(cfg, out)
     prepare_s = time.perf_counter() - t0
-    vae = task.vae_options(cfg)
+    vae = {**task.vae_options(cfg), **(vae or {})}
     results: dict[str, list[dict]] = {m: [] for m in models}
     for seed in seeds:
         for model in models:
@@ -403,6 +404,9 @@ def run_comparison(task: Task, cfg: JobConfig, out: Path, seeds: list[int], mode
     budget = (f"{cfg.optim.max_steps} steps per model (two-stage: {cfg.optim.max_steps} autoencoder + "
               f"{cfg.optim.max_steps} prior steps), batch {cfg.data.batch_size} x {cfg.scaling.num_workers} workers; "
               f"{len(seeds)} seeds ({', '.join(map(str, seeds))}); wall time {wall / 60:.0f} min")
+    if "vae" in models:
+        budget += (f"; VAE: KL weight {vae['beta']:g}, annealed over {vae['anneal_steps']} steps, "
+                   f"free bits {vae['free_bits']:g} nats per dimension")
     rule = ("mean ± sample std over seeds; **bold**: the best mean in the arrow's direction "
             "(↑ higher is better, ↓ lower is better)")
     (out / "table.md").write_text(f"# {task.name}: DiLED vs baselines ({task.preset})\n\n{table}\n\n{rule}. "

@@ -30,7 +30,7 @@ def run(args, cwd):
 
 def test_evaluate_tiny_text_all_baselines_then_resume(tmp_path):
     out_dir = tmp_path / "eval"
-    out = run(["--steps=6", "--seeds", "0", "--out", str(out_dir), *TINY], tmp_path)
+    out = run(["--steps=6", "--seeds", "0", "--out", str(out_dir), "--vae-beta=0.02", *TINY], tmp_path)
     for name in ("table.md", "table.csv", "table.png", "results.json", "reference_lm/reference_lm.json",
                  "tokenizer/tokenizer.json"):
         assert (out_dir / name).is_file(), name
@@ -47,11 +47,12 @@ def test_evaluate_tiny_text_all_baselines_then_resume(tmp_path):
         assert (Path(entry["model_dir"]).parent / "samples.txt").is_file()
     assert objectives == {"diled": "diled", "vae": "vae", "two-stage": "prior_only"}
     vae = json.loads((Path(results["runs"]["vae"][0]["model_dir"]) / "config.json").read_text())["vae"]
-    assert vae["free_bits"] == 0.5 and vae["anneal_steps"] == 3 and 0 < vae["beta"] < 1
+    assert vae == {"free_bits": 0.5, "anneal_steps": 3, "beta": 0.02}     # the text defaults, beta given
     rows = list(csv.DictReader(open(out_dir / "table.csv")))
     assert {r["model"] for r in rows} == {"diled", "vae", "two-stage"} and all(r["seeds"] == "1" for r in rows)
     table = (out_dir / "table.md").read_text()
     assert "| diled |" in table and "*held-out data*" in table and "**bold**" in table
+    assert "VAE: KL weight 0.02, annealed over 3 steps, free bits 0.5" in table
     assert "| two-stage |" in out.stdout
 
     # a second seed only for DiLED: seed 0 is loaded, not retrained
