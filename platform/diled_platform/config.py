@@ -96,10 +96,14 @@ class DataConfig:
     max_words: int = 30
     max_examples: int | None = None             # text and protein sources: keep at most this many training examples
     batch_size: int = 128                       # per worker (DeepSpeed's micro batch)
+    # > 1: draw this many batches at a time and regroup them by example length (text: less padding); 0/1: off
+    length_buckets: int = 0
     seed: int = 0
 
     def validate(self):
         _positive(self, "batch_size", "n_train", "min_words", "max_words")
+        if self.length_buckets < 0:
+            raise ConfigError(f"data.length_buckets must be >= 0, got {self.length_buckets}")
         if not 0 < self.val_fraction < 1 or not 0 <= self.test_fraction < 1 or self.val_fraction + self.test_fraction >= 1:
             raise ConfigError(f"data.val_fraction ({self.val_fraction}) and data.test_fraction ({self.test_fraction}) "
                               f"must be fractions that leave a training split")

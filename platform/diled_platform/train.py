@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 import torch
 
 from diled_platform.config import ConfigError, JobConfig, deepspeed_config_path
@@ -168,18 +169,31 @@ def setup_data_shard(cfg: JobConfig, codec, rank: int, name: str = "train") -> I
     import ray.train
 
     shard = ray.train.get_dataset_shard(name)
+    pool = max(1, cfg.data.length_buckets)
     epoch = 0
     while True:
         got = False
-        for columns in shard.iter_batches(batch_size=cfg.data.batch_size, batch_format="numpy", drop_last=True,
-                                          local_shuffle_buffer_size=SHUFFLE_BATCHES * cfg.data.batch_size,
-                                          local_shuffle_seed=cfg.run.seed * 100_003 + rank * 1009 + epoch):
+        seed = cfg.run.seed * 100_003 + rank * 1009 + epoch
+        rng = np.random.default_rng(seed)
+        for columns in shard.iter_batches(batch_size=cfg.data.batch_size * pool, batch_format="numpy",
+                                          drop_last=True, local_shuffle_seed=seed,
+                                          local_shuffle_buffer_size=max(SHUFFLE_BATCHES, pool) * cfg.data.batch_size):
             got = True
-            yield codec.collate_columns(columns)
+            for part in (length_bucketed(columns, cfg.data.batch_size, rng) if pool > 1 else [columns]):
+                yield codec.collate_columns(part)
         if not got:
             raise ConfigError(f"the training shard holds fewer than data.batch_size={cfg.data.batch_size} "
-                              f"examples per worker: lower the batch size or add data")
+                              f"x data.length_buckets={pool} examples per worker: lower them or add data")
         epoch += 1
+
+
+def length_bucketed(columns: dict[str, np.ndarray], batch_size: int, rng: np.random.Generator) -> list[dict]:
+    """Split a pool of examples into batches of similar length (less padding), in random order: sorted by
+    the length of column ``"x"`` (strings: characters; sequences: items), cut into ``batch_size`` pieces."""
+    lengths = np.fromiter((len(v) for v in columns["x"]), dtype=np.int64, count=len(columns["x"]))
+    order = np.argsort(lengths, kind="stable")
+    parts = [order[i:i + batch_size] for i in range(0, len(order) - batch_size + 1, batch_size)]
+    return [{k: v[idx] for k, v in columns.items()} for idx in (parts[j] for j in rng.permutation(len(parts)))]
 
 
 def validation_batches(cfg: JobConfig, codec, ctx: WorkerContext) -> list[dict[str, torch.Tensor]]:

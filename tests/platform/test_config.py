@@ -149,3 +149,20 @@ def test_lr_scale_gives_prefixes_their_own_lr(decay):
         param_groups(model, 1e-3, {"encoder": 0.1})
     with pytest.raises(ConfigError, match="lr_scale values"):
         load_config("vector-cpu", ["--optim.lr_scale={enc: 0}"])
+
+
+def test_length_buckets_group_similar_lengths_and_keep_every_example():
+    import numpy as np
+
+    from diled_platform.train import length_bucketed
+
+    texts = np.array(["x" * n for n in [5, 1, 9, 3, 7, 2, 8, 4, 6, 10, 11, 12]], dtype=object)
+    cols = {"x": texts, "label": np.arange(12)}
+    parts = length_bucketed(cols, 4, np.random.default_rng(0))
+    assert len(parts) == 3 and all(len(p["x"]) == 4 for p in parts)
+    assert sorted(len(p["x"][0]) for p in parts) == [1, 5, 9]           # contiguous length ranges
+    assert sorted(int(i) for p in parts for i in p["label"]) == list(range(12))
+    for p in parts:                                                      # rows stay aligned across columns
+        assert all(len(t) == [5, 1, 9, 3, 7, 2, 8, 4, 6, 10, 11, 12][i] for t, i in zip(p["x"], p["label"]))
+    with pytest.raises(ConfigError, match="length_buckets"):
+        load_config("vector-cpu", ["--data.length_buckets=-1"])
