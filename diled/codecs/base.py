@@ -72,6 +72,10 @@ class Codec(nn.Module, metaclass=abc.ABCMeta):
         examples are the column ``"x"``."""
         return self.collate(list(columns["x"]))
 
+    def example_lengths(self, examples: list) -> list[int]:
+        """How long each raw example is once collated (what padding depends on): by default ``len``."""
+        return [len(e) for e in examples]
+
     @abc.abstractmethod
     def get_config(self) -> dict[str, Any]:
         """Keyword arguments that rebuild this codec (JSON-serialisable)."""

@@ -201,6 +201,12 @@ class TextCodec(Codec):
             mask[i, :len(s) + 2] = 1
         return {"enc_ids": enc["input_ids"], "enc_mask": enc["attention_mask"], "dec_ids": dec, "dec_mask": mask}
 
+    def example_lengths(self, examples) -> list[int]:
+        """Decoder tokens per text (the longer of the two padded sequences, as a rule)."""
+        ids = self.tokenizer(list(examples), add_special_tokens=False, truncation=True,
+                             max_length=self.max_length - 1)["input_ids"]
+        return [len(s) for s in ids]
+
     # ----------------------------------------------------------------- encoder
     def encode(self, batch) -> torch.Tensor:
         h = self.encoder(input_ids=batch["enc_ids"], attention_mask=batch["enc_mask"]).last_hidden_state

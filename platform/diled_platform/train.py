@@ -179,7 +179,9 @@ def setup_data_shard(cfg: JobConfig, codec, rank: int, name: str = "train") -> I
                                           drop_last=True, local_shuffle_seed=seed,
                                           local_shuffle_buffer_size=max(SHUFFLE_BATCHES, pool) * cfg.data.batch_size):
             got = True
-            for part in (length_bucketed(columns, cfg.data.batch_size, rng) if pool > 1 else [columns]):
+            parts = [columns] if pool == 1 else length_bucketed(
+                columns, cfg.data.batch_size, rng, codec.example_lengths(list(columns["x"])))
+            for part in parts:
                 yield codec.collate_columns(part)
         if not got:
             raise ConfigError(f"the training shard holds fewer than data.batch_size={cfg.data.batch_size} "
@@ -187,11 +189,11 @@ def setup_data_shard(cfg: JobConfig, codec, rank: int, name: str = "train") -> I
         epoch += 1
 
 
-def length_bucketed(columns: dict[str, np.ndarray], batch_size: int, rng: np.random.Generator) -> list[dict]:
+def length_bucketed(columns: dict[str, np.ndarray], batch_size: int, rng: np.random.Generator,
+                    lengths: list[int]) -> list[dict]:
     """Split a pool of examples into batches of similar length (less padding), in random order: sorted by
-    the length of column ``"x"`` (strings: characters; sequences: items), cut into ``batch_size`` pieces."""
-    lengths = np.fromiter((len(v) for v in columns["x"]), dtype=np.int64, count=len(columns["x"]))
-    order = np.argsort(lengths, kind="stable")
+    ``lengths`` (one per row, e.g. the codec's ``example_lengths``), cut into ``batch_size`` pieces."""
+    order = np.argsort(np.asarray(lengths), kind="stable")
     parts = [order[i:i + batch_size] for i in range(0, len(order) - batch_size + 1, batch_size)]
     return [{k: v[idx] for k, v in columns.items()} for idx in (parts[j] for j in rng.permutation(len(parts)))]
 

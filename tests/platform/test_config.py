@@ -158,7 +158,7 @@ def test_length_buckets_group_similar_lengths_and_keep_every_example():
 
     texts = np.array(["x" * n for n in [5, 1, 9, 3, 7, 2, 8, 4, 6, 10, 11, 12]], dtype=object)
     cols = {"x": texts, "label": np.arange(12)}
-    parts = length_bucketed(cols, 4, np.random.default_rng(0))
+    parts = length_bucketed(cols, 4, np.random.default_rng(0), [len(t) for t in texts])
     assert len(parts) == 3 and all(len(p["x"]) == 4 for p in parts)
     assert sorted(len(p["x"][0]) for p in parts) == [1, 5, 9]           # contiguous length ranges
     assert sorted(int(i) for p in parts for i in p["label"]) == list(range(12))

@@ -109,6 +109,13 @@ def test_no_repeat_ngram_blocks_repeats(tokenizer_dir):
         codec.decode(z, no_repeat_ngram=-1)
 
 
+def test_example_lengths_are_the_collated_token_counts(tokenizer_dir):
+    codec = make_codec(tokenizer_dir)
+    texts = SENTENCES[:5] + [" ".join(SENTENCES)]                     # the last one is truncated
+    batch = codec.collate(texts)
+    assert [n + 2 for n in codec.example_lengths(texts)] == batch["dec_mask"].sum(1).tolist()  # + BOS, EOS
+
+
 def test_freezing(tokenizer_dir):
     codec = make_codec(tokenizer_dir, encoder_trainable_layers=2, decoder_trainable="paper")
     enc_layers = codec.encoder.encoder.layer
