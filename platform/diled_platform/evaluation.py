@@ -323,6 +323,8 @@ PROTEIN_METRICS = [
     Metric("fitness_pearson", "fitness Pearson", True),
     Metric("fitness_spearman", "fitness Spearman", True),
     Metric("optimize_gradient.measured_gain", "optimisation gain (measured)", True),
+    Metric("samples_novel", "samples novel", True),
+    Metric("samples_unique", "samples unique", True),
 ]
 
 

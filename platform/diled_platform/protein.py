@@ -71,9 +71,10 @@ def protein_report(model_dir: Path, splits: dict, out_dir: Path, n_eval: int = 2
         for a, b, y, p in list(zip(seqs, recons, fitness, pred))[:500]:
             f.write(f"{a}\t{b}\t{y:.4f}\t{p:.4f}\n")
 
-    # generation from the prior (meaningless for the autoencoder objective: its prior was never trained)
-    if model.objective == "diled":
-        samples = model.generate(n_samples, steps=50, seed=seed)
+    # generation from the prior (DiLED's, the two-stage model's, the VAE's N(0, I); meaningless for the
+    # autoencoder objective alone: its prior was never trained)
+    if model.objective != "autoencoder":
+        samples = model.generate(n_samples, steps=min(50, model.diffusion.T), seed=seed)
         valid = [s for s in samples if s and set(s) <= set("ACDEFGHIKLMNPQRSTVWY")]
         metrics.update({"samples": len(samples), "samples_valid": len(valid) / len(samples),
                         "samples_novel": sum(s not in training for s in samples) / len(samples),

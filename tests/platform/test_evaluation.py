@@ -58,3 +58,28 @@ def test_baselines_are_config_changes_of_one_job():
     assert d.optim == v.optim == ae.optim == prior.optim and d.model.codec_args == v.model.codec_args
     with pytest.raises(ValueError, match="unknown model 'gan'"):
         model_runs(cfg, "gan", 0, {})
+
+
+@pytest.mark.parametrize("objective,samples", [("autoencoder", False), ("prior_only", True), ("vae", True),
+                                               ("diled", True)])
+def test_protein_report_samples_every_model_with_a_prior(tmp_path, objective, samples):
+    import pyarrow as pa
+    import torch
+
+    from diled import DiLED, LatentDiffusion, MLPSkipNet
+    from diled.codecs.protein import ProteinCodec
+    from diled_platform.protein import protein_report
+
+    torch.manual_seed(0)
+    codec = ProteinCodec(latent_dim=4, max_length=6, dim=16, layers=1, heads=2, decoder_hidden=16,
+                         decoder_layers=1, fitness_hidden=8)
+    model = DiLED(codec, MLPSkipNet(4, hidden=16, depth=1, time_dim=8), LatentDiffusion("constant", 20),
+                  objective=objective)
+    model.save_pretrained(tmp_path / "model")
+    rng = torch.Generator().manual_seed(0)
+    seqs = ["".join("ACDEFG"[i] for i in torch.randint(0, 6, (6,), generator=rng)) for _ in range(40)]
+    table = pa.table({"sequence": seqs, "fitness": [float(i % 7) for i in range(40)]})
+    splits = {"train": table.slice(0, 30), "test": table.slice(30)}
+    m = protein_report(tmp_path / "model", splits, tmp_path, n_eval=10, n_optimize=4, n_samples=8)
+    assert ("samples_unique" in m) == samples and (tmp_path / "samples.txt").exists() == samples
+    assert m["objective"] == objective and 0 <= m["residue_accuracy"] <= 1
