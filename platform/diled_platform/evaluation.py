@@ -366,7 +366,14 @@ class ImageTask(Task):
     def evaluate(self, model_dir: Path, out_dir: Path, seed: int) -> dict[str, Any]:
         from diled_platform.image import image_report
 
-        return image_report(model_dir, self.splits, out_dir, self.classifier, self.classifier_info)
+        metrics = image_report(model_dir, self.splits, out_dir, self.classifier, self.classifier_info)
+        # the data's own floor in the same features: one half of the test set against the other
+        self.test_halves = metrics["frechet_classifier_features"]["test_half_vs_half"]
+        return metrics
+
+    def reference(self) -> dict | None:
+        half = getattr(self, "test_halves", None)
+        return None if half is None else {"frechet_classifier_features": {"samples_vs_test": half}}
 
     def describe(self) -> dict:
         return {"feature_classifier": self.classifier_info}
