@@ -91,7 +91,8 @@ class TextCodec(Codec):
 
     def __init__(self, latent_dim: int = 64, encoder: str | None = None, tokenizer: str | None = None,
                  decoder: str | None = None, decoder_config: dict | None = None, max_length: int = 40,
-                 encoder_trainable_layers: int = -1, decoder_trainable: DecoderTrainable = "all",
+                 encoder_trainable_layers: int = -1, encoder_layers: int = -1,
+                 decoder_trainable: DecoderTrainable = "all",
                  latent_memory: bool = True, latent_embedding: bool = True, pool_norm: bool = False,
                  _directory: str | None = None):
         super().__init__()
@@ -108,6 +109,7 @@ class TextCodec(Codec):
         self.tokenizer_name, self.decoder_name = tokenizer, decoder
         self.decoder_config_dict = dict(decoder_config or {"n_layer": 4, "n_embd": 256, "n_head": 4, "n_positions": 64})
         self.encoder_trainable_layers, self.decoder_trainable = encoder_trainable_layers, decoder_trainable
+        self.encoder_layers = encoder_layers
         self.latent_memory, self.latent_embedding = latent_memory, latent_embedding
         self.pool_norm = bool(pool_norm)
 
@@ -129,6 +131,7 @@ class TextCodec(Codec):
                 cfg = GPT2Config(vocab_size=len(self.tokenizer), bos_token_id=eos_id, eos_token_id=eos_id,
                                  **self.decoder_config_dict)
                 self.decoder = GPT2LMHeadModel(cfg)
+        self._truncate_encoder()
         dcfg = self.decoder.config
         if dcfg.vocab_size < len(self.tokenizer):
             raise ValueError(f"decoder vocabulary ({dcfg.vocab_size}) is smaller than its tokenizer's "
@@ -143,11 +146,23 @@ class TextCodec(Codec):
         self.latent_to_embedding = nn.Linear(latent_dim, self.n_embd)
         self._freeze()
 
+    def _truncate_encoder(self) -> None:
+        """Keep only the encoder's first ``encoder_layers`` layers (-1: all): lower layers hold more of the
+        words themselves, which reconstruction needs, and cost less."""
+        k, layers = self.encoder_layers, self.encoder.encoder.layer
+        if k == -1 or k == len(layers):
+            return
+        if not 1 <= k <= len(layers):
+            raise ValueError(f"encoder_layers must be -1 or in 1..{len(layers)} (the encoder's depth), got {k}")
+        self.encoder.encoder.layer = layers[:k]
+        self.encoder.config.num_hidden_layers = k
+
     # ----------------------------------------------------------------- config and saving
     def get_config(self) -> dict[str, Any]:
         return {"latent_dim": self.latent_dim, "encoder": self.encoder_name, "tokenizer": self.tokenizer_name,
                 "decoder": self.decoder_name, "decoder_config": self.decoder_config_dict,
                 "max_length": self.max_length, "encoder_trainable_layers": self.encoder_trainable_layers,
+                "encoder_layers": self.encoder_layers,
                 "decoder_trainable": self.decoder_trainable, "latent_memory": self.latent_memory,
                 "latent_embedding": self.latent_embedding, "pool_norm": self.pool_norm}
 

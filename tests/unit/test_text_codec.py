@@ -129,6 +129,21 @@ def test_freezing(tokenizer_dir):
     assert all(p.requires_grad for p in codec.to_latent.parameters())
 
 
+def test_a_truncated_encoder_keeps_its_first_layers_and_saves(tokenizer_dir, tmp_path):
+    full = make_codec(tokenizer_dir)
+    codec = make_codec(tokenizer_dir, encoder_layers=3, encoder_trainable_layers=1)
+    layers = codec.encoder.encoder.layer
+    assert len(layers) == 3 == codec.encoder.config.num_hidden_layers
+    torch.testing.assert_close(layers[2].state_dict(), full.encoder.encoder.layer[2].state_dict())
+    assert [any(p.requires_grad for p in layer.parameters()) for layer in layers] == [False, False, True]
+    model = DiLED(codec, MLPSkipNet(8, hidden=16, depth=1, time_dim=8), LatentDiffusion("constant", 10)).eval()
+    loaded = DiLED.from_pretrained(model.save_pretrained(tmp_path / "m"))
+    assert len(loaded.codec.encoder.encoder.layer) == 3
+    torch.testing.assert_close(model.encode(SENTENCES[:3]), loaded.encode(SENTENCES[:3]))
+    with pytest.raises(ValueError, match=r"encoder_layers must be -1 or in 1..6"):
+        make_codec(tokenizer_dir, encoder_layers=7)
+
+
 def test_bad_examples_get_a_clear_error(tokenizer_dir):
     codec = make_codec(tokenizer_dir)
     with pytest.raises(ValueError, match=r"example\(s\) \[1\] are empty"):
