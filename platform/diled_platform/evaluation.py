@@ -79,6 +79,16 @@ def train_or_load(cfg: JobConfig, model: str, seed: int, vae: dict) -> tuple[Pat
     return folder, seconds
 
 
+def _recorded_train_seconds(eval_json: Path) -> int | None:
+    """The training seconds an earlier evaluation of this run recorded (None if there is none)."""
+    try:
+        seconds = json.loads(eval_json.read_text())["seconds"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    value = seconds.get("train_recorded", seconds.get("train"))
+    return int(value) if isinstance(value, (int, float)) and value > 0 else None
+
+
 # ----------------------------------------------------------------------------- summaries
 def seed_values(runs: list[dict], key: str) -> list[float]:
     """The finite values of metric ``key`` over the runs (a metric that is NaN in a run, e.g. a measured
@@ -397,9 +407,12 @@ def run_comparison(task: Task, cfg: JobConfig, out: Path, seeds: list[int], mode
     for seed in seeds:
         for model in models:
             model_dir, train_s = train_or_load(cfg, model, seed, vae)
+            recorded = _recorded_train_seconds(model_dir.parent / "eval.json") if train_s == 0 else None
             t1 = time.perf_counter()
             metrics = task.evaluate(model_dir, model_dir.parent, seed)
-            metrics["seconds"] = {"train": round(train_s), "evaluate": round(time.perf_counter() - t1)}
+            # train: spent by this invocation (0 when loaded); train_recorded: when the model was trained
+            metrics["seconds"] = {"train": round(train_s), "evaluate": round(time.perf_counter() - t1),
+                                  "train_recorded": round(train_s) if recorded is None else recorded}
             metrics["seed"], metrics["model_dir"] = seed, str(model_dir)
             (model_dir.parent / "eval.json").write_text(json.dumps(metrics, indent=2, default=str) + "\n")
             results[model].append(metrics)
@@ -410,9 +423,11 @@ def run_comparison(task: Task, cfg: JobConfig, out: Path, seeds: list[int], mode
     reference = task.reference()
     table = markdown_table(summary, task.metrics, reference)
     wall = time.perf_counter() - t0
+    trained = sum(r["seconds"]["train_recorded"] for rs in results.values() for r in rs)
     budget = (f"{cfg.optim.max_steps} steps per model (two-stage: {cfg.optim.max_steps} autoencoder + "
               f"{cfg.optim.max_steps} prior steps), batch {cfg.data.batch_size} x {cfg.scaling.num_workers} workers; "
-              f"{len(seeds)} seeds ({', '.join(map(str, seeds))}); wall time {wall / 60:.0f} min")
+              f"{len(seeds)} seeds ({', '.join(map(str, seeds))}); training {trained / 60:.0f} min in all, "
+              f"this evaluation's wall time {wall / 60:.0f} min")
     if "vae" in models:
         budget += (f"; VAE: KL weight {vae['beta']:g}, annealed over {vae['anneal_steps']} steps, "
                    f"free bits {vae['free_bits']:g} nats per dimension")

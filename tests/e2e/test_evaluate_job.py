@@ -60,5 +60,7 @@ def test_evaluate_tiny_text_all_baselines_then_resume(tmp_path):
     again = json.loads((out_dir / "results.json").read_text())
     seconds = [r["seconds"]["train"] for r in again["runs"]["diled"]]
     assert seconds[0] == 0 and seconds[1] > 0
+    first = again["runs"]["diled"][0]["seconds"]["train_recorded"]
+    assert first == results["runs"]["diled"][0]["seconds"]["train"] > 0    # the time it took when trained
     assert again["runs"]["diled"][0]["reconstruction_bleu"] == results["runs"]["diled"][0]["reconstruction_bleu"]
     assert all(r["seeds"] == "2" for r in csv.DictReader(open(out_dir / "table.csv")))
