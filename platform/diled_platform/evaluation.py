@@ -436,7 +436,8 @@ def run_comparison(task: Task, cfg: JobConfig, out: Path, seeds: list[int], mode
     (out / "table.md").write_text(f"# {task.name}: DiLED vs baselines ({task.preset})\n\n{table}\n\n{rule}. "
                                   f"Budget: {budget}.\n")
     write_csv(summary, task.metrics, out / "table.csv")
-    plot_summary(results, task.metrics, out / "table.png", f"{task.name}: {budget}")
+    plot_summary(results, task.metrics, out / "table.png",
+                 f"{task.name}: {cfg.optim.max_steps} steps per model, {len(seeds)} seeds (bars: mean ± std; dots: seeds)")
     train_seconds = {m: [r["seconds"]["train"] for r in rs] for m, rs in results.items()}
     (out / "results.json").write_text(json.dumps(
         {"task": task.name, "preset": task.preset, "seeds": seeds, "budget": budget, "vae": vae,
