@@ -146,13 +146,14 @@ def setup_model_and_engine(cfg: JobConfig, ctx: WorkerContext):
 def param_groups(model: torch.nn.Module, lr: float, lr_scale: dict[str, float]) -> tuple[list, list[float]]:
     """The optimizer's parameter groups (trainable parameters only) and each group's lr multiplier: one
     group per ``optim.lr_scale`` prefix (the longest matching prefix wins), the rest at scale 1."""
+    everything = [n for n, _ in model.named_parameters()]
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if not named:
         raise ConfigError("the model has no trainable parameters (everything is frozen)")
-    unused = [k for k in lr_scale if not any(n.startswith(k) for n, _ in named)]
-    if unused:
-        prefixes = sorted({n.rsplit(".", 2)[0] for n, _ in named})[:8]
-        raise ConfigError(f"optim.lr_scale: {unused} match no trainable parameter; names start with e.g. "
+    unknown = [k for k in lr_scale if not any(n.startswith(k) for n in everything)]
+    if unknown:  # a typo; a prefix whose parameters are all frozen is fine (it has nothing to scale)
+        prefixes = sorted({n.rsplit(".", 2)[0] for n in everything})[:8]
+        raise ConfigError(f"optim.lr_scale: {unknown} match no parameter; names start with e.g. "
                           f"{', '.join(prefixes)}")
     by_key: dict[str | None, list] = {}
     for n, p in named:

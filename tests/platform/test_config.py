@@ -145,8 +145,10 @@ def test_lr_scale_gives_prefixes_their_own_lr(decay):
         opt.step()
         sched.step()
     assert [g["lr"] for g in opt.param_groups] == pytest.approx([1e-3, 1e-4, 5e-4], rel=0.02)
-    with pytest.raises(ConfigError, match=r"\['encoder'\] match no trainable parameter"):
+    with pytest.raises(ConfigError, match=r"\['encoder'\] match no parameter"):
         param_groups(model, 1e-3, {"encoder": 0.1})
+    _, only_frozen = param_groups(model, 1e-3, {"frozen": 0.1})     # nothing to scale: one group
+    assert only_frozen == [1.0]
     with pytest.raises(ConfigError, match="lr_scale values"):
         load_config("vector-cpu", ["--optim.lr_scale={enc: 0}"])
 
