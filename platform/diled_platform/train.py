@@ -75,7 +75,7 @@ def lr_scheduler(optim, group_scales: list[float] | None = None) -> dict[str, An
     With ``group_scales`` the peak lr is given per parameter group (the cosine schedule is relative to
     each group's own lr already)."""
     o = optim
-    peak = [o.lr * s for s in group_scales] if group_scales and len(set(group_scales)) > 1 else o.lr
+    peak = [o.lr * s for s in group_scales] if group_scales else o.lr
     if o.decay == "constant":
         if o.warmup_steps == 0:
             return {}

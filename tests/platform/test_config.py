@@ -149,6 +149,15 @@ def test_lr_scale_gives_prefixes_their_own_lr(decay):
         param_groups(model, 1e-3, {"encoder": 0.1})
     _, only_frozen = param_groups(model, 1e-3, {"frozen": 0.1})     # nothing to scale: one group
     assert only_frozen == [1.0]
+    model["dec"].requires_grad_(False)                              # one group, and it is scaled
+    groups, scales = param_groups(model, 1e-3, {"enc": 0.5})
+    entry = deepspeed_config(cfg, 1, scales)["scheduler"]
+    opt = torch.optim.AdamW(groups, lr=cfg.optim.lr)
+    sched = getattr(lr_schedules, entry["type"])(opt, **entry["params"])
+    for _ in range(8):
+        opt.step()
+        sched.step()
+    assert scales == [0.5] and opt.param_groups[0]["lr"] == pytest.approx(5e-4, rel=0.02)
     with pytest.raises(ConfigError, match="lr_scale values"):
         load_config("vector-cpu", ["--optim.lr_scale={enc: 0}"])
 
