@@ -145,7 +145,8 @@ class OptimConfig:
             raise ConfigError(f"optim.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         if self.decay != "constant" and self.warmup_steps >= self.max_steps:
             raise ConfigError(f"optim.decay={self.decay!r} needs optim.warmup_steps ({self.warmup_steps}) < "
-                              f"optim.max_steps ({self.max_steps})")
+                              f"optim.max_steps ({self.max_steps}): lower the warmup too, e.g. "
+                              f"--optim.warmup_steps={self.max_steps // 5}")
 
 
 @dataclass
