@@ -123,10 +123,23 @@ def test_decay_settings_are_checked():
         deepspeed_config(cfg, 2)
 
 
+def _group_lrs(cfg, groups, scales, steps=8):
+    """Each parameter group's lr after ``steps`` optimizer steps under our DeepSpeed scheduler entry."""
+    import torch
+    from deepspeed.runtime import lr_schedules
+
+    entry = deepspeed_config(cfg, 1, scales)["scheduler"]
+    opt = torch.optim.AdamW(groups, lr=cfg.optim.lr)
+    sched = getattr(lr_schedules, entry["type"])(opt, **entry["params"])
+    for _ in range(steps):
+        opt.step()
+        sched.step()
+    return [g["lr"] for g in opt.param_groups]
+
+
 @pytest.mark.parametrize("decay", ["constant", "cosine"])
 def test_lr_scale_gives_prefixes_their_own_lr(decay):
     import torch
-    from deepspeed.runtime import lr_schedules
 
     from diled_platform.train import param_groups
 
@@ -138,26 +151,14 @@ def test_lr_scale_gives_prefixes_their_own_lr(decay):
     assert [len(g["params"]) for g in groups] == [2, 1, 1] and [g["lr"] for g in groups] == [1e-3, 1e-4, 5e-4]
     cfg = load_config("vector-cpu", ["--optim.lr=1e-3", "--optim.warmup_steps=5", "--optim.max_steps=50",
                                      f"--optim.decay={decay}"])
-    entry = deepspeed_config(cfg, 1, scales)["scheduler"]
-    opt = torch.optim.AdamW(groups, lr=cfg.optim.lr)
-    sched = getattr(lr_schedules, entry["type"])(opt, **entry["params"])
-    for _ in range(8):
-        opt.step()
-        sched.step()
-    assert [g["lr"] for g in opt.param_groups] == pytest.approx([1e-3, 1e-4, 5e-4], rel=0.02)
+    assert _group_lrs(cfg, groups, scales) == pytest.approx([1e-3, 1e-4, 5e-4], rel=0.02)
     with pytest.raises(ConfigError, match=r"\['encoder'\] match no parameter"):
         param_groups(model, 1e-3, {"encoder": 0.1})
     _, only_frozen = param_groups(model, 1e-3, {"frozen": 0.1})     # nothing to scale: one group
     assert only_frozen == [1.0]
     model["dec"].requires_grad_(False)                              # one group, and it is scaled
     groups, scales = param_groups(model, 1e-3, {"enc": 0.5})
-    entry = deepspeed_config(cfg, 1, scales)["scheduler"]
-    opt = torch.optim.AdamW(groups, lr=cfg.optim.lr)
-    sched = getattr(lr_schedules, entry["type"])(opt, **entry["params"])
-    for _ in range(8):
-        opt.step()
-        sched.step()
-    assert scales == [0.5] and opt.param_groups[0]["lr"] == pytest.approx(5e-4, rel=0.02)
+    assert scales == [0.5] and _group_lrs(cfg, groups, scales) == pytest.approx([5e-4], rel=0.02)
     with pytest.raises(ConfigError, match="lr_scale values"):
         load_config("vector-cpu", ["--optim.lr_scale={enc: 0}"])
 
