@@ -124,7 +124,7 @@ class OptimConfig:
     decay: Literal["constant", "linear", "cosine"] = "constant"
     min_lr_ratio: float = 0.0
     # multipliers of lr by parameter-name prefix, e.g. {codec.encoder: 0.1} for pretrained layers; the
-    # longest matching prefix wins, every prefix must match a trainable parameter
+    # longest matching prefix wins; a prefix that matches no parameter at all is an error
     lr_scale: dict = field(default_factory=dict)
     max_steps: int = 2000
     grad_accum: int = 1
@@ -143,6 +143,9 @@ class OptimConfig:
             raise ConfigError(f"optim.lr_scale values must be numbers > 0, got {bad}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ConfigError(f"optim.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if self.decay == "linear" and self.min_lr_ratio > 0:  # DeepSpeed's WarmupDecayLR decays to 0
+            raise ConfigError(f"optim.decay='linear' decays to 0 (optim.min_lr_ratio={self.min_lr_ratio}); "
+                              f"use decay='cosine' for a nonzero floor")
         if self.decay != "constant" and self.warmup_steps >= self.max_steps:
             raise ConfigError(f"optim.decay={self.decay!r} needs optim.warmup_steps ({self.warmup_steps}) < "
                               f"optim.max_steps ({self.max_steps}): lower the warmup too, e.g. "

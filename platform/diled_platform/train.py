@@ -86,8 +86,6 @@ def lr_scheduler(optim, group_scales: list[float] | None = None) -> dict[str, An
         return {"scheduler": {"type": "WarmupCosineLR", "params": {
             "total_num_steps": o.max_steps, "warmup_min_ratio": 0.0, "cos_min_ratio": o.min_lr_ratio,
             "warmup_num_steps": max(1, o.warmup_steps), "warmup_type": "linear"}}}
-    if o.min_lr_ratio > 0:  # WarmupDecayLR decays to its warmup_min_lr, which is also where warmup starts
-        raise ConfigError("optim.decay='linear' decays to 0; use decay='cosine' for a nonzero min_lr_ratio")
     return {"scheduler": {"type": "WarmupDecayLR", "params": {
         "total_num_steps": o.max_steps, "warmup_min_lr": 0.0, "warmup_max_lr": peak,
         "warmup_num_steps": max(1, o.warmup_steps), "warmup_type": "linear"}}}
