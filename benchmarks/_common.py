@@ -16,7 +16,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-# the text-cpu preset's architecture as benchmarked (before the preset kept only 3 encoder layers), and a
+# the text-cpu preset's architecture as benchmarked (before the preset kept 3 encoder layers and 2 decoder layers), and a
 # scaled-up one (GPT-2-small-like decoder, paper-sized prior)
 TEXT_SIZES = {
     "text-cpu": {"decoder": {"n_layer": 4, "n_embd": 256, "n_head": 4}, "latent_dim": 64,
