@@ -53,17 +53,18 @@ def reconstruct_texts(model, refs: list[str], batch_size: int = 100) -> tuple[li
     batches = [model._prepare(codec.collate(chunk)) for chunk in _batches(refs, batch_size)]
     latents = [codec.encode(batch) for batch in batches]
     others = torch.cat(latents).roll(1, dims=0).split([len(z) for z in latents])
+    floor = len(refs) > 1  # with one sentence there is no other latent
     recons, recons_other, accs, accs_other = [], [], [], []
     for batch, z, z_other in zip(batches, latents, others):
         recons += codec.decode(z)
         accs += codec.token_accuracy(batch, z).tolist()
-        if len(refs) > 1:  # with one sentence there is no other latent
+        if floor:
             recons_other += codec.decode(z_other)
             accs_other += codec.token_accuracy(batch, z_other).tolist()
     metrics = {"reconstruction_bleu": corpus_bleu(recons, refs),
                "reconstruction_token_accuracy": sum(accs) / len(accs),
                "reconstruction_exact_match": sum(a.strip() == b.strip() for a, b in zip(recons, refs)) / len(refs)}
-    if recons_other:
+    if floor:
         metrics.update({"reconstruction_bleu_other_latent": corpus_bleu(recons_other, refs),
                         "reconstruction_token_accuracy_other_latent": sum(accs_other) / len(accs_other)})
     return recons, metrics

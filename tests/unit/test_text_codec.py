@@ -201,6 +201,9 @@ def test_reconstruction_improves_and_generation_comes_from_the_decoder(tokenizer
     # latent, ~0.94 with its own); greedy decoding from the latent alone cannot (BLEU ~24 against ~1)
     assert scores["reconstruction_token_accuracy"] > scores["reconstruction_token_accuracy_other_latent"], scores
     assert scores["reconstruction_bleu"] > scores["reconstruction_bleu_other_latent"] + 10, scores
+    with torch.no_grad():  # one sentence has no other latent: no floor rather than its own score
+        _, alone = reconstruct_texts(model, SENTENCES[:1])
+    assert "reconstruction_bleu_other_latent" not in alone and "reconstruction_bleu" in alone
 
     # generation: latents from the prior, decoded token by token by the GPT-2 decoder
     calls = []
