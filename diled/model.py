@@ -22,9 +22,10 @@ from diled.baselines.vae import VAEOptions, gaussian_kl, kl_term, kl_weight
 from diled.codecs.base import Codec, build_codec
 from diled.denoiser import MLPSkipNet
 from diled.diffusion import LatentDiffusion, check_sampler_name, ddim_invert, ddim_sample
+from diled.persistence import (DEFAULT_SHARD_BYTES, INDEX_NAME, WEIGHTS_NAME, has_weights, load_into,
+                               parameters_on_meta, save_sharded, weight_files)
 
 CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 FORMAT_VERSION = 1
 DEFAULT_STEPS = 50  # DDIM steps when none are given: the largest of DESIGN.md's 10/20/50
 
@@ -40,6 +41,16 @@ def slerp(a: torch.Tensor, b: torch.Tensor, alpha: float) -> torch.Tensor:
     so = torch.sin(omega)
     out = (torch.sin((1 - alpha) * omega) / so) * a + (torch.sin(alpha * omega) / so) * b
     return torch.where(so.abs() < 1e-6, (1 - alpha) * a + alpha * b, out)
+
+
+class ZeroLinear(nn.Linear):
+    """A linear map that starts at zero. Initialised inside its own constructor, so that it also holds
+    under DeepSpeed's ``zero.Init``, which partitions each module as soon as its constructor returns."""
+
+    def reset_parameters(self) -> None:
+        nn.init.zeros_(self.weight)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
 
 
 class DiLED(nn.Module):
@@ -78,9 +89,7 @@ class DiLED(nn.Module):
         if objective == "vae":
             self.vae = vae if isinstance(vae, VAEOptions) else VAEOptions.from_dict(vae)
             # the posterior's log-variance from the encoder mean; starts at N(mu, I)
-            self.vae_logvar = nn.Linear(self.latent_dim, self.latent_dim)
-            nn.init.zeros_(self.vae_logvar.weight)
-            nn.init.zeros_(self.vae_logvar.bias)
+            self.vae_logvar = ZeroLinear(self.latent_dim, self.latent_dim)
             self.register_buffer("vae_step", torch.zeros((), dtype=torch.long))  # for KL annealing; checkpointed
         # what an objective does not train is frozen, so optimisers (and DeepSpeed) never see it
         if objective in ("autoencoder", "vae"):
@@ -293,53 +302,48 @@ class DiLED(nn.Module):
         return self.codec.decode(self.interpolate_latents(a, b, num=num, steps=steps, via=via), **decode_kwargs)
 
     # ----------------------------------------------------------------- persistence
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """Write ``config.json`` and ``model.safetensors`` (plus any codec extras) to ``directory``."""
-        from safetensors.torch import save_file
+    def save_pretrained(self, directory: str | Path, max_shard_bytes: int = DEFAULT_SHARD_BYTES,
+                        gather=None, write: bool = True, dtype: torch.dtype | None = None) -> Path:
+        """Write ``config.json`` and the weights (``model.safetensors``, or shards of at most
+        ``max_shard_bytes`` with an index, written one at a time), plus any codec extras, to ``directory``.
 
+        For a model whose parameters are partitioned across processes (ZeRO-3), every process calls this
+        with ``gather`` (a context manager factory that makes a list of parameters whole, one shard at a
+        time) and only the one with ``write=True`` writes. ``dtype`` casts floating weights (16-bit export)."""
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        tensors, aliases = _dedup_state_dict(self.state_dict())
-        (directory / CONFIG_NAME).write_text(json.dumps(self.get_config(), indent=2) + "\n")
-        save_file(tensors, str(directory / WEIGHTS_NAME), metadata={"aliases": json.dumps(aliases)})
-        self.codec.save_extra(directory)
+        save_sharded(self, directory, max_shard_bytes=max_shard_bytes, gather=gather, write=write, dtype=dtype)
+        if write:
+            (directory / CONFIG_NAME).write_text(json.dumps(self.get_config(), indent=2) + "\n")
+            self.codec.save_extra(directory)
         return directory
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> "DiLED":
-        """Load a ``save_pretrained`` folder (safetensors + JSON; no pickle)."""
-        from safetensors import safe_open
-
+    def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu",
+                        dtype: torch.dtype | None = None) -> "DiLED":
+        """Load a ``save_pretrained`` folder (safetensors + JSON; no pickle). The parameters are built on the
+        meta device and each weight file's tensors are put in their place, one file at a time, so the peak
+        is about the model plus one shard. ``dtype`` casts floating weights (default: as built, fp32)."""
         directory = Path(directory)
         if not directory.is_dir():
             raise FileNotFoundError(f"DiLED.from_pretrained: no such directory: {directory}")
-        for name in (CONFIG_NAME, WEIGHTS_NAME):
-            if not (directory / name).is_file():
-                raise FileNotFoundError(f"DiLED.from_pretrained: {directory} has no {name}")
+        if not (directory / CONFIG_NAME).is_file():
+            raise FileNotFoundError(f"DiLED.from_pretrained: {directory} has no {CONFIG_NAME}")
+        if not has_weights(directory):
+            raise FileNotFoundError(f"DiLED.from_pretrained: {directory} has no {WEIGHTS_NAME} (nor {INDEX_NAME})")
         config = json.loads((directory / CONFIG_NAME).read_text())
         version = config.get("format_version", FORMAT_VERSION)
         if version != FORMAT_VERSION:
             raise ValueError(f"{directory / CONFIG_NAME}: format_version {version} is not supported "
                              f"(this library reads version {FORMAT_VERSION})")
-        model = cls.from_config(config, directory=directory)
-        with safe_open(str(directory / WEIGHTS_NAME), framework="pt") as f:
-            state = {k: f.get_tensor(k) for k in f.keys()}
-            aliases = json.loads((f.metadata() or {}).get("aliases", "{}"))
-        state.update({alias: state[kept] for alias, kept in aliases.items()})
-        model.load_state_dict(state, strict=True)
+        with parameters_on_meta():
+            model = cls.from_config(config, directory=directory)
+        files, aliases = weight_files(directory)
+        load_into(model, files, aliases, assign=True, dtype=dtype)
         return model.to(device).eval()
 
-
-def _dedup_state_dict(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Contiguous copies of the tensors, each tied tensor once (GPT-2's lm_head is its wte): safetensors
-    refuses views of a shared buffer, which is what DeepSpeed's flattened parameters are."""
-    seen: dict[tuple, str] = {}
-    tensors, aliases = {}, {}
-    for key, value in state.items():
-        ident = (value.data_ptr(), tuple(value.shape), tuple(value.stride()), value.dtype)
-        if value.numel() and ident in seen:
-            aliases[key] = seen[ident]
-            continue
-        seen[ident] = key
-        tensors[key] = value.detach().to("cpu").clone().contiguous()
-    return tensors, aliases
+    def load_weights(self, directory: str | Path, gather=None) -> "DiLED":
+        """Copy the weights of a ``save_pretrained`` folder into this model (same architecture), one
+        file at a time; ``gather`` as in ``save_pretrained`` for a partitioned model."""
+        files, aliases = weight_files(Path(directory))
+        load_into(self, files, aliases, gather=gather)
+        return self

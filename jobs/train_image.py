@@ -52,9 +52,13 @@ def main(argv=None) -> int:
                          run={"name": f"{cfg.run.name}-two-stage"})
             outcome = fit(c2)
             name, t1 = "two-stage", time.perf_counter()
+        if not cfg.run.report:
+            results[name], folders[name] = {"train": outcome.metrics}, outcome.run_dir
+            continue
         if classifier is None:
             classifier, info = feature_classifier(splits, outcome.run_dir)
-        metrics = image_report(outcome.model_dir, splits, outcome.run_dir, classifier, info)
+        metrics = image_report(outcome.model_dir, splits, outcome.run_dir, classifier, info,
+                               **cfg.run.report_kwargs(steps="steps"))
         metrics["seconds"] = {"train": round(t1 - t0), "evaluate": round(time.perf_counter() - t1)}
         metrics["train"] = outcome.metrics
         (outcome.run_dir / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")
@@ -64,7 +68,7 @@ def main(argv=None) -> int:
         print(f"run folder ({name}): {folder}")
         for item in ("model", "samples.png", "reconstructions.png", "interpolations.png", "eval.json"):
             print(f"  {folder / item}")
-    if compare:
+    if compare and cfg.run.report:
         table = comparison_table(results, IMAGE_COMPARISON)
         (folders["diled"] / "comparison.md").write_text(table + "\n")
         print(table)

@@ -34,7 +34,10 @@ def run(cfg, splits, reference) -> tuple[Path, dict]:
     t1 = time.perf_counter()
     if outcome.run_dir is None:
         raise SystemExit(f"trained; checkpoint at {outcome.result.checkpoint.path} (remote storage: no report)")
-    metrics = protein_report(outcome.model_dir, splits, outcome.run_dir, reference=reference)
+    if not cfg.run.report:
+        return outcome.run_dir, {"train": outcome.metrics, "report": "skipped (run.report=false)"}
+    sizes = {k: v for k, v in cfg.run.report_kwargs().items() if k != "ddim_steps"}  # protein decodes mu directly
+    metrics = protein_report(outcome.model_dir, splits, outcome.run_dir, reference=reference, **sizes)
     metrics["seconds"] = {"train": round(t1 - t0), "evaluate": round(time.perf_counter() - t1)}
     metrics["train"] = outcome.metrics
     (outcome.run_dir / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")
@@ -63,7 +66,7 @@ def main(argv=None) -> int:
         for item in ("model", "reconstructions.tsv", "samples.txt", "optimized.tsv", "eval.json", "latents_fitness.png"):
             if (folder / item).exists():
                 print(f"  {folder / item}")
-    if compare:
+    if compare and cfg.run.report:
         table = comparison_table(results, PROTEIN_COMPARISON)
         (folders[cfg.model.objective] / "comparison.md").write_text(table + "\n")
         print(table)

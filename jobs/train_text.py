@@ -34,8 +34,12 @@ def main(argv=None) -> int:
     t1 = time.perf_counter()
     outcome = fit(cfg)
     t2 = time.perf_counter()
+    if not cfg.run.report or outcome.run_dir is None:
+        print(f"training took {t2 - t1:.0f}s; no report (run.report=false or remote storage)\n"
+              f"run folder: {run_dir}\n  model: {outcome.model_dir}")
+        return 0
     print(f"training took {t2 - t1:.0f}s; evaluating on the test split", flush=True)
-    metrics = text_report(outcome.model_dir, splits, run_dir)
+    metrics = text_report(outcome.model_dir, splits, run_dir, **cfg.run.report_kwargs())
     metrics["seconds"] = {"prepare": round(t1 - t0), "train": round(t2 - t1), "evaluate": round(time.perf_counter() - t2)}
     print(json.dumps({"train": outcome.metrics, "eval": metrics}, indent=2))
     print(f"run folder: {run_dir}")

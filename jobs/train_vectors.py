@@ -22,10 +22,11 @@ def main(argv=None) -> int:
     cfg = parse_job_args(argv, "vector-cpu", __doc__.splitlines()[0])
     init_ray()
     outcome = fit(cfg)
-    if outcome.run_dir is None:
+    if outcome.run_dir is None or not cfg.run.report:
         print(f"trained; checkpoint at {outcome.result.checkpoint.path}")
         return 0
-    metrics = vector_report(outcome.model_dir, cfg, outcome.run_dir)
+    metrics = vector_report(outcome.model_dir, cfg, outcome.run_dir,
+                            **cfg.run.report_kwargs(examples="n", samples="n", steps="steps"))
     print(json.dumps({"train": outcome.metrics, "eval": metrics}, indent=2))
     print(f"run folder: {outcome.run_dir}\n  model:   {outcome.model_dir}\n  samples: {outcome.run_dir / 'samples.png'}"
           f"\n  metrics: {outcome.run_dir / 'eval.json'}\n  tensorboard --logdir {outcome.run_dir / 'tensorboard'}")

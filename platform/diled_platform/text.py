@@ -16,15 +16,38 @@ from diled_platform.config import JobConfig
 log = logging.getLogger("diled")
 
 
+GPT2_TIKTOKEN = "gpt2-tiktoken"  # codec_args.tokenizer: GPT-2's own BPE, from the offline ranks file
+
+
+def gpt2_ranks_file() -> Path:
+    """GPT-2's BPE ranks (``gpt2.tiktoken`` from the ``openai-whisper`` sdist), which ``scripts/setup.sh``
+    puts in ``<venv>/share/diled/``; ``DILED_GPT2_TIKTOKEN`` names another copy."""
+    import os
+    import sys
+
+    path = Path(os.environ.get("DILED_GPT2_TIKTOKEN") or Path(sys.prefix) / "share" / "diled" / "gpt2.tiktoken")
+    if not path.is_file():
+        raise FileNotFoundError(f"model.codec_args.tokenizer={GPT2_TIKTOKEN!r} needs GPT-2's BPE ranks at {path}: "
+                                f"run scripts/setup.sh (it extracts whisper/assets/gpt2.tiktoken from the "
+                                f"openai-whisper sdist) or set DILED_GPT2_TIKTOKEN to the file")
+    return path
+
+
 def prepare_tokenizer(cfg: JobConfig, run_dir: Path, train_texts: list[str]) -> JobConfig:
     """If ``model.codec_args.tokenizer`` is unset or "train", train a byte-level BPE of
     ``model.codec_args.vocab_size`` (default 8000) on the training split into ``<run_dir>/tokenizer``
-    (kept for resumed runs) and point the codec at it."""
-    from diled.codecs.text import train_bpe
+    (kept for resumed runs) and point the codec at it; if it is "gpt2-tiktoken", write GPT-2's own
+    50,257-token BPE there from the offline ranks file (``gpt2_ranks_file``)."""
+    from diled.codecs.text import gpt2_tokenizer_from_tiktoken, train_bpe
 
     args = dict(cfg.model.codec_args)
     vocab = args.pop("vocab_size", 8000)
-    if args.get("tokenizer") in (None, "train"):
+    if args.get("tokenizer") == GPT2_TIKTOKEN:
+        directory = run_dir / "tokenizer"
+        if not (directory / "tokenizer.json").is_file():
+            gpt2_tokenizer_from_tiktoken(gpt2_ranks_file(), directory)
+        args["tokenizer"] = str(directory)
+    elif args.get("tokenizer") in (None, "train"):
         directory = run_dir / "tokenizer"
         if not (directory / "tokenizer.json").is_file():
             t0 = time.perf_counter()
@@ -149,7 +172,7 @@ def text_report(model_dir: Path, splits: dict, out_dir: Path, n_eval: int = 300,
                     "distinct_1": distinct_n(samples, 1), "distinct_2": distinct_n(samples, 2),
                     "self_bleu": self_bleu(samples), "novelty": novelty(samples, training),
                     "empty_samples": sum(not s.strip() for s in samples)})
-    pairs = [(held[2 * i]["text"], held[2 * i + 1]["text"]) for i in range(5)]
+    pairs = [(held[2 * i]["text"], held[2 * i + 1]["text"]) for i in range(min(5, len(held) // 2))]
     write_text_outputs(out_dir, refs, recons, samples, pairs, interpolation_paths(model, pairs, steps=ddim_steps))
 
     probe, labelled = sentiment_probe(train, probe_train)
@@ -159,7 +182,7 @@ def text_report(model_dir: Path, splits: dict, out_dir: Path, n_eval: int = 300,
                                            f"embeddings, trained on {len(labelled)} training sentences")
         metrics["sentiment_classifier_test_accuracy"] = probe.accuracy([r["text"] for r in held_pn],
                                                                        [r["label"] for r in held_pn])
-        negatives = [r["text"] for r in test if r["label"] == "negative"][:200]
+        negatives = [r["text"] for r in test if r["label"] == "negative"][:min(200, n_eval)]
         arith, rows = sentiment_arithmetic(model, probe, labelled, negatives)
         metrics.update(arith)
         with open(out_dir / "arithmetic.tsv", "w") as f:

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from diled_platform.config import ConfigError, JobConfig, deepspeed_config_path
+from diled_platform.memory import MemoryMeter, use_mmap_for_large_allocations
 
 # Keys of a DeepSpeed JSON that the job config owns: a preset file setting them would be silently
 # overridden, so it is an error instead.
@@ -122,23 +123,105 @@ def _context() -> WorkerContext:
 
 
 # ----------------------------------------------------------------------------- the loop's parts
-def setup_model_and_engine(cfg: JobConfig, ctx: WorkerContext):
-    """Build the DiLED model (same seed on every rank) and wrap it in one DeepSpeed engine."""
-    import deepspeed
+def import_model_libraries(cfg: JobConfig) -> None:
+    """Import what building the model needs before building it. zero.Init swaps torch's tensor
+    constructors while it is active: modules imported for the first time inside it (torch._dynamo's
+    polyfills, pulled in by transformers' lazy model imports) fail their signature checks."""
+    import importlib
+
+    import deepspeed  # noqa: F401
+
+    importlib.import_module("torch._dynamo")
+    if cfg.model.codec == "text":
+        for name in ("transformers.generation", "transformers.models.gpt2.modeling_gpt2",
+                     "transformers.models.bert.modeling_bert", "diled.codecs.text"):
+            importlib.import_module(name)
+
+
+def build_model(cfg: JobConfig, ds_config: dict[str, Any]):
+    """The DiLED model of ``cfg`` (same seed on every rank), with ``model.init_from``'s weights if set.
+
+    Under ZeRO-3 it is built partitioned: inside ``deepspeed.zero.Init`` every module's parameters are
+    split across the workers as soon as its constructor returns, and the Hugging Face parts (encoder,
+    decoder) see an ``HfDeepSpeedConfig`` so that transformers builds, initialises and loads pretrained
+    weights into the partitions too. No worker ever holds the whole model. Returns the model and the
+    ``HfDeepSpeedConfig`` (None below ZeRO-3), which must stay alive while the model is used."""
     from diled import DiLED
+
+    torch.manual_seed(cfg.run.seed)
+    stage = int(ds_config.get("zero_optimization", {}).get("stage", 0))
+    if stage != 3:
+        model = DiLED.from_config(cfg.model_config())
+        if cfg.model.init_from:  # e.g. the second stage of a two-stage model starts from the first stage's codec
+            model.load_weights(cfg.model.init_from)
+        return model, None
+    import deepspeed
+    from transformers.integrations import HfDeepSpeedConfig
+
+    import_model_libraries(cfg)
+    hf_ds = HfDeepSpeedConfig(ds_config)  # transformers keeps only a weak reference to it
+    with deepspeed.zero.Init(config_dict_or_path=ds_config):
+        model = DiLED.from_config(cfg.model_config())
+    if cfg.model.init_from:  # one weight file at a time, made whole, filled on rank 0, re-partitioned
+        model.load_weights(cfg.model.init_from,
+                           gather=lambda params: deepspeed.zero.GatheredParameters(params, modifier_rank=0))
+    return model, hf_ds
+
+
+def residency(module: torch.nn.Module) -> dict[str, int]:
+    """What this rank holds of the parameters: elements held (its partitions under ZeRO-3), the largest
+    tensor it holds, and the full model's elements and largest tensor."""
+    held = [getattr(p, "ds_tensor", p).numel() for p in module.parameters()]
+    full = [getattr(p, "ds_numel", p.numel()) for p in module.parameters()]
+    return {"param_elements_held": sum(held), "largest_param_held": max(held, default=0),
+            "param_elements": sum(full), "largest_param": max(full, default=0)}
+
+
+def setup_model_and_engine(cfg: JobConfig, ctx: WorkerContext):
+    """Build the DiLED model (partitioned under ZeRO-3) and wrap it in one DeepSpeed engine. The engine
+    carries ``diled_residency`` (``residency`` right after construction) and ``diled_hf_config``."""
+    import deepspeed
 
     if not cfg.scaling.use_gpu:
         # gloo collectives instead of DeepSpeed's JIT-compiled shared-memory op (17-27 s per start on CPU)
         deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
-    torch.manual_seed(cfg.run.seed)
-    model = DiLED.from_config(cfg.model_config())
-    if cfg.model.init_from:  # e.g. the second stage of a two-stage model starts from the first stage's codec
-        source = DiLED.from_pretrained(cfg.model.init_from)
-        model.load_state_dict(source.state_dict())
+    # before the model: zero.Init and HfDeepSpeedConfig read the world size from DeepSpeed's comm layer
+    # (it adopts the process group that Ray Train has already set up)
+    deepspeed.init_distributed(dist_backend="nccl" if cfg.scaling.use_gpu else "gloo")
+    model, hf_ds = build_model(cfg, deepspeed_config(cfg, ctx.world_size))
+    built = residency(model)
     groups, scales = param_groups(model, cfg.optim.lr, cfg.optim.lr_scale)
     engine, *_ = deepspeed.initialize(model=model, model_parameters=groups,
                                       config=deepspeed_config(cfg, ctx.world_size, scales))
+    engine.diled_residency, engine.diled_hf_config = built, hf_ds
+    freed = share_fp32_master(engine)
+    if freed and ctx.rank == 0:
+        log.info(f"ZeRO-3 fp32 master weights share the parameters' partition: {freed / 2**20:.0f} MB not copied")
     return engine
+
+
+def share_fp32_master(engine) -> int:
+    """Drop ZeRO-3's second copy of the trainable partitions when training in fp32; the bytes freed.
+
+    DeepSpeed 0.19's stage 3 keeps an fp32 master copy of each trainable partition unless the partition is
+    already fp32 on the optimizer's device, but it tests ``tensor.device == "cpu"``, which is False for
+    ``torch.device("cpu")``: on CPU every fp32 run holds the trainable weights twice (measured: three
+    flat buffers of the partition's size after ``initialize`` where two are needed). Pointing the master
+    at the partition itself is what DeepSpeed does on GPU for fp32 weights: the optimizer updates it in
+    place and DeepSpeed's copy back into the partition becomes a copy onto itself."""
+    opt = engine.optimizer
+    masters = getattr(opt, "fp32_partitioned_groups_flat", None)
+    params = getattr(opt, "fp16_partitioned_groups_flat", None)
+    if not masters or not params or getattr(opt, "offload_optimizer", False):
+        return 0
+    freed = 0
+    for master, param in zip(masters, params):
+        if (master is param or master.dtype != param.dtype or master.device != param.device
+                or master.numel() != param.numel() or master.data_ptr() == param.data_ptr()):
+            continue
+        freed += master.numel() * master.element_size()
+        master.data = param.data
+    return freed
 
 
 def param_groups(model: torch.nn.Module, lr: float, lr_scale: dict[str, float]) -> tuple[list, list[float]]:
@@ -275,26 +358,39 @@ def evaluate(engine, batches: list[dict], seed: int) -> dict[str, float]:
 
 
 def export_pretrained(engine, directory: Path, stage: int, rank: int) -> None:
-    """Write the consolidated ``save_pretrained`` folder (rank 0). Under ZeRO-3 every rank must take part
-    in gathering the partitioned parameters."""
+    """Write the consolidated ``save_pretrained`` folder from rank 0, streamed one shard at a time
+    (``diled.persistence``). Under ZeRO-3 every rank takes part: each shard's parameters are gathered,
+    written by rank 0 and released before the next, so no rank holds more than one shard beyond its own
+    partition. Under bf16 the parameters, and so the export, are 16-bit."""
     module = engine.module
     if stage == 3:
         import deepspeed
 
-        with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
-            if rank == 0:
-                module.save_pretrained(directory)
+        module.save_pretrained(directory, write=rank == 0,
+                               gather=lambda params: deepspeed.zero.GatheredParameters(params, modifier_rank=None))
     elif rank == 0:
         module.save_pretrained(directory)
 
 
+def _has_frozen(module: torch.nn.Module) -> bool:
+    return any(not p.requires_grad for p in module.parameters())
+
+
 def report_metrics_and_save_checkpoint(engine, cfg: JobConfig, ctx: WorkerContext, step: int,
-                                       metrics: dict[str, Any]) -> None:
+                                       metrics: dict[str, Any], meter=None) -> None:
+    """Every rank saves its DeepSpeed shard (trainable state only: frozen weights are rebuilt from the
+    config and its pretrained sources on resume, and are in the consolidated ``model/``), rank 0 adds
+    ``train_state.json`` and the streamed ``model/`` export, and all report the folder to Ray Train."""
     import ray.train
 
     with tempfile.TemporaryDirectory() as tmp:
-        engine.save_checkpoint(tmp, tag="deepspeed", client_state={"step": step})
+        engine.save_checkpoint(tmp, tag="deepspeed", client_state={"step": step},
+                               exclude_frozen_parameters=_has_frozen(engine.module))
+        if meter is not None:
+            meter.mark("export")
         export_pretrained(engine, Path(tmp) / "model", zero_stage(cfg), ctx.rank)
+        if meter is not None:
+            meter.mark("train")
         if ctx.rank == 0:
             state = {"step": step, "optimizer_steps": int(engine.global_steps), "metrics": metrics,
                      "config": cfg.to_dict()}
@@ -310,7 +406,9 @@ def load_checkpoint(engine) -> int:
     if checkpoint is None:
         return 0
     with checkpoint.as_directory() as directory:
-        path, client_state = engine.load_checkpoint(directory, tag="deepspeed")
+        # frozen weights are not in the shards (report_metrics_and_save_checkpoint): they were rebuilt
+        path, client_state = engine.load_checkpoint(directory, tag="deepspeed",
+                                                    load_module_strict=not _has_frozen(engine.module))
         if path is None:
             raise RuntimeError(f"checkpoint {directory} holds no DeepSpeed state to resume from")
     return int(client_state["step"])
@@ -363,7 +461,8 @@ class Progress:
             if self.ctx.rank == 0:
                 log.info(f"step {step}/{self.cfg.optim.max_steps}  loss {means['loss']:.4f}  "
                          f"rec {means['rec']:.3f}  diff {means['diff']:.4f}  |mu| {means['mu_abs']:.3f}  "
-                         + (f"lr {lr:.2e}  " if lr is not None else "") + f"{rate:.0f} samples/s")
+                         + (f"lr {lr:.2e}  " if lr is not None else "")
+                         + (f"{rate:.0f} samples/s" if rate >= 10 else f"{dt / self.count:.1f} s/step"))
                 extra = {"train/samples_per_s": rate, **({"train/lr": lr} if lr is not None else {})}
                 self.scalars(step, {**{f"train/{k}": v for k, v in means.items()}, **extra})
             self.sums, self.count, self.t0 = {}, 0, time.perf_counter()
@@ -391,21 +490,32 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         # process (a reused one keeps the thread count of its first task), and fractional CPUs round down
         torch.set_num_threads(max(1, int(cfg.scaling.cpus_per_worker + 0.5)))
     ray.data.DataContext.get_current().enable_progress_bars = False  # see build_trainer
+    if not cfg.scaling.use_gpu and zero_stage(cfg) == 3:
+        use_mmap_for_large_allocations()  # freed gathers and construction buffers go back to the OS
+    import_model_libraries(cfg)
+    meter = MemoryMeter()  # after the imports: what the model itself costs
     engine = setup_model_and_engine(cfg, ctx)
     codec = engine.module.codec
     start = load_checkpoint(engine)
+    meter.mark("train")
     resumed = start > 0
     if ctx.rank == 0:
+        held = engine.diled_residency
         log.info(f"{'resuming at step ' + str(start) if resumed else 'starting'}: {ctx.world_size} worker(s), "
-                 f"ZeRO stage {zero_stage(cfg)}, {_count_trainable(engine.module):,} trainable parameters, "
+                 f"ZeRO stage {zero_stage(cfg)}, {_count_trainable(engine.module):,} trainable of "
+                 f"{held['param_elements']:,} parameters ({held['param_elements_held']:,} held by this worker), "
                  f"{torch.get_num_threads()} thread(s) per worker")
     torch.manual_seed(cfg.run.seed * 1000 + ctx.rank + start)  # t and eps draws differ per rank and attempt
     train_batches = setup_data_shard(cfg, codec, ctx.rank)
     val = validation_batches(cfg, codec, ctx)
     progress = Progress(cfg, ctx)
+    step_seconds: list[float] = []
     for step in range(start + 1, cfg.optim.max_steps + 1):
         maybe_inject_failure(cfg, ctx, step, resumed)
-        out = train_step(engine, next(train_batches))
+        batch = next(train_batches)
+        t_step = time.perf_counter()
+        out = train_step(engine, batch)
+        step_seconds.append(time.perf_counter() - t_step)
         loss = out["loss"].item()
         if not math.isfinite(loss):
             raise FloatingPointError(f"loss is {loss} at step {step}: lower optim.lr or check the data")
@@ -413,8 +523,24 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         if step % cfg.run.checkpoint_every == 0 or step == cfg.optim.max_steps:
             metrics = {"step": step, **evaluate(engine, val, seed=cfg.run.seed + 1)}
             progress.scalars(step, {f"val/{k}": v for k, v in metrics.items() if k != "step"})
-            report_metrics_and_save_checkpoint(engine, cfg, ctx, step, metrics)
+            report_metrics_and_save_checkpoint(engine, cfg, ctx, step, metrics, meter)
     progress.close()
+    meter.mark(None)
+    write_memory_record(cfg, ctx, engine, meter, start, step_seconds)
+
+
+def write_memory_record(cfg: JobConfig, ctx: WorkerContext, engine, meter, start: int,
+                        step_seconds: list[float]) -> None:
+    """``<run>/memory/rank<r>.json``: this worker's measured peak RSS per phase, its RSS before the model
+    was built, and what it held of the parameters right after construction (local storage only)."""
+    if "://" in cfg.run.storage_path:
+        return
+    folder = Path(cfg.run.storage_path) / cfg.run.name / "memory"
+    folder.mkdir(parents=True, exist_ok=True)
+    record = {"rank": ctx.rank, "world_size": ctx.world_size, "zero_stage": zero_stage(cfg), "start_step": start,
+              "end_step": cfg.optim.max_steps, "step_seconds": [round(x, 3) for x in step_seconds],
+              **meter.to_dict(), "residency": engine.diled_residency}
+    (folder / f"rank{ctx.rank}.json").write_text(json.dumps(record, indent=2) + "\n")
 
 
 # ----------------------------------------------------------------------------- the driver side
@@ -478,9 +604,12 @@ def fit(cfg: JobConfig) -> TrainOutcome:
     if run_dir is not None:
         latest = Path(result.checkpoint.path)
         model_dir = run_dir / "model"
-        if model_dir.exists():
+        # a link to the latest checkpoint's export, not a copy: one consolidated copy per checkpoint
+        if model_dir.is_symlink() or model_dir.is_file():
+            model_dir.unlink()
+        elif model_dir.exists():  # a copy written by an older version
             shutil.rmtree(model_dir)
-        shutil.copytree(latest / "model", model_dir)
+        model_dir.symlink_to(os.path.relpath(latest / "model", run_dir), target_is_directory=True)
         best = result.get_best_checkpoint("val_loss", "min") if result.best_checkpoints else result.checkpoint
         best_dir = Path(best.path) / "model"
         (run_dir / "metrics.json").write_text(json.dumps(result.metrics, indent=2) + "\n")

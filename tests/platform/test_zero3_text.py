@@ -1,0 +1,65 @@
+"""Text DiLED under DeepSpeed ZeRO-3 on 2 Ray Train workers: built partitioned (no worker ever holds the
+full parameter set), trained, exported shard by shard and loaded onto the meta device, with the same
+logits as the trained model."""
+
+import json
+
+import pytest
+import torch
+
+from diled import DiLED
+from diled_platform.config import deepspeed_config_path, load_config
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+TEXTS = ["the film is a quiet triumph .", "@united my bag never arrived", "a mess of a movie , sadly .",
+         "what a lovely surprise this was !", "i would not see it again", "thanks for the fast reply"]
+
+
+def zero3_all_partitioned(tmp_path):
+    """The shipped zero3.json, with every parameter partitioned (it keeps tensors under 10k elements whole)."""
+    ds = json.loads(deepspeed_config_path("zero3").read_text())
+    ds["zero_optimization"]["stage3_param_persistence_threshold"] = 0
+    path = tmp_path / "zero3_all.json"
+    path.write_text(json.dumps(ds))
+    return path
+
+
+def test_zero3_text_is_built_partitioned_and_exports_the_trained_logits(ray_local, tmp_path):
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from diled.codecs.text import train_bpe
+    from diled_platform.memory import zero3_probe_loop
+
+    tok = train_bpe(TEXTS * 20, 300, tmp_path / "tok")
+    cfg = load_config("text-cpu", [
+        f"--scaling.deepspeed={zero3_all_partitioned(tmp_path)}", "--model.prior_hidden=64", "--model.prior_depth=2",
+        "--model.latent_dim=16", "--optim.decay=constant", "--optim.warmup_steps=0", "--optim.lr=1e-3",
+        f"--model.codec_args={{tokenizer: {tok}, max_length: 16, encoder_layers: 2, encoder_trainable_layers: 1,"
+        " decoder_trainable: paper, decoder_config: {n_layer: 2, n_embd: 64, n_head: 2, n_positions: 32}}"])
+    out = tmp_path / "probe"
+    out.mkdir()
+    TorchTrainer(zero3_probe_loop, train_loop_config={"job": cfg.to_dict(), "steps": 3, "texts": TEXTS,
+                                                      "out_dir": str(out)},
+                 scaling_config=ray.train.ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.9}),
+                 run_config=ray.train.RunConfig(storage_path=str(tmp_path), name="zero3-probe")).fit()
+
+    # no worker ever held a whole tensor, let alone the whole model: every one is a half partition
+    for rank in range(2):
+        held = json.loads((out / f"residency{rank}.json").read_text())
+        assert held["largest_param_held"] <= (held["largest_param"] + 1) // 2, held
+        assert held["param_elements_held"] <= 0.5 * held["param_elements"] + 1000, held
+
+    # the streamed export, loaded onto the meta device and filled in place, gives the trained logits
+    from safetensors.torch import load_file
+
+    trained = load_file(str(out / "logits.safetensors"))
+    model = DiLED.from_pretrained(out / "model")
+    assert not any(p.is_meta for p in model.parameters())
+    batch = model._prepare(model.codec.collate(TEXTS))
+    with torch.no_grad():
+        z = model.codec.encode(batch)
+        logits = model.codec.decoder_logits(batch["dec_ids"][:, :-1], batch["dec_mask"][:, :-1], z)
+    torch.testing.assert_close(z, trained["z"], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(logits, trained["logits"], rtol=1e-4, atol=1e-4)
