@@ -322,7 +322,8 @@ class DiLED(nn.Module):
                         dtype: torch.dtype | None = None) -> "DiLED":
         """Load a ``save_pretrained`` folder (safetensors + JSON; no pickle). The parameters are built on the
         meta device and each weight file's tensors are put in their place, one file at a time, so the peak
-        is about the model plus one shard. ``dtype`` casts floating weights (default: as built, fp32)."""
+        is about the model plus one shard. ``dtype`` casts floating weights (default: as built, fp32);
+        ``device`` is where the weights are read to (a GPU: straight there, not through host memory)."""
         directory = Path(directory)
         if not directory.is_dir():
             raise FileNotFoundError(f"DiLED.from_pretrained: no such directory: {directory}")
@@ -338,8 +339,8 @@ class DiLED(nn.Module):
         with parameters_on_meta():
             model = cls.from_config(config, directory=directory)
         files, aliases = weight_files(directory)
-        load_into(model, files, aliases, assign=True, dtype=dtype)
-        return model.to(device).eval()
+        load_into(model, files, aliases, assign=True, dtype=dtype, device=str(device))
+        return model.to(device).eval()  # the weights are there already; this moves the buffers
 
     def load_weights(self, directory: str | Path, gather=None) -> "DiLED":
         """Copy the weights of a ``save_pretrained`` folder into this model (same architecture), one

@@ -148,6 +148,18 @@ def has_weights(directory: Path) -> bool:
     return (directory / WEIGHTS_NAME).is_file() or (directory / INDEX_NAME).is_file()
 
 
+def check_pretrained_folder(directory: str | Path) -> Path:
+    """``directory`` resolved if it is a ``save_pretrained`` folder (config.json and weights, one file or
+    sharded); FileNotFoundError naming what is missing otherwise."""
+    directory = Path(directory).resolve()
+    if not (directory / "config.json").is_file():
+        raise FileNotFoundError(f"{directory} is not a save_pretrained folder: it has no config.json")
+    if not has_weights(directory):
+        raise FileNotFoundError(f"{directory} is not a save_pretrained folder: it has no {WEIGHTS_NAME} "
+                                f"(nor {INDEX_NAME})")
+    return directory
+
+
 @contextlib.contextmanager
 def parameters_on_meta():
     """Every parameter registered inside this context lives on the meta device (no memory, no values);
@@ -180,21 +192,22 @@ def _set_tensor(module: nn.Module, key: str, value: torch.Tensor) -> None:
 
 
 def load_into(module: nn.Module, files: Iterable[Path], aliases: dict[str, str], assign: bool = False,
-              dtype: torch.dtype | None = None, gather: Gather | None = None) -> None:
+              dtype: torch.dtype | None = None, gather: Gather | None = None, device: str = "cpu") -> None:
     """Read the weight files into ``module``, one file at a time (each is closed before the next opens).
 
     ``assign=True`` puts the loaded tensors in place of the module's (meta) parameters, so nothing is
     held twice; otherwise values are copied into the existing tensors, made whole for the copy by
     ``gather(params)`` if given (ZeRO-3: every rank calls this; the gather decides whose copy counts).
     Every state-dict key must be present and every stored key known (strict); tied parameters are tied
-    again afterwards. Floating tensors are cast to ``dtype``, or to the dtype of the tensor they replace."""
+    again afterwards. Floating tensors are cast to ``dtype``, or to the dtype of the tensor they replace.
+    ``device``: where the tensors are read to (e.g. "cuda:0": straight onto the GPU, not through host memory)."""
     from safetensors import safe_open
 
     expected = module.state_dict(keep_vars=True)
     kept = {k for k in expected if k not in aliases}
     loaded, unexpected = set(), []
     for path in files:
-        with safe_open(str(path), framework="pt") as f:
+        with safe_open(str(path), framework="pt", device=str(device)) as f:
             keys = list(f.keys())
             unexpected += [k for k in keys if k not in expected]
             keys = [k for k in keys if k in expected]

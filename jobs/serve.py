@@ -19,6 +19,7 @@ from pathlib import Path
 
 import _path  # noqa: F401  (repository on sys.path)
 
+from diled.persistence import has_weights
 from diled_platform.runtime import init_ray
 from diled_platform.serve import DEFAULT_CONFIG, api_key_from_env, check_bind, deploy, key_digest, serve_config
 
@@ -27,7 +28,7 @@ def model_folder(path: str) -> Path:
     """A save_pretrained folder, or a run folder holding one in model/."""
     p = Path(path)
     for candidate in (p, p / "model"):
-        if (candidate / "config.json").is_file() and (candidate / "model.safetensors").is_file():
+        if (candidate / "config.json").is_file() and has_weights(candidate):
             return candidate.resolve()
     raise SystemExit(f"error: {path} is neither a save_pretrained folder nor a run folder with model/ "
                      f"(train one first, e.g. python jobs/train_text.py)")

@@ -40,6 +40,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from ray import serve
+from diled.persistence import check_pretrained_folder
 
 log = logging.getLogger("diled.serve")
 
@@ -402,10 +403,7 @@ def build_app(model_dir: str | Path, *, api_key_sha256: str | None = None, max_b
               batch_wait_timeout_s: float = 0.005, min_replicas: int = 1, max_replicas: int = 2,
               target_ongoing_requests: float = 4, num_cpus: float = 1.0, torch_threads: int | None = None):
     """The Serve application for one model folder (``serve.run(build_app(...))``)."""
-    model_dir = Path(model_dir).resolve()
-    for name in ("config.json", "model.safetensors"):
-        if not (model_dir / name).is_file():
-            raise FileNotFoundError(f"{model_dir} is not a save_pretrained folder: it has no {name}")
+    model_dir = check_pretrained_folder(model_dir)
     if max_batch_size < 1:
         raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
     if not 1 <= min_replicas <= max_replicas:
@@ -474,10 +472,7 @@ def deploy(config: dict) -> None:
 
 def swap_model(config: dict, model_dir: str | Path) -> dict:
     """Point a deployed config at another model folder (``user_config``; no replica restarts)."""
-    model_dir = str(Path(model_dir).resolve())
-    for name in ("config.json", "model.safetensors"):
-        if not (Path(model_dir) / name).is_file():
-            raise FileNotFoundError(f"{model_dir} is not a save_pretrained folder: it has no {name}")
+    model_dir = str(check_pretrained_folder(model_dir))
     config = json.loads(json.dumps(config))
     config["applications"][0]["deployments"][0]["user_config"]["model_dir"] = model_dir
     deploy(config)

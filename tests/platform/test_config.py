@@ -177,3 +177,23 @@ def test_length_buckets_group_similar_lengths_and_keep_every_example():
         assert all(len(t) == [5, 1, 9, 3, 7, 2, 8, 4, 6, 10, 11, 12][i] for t, i in zip(p["x"], p["label"]))
     with pytest.raises(ConfigError, match="length_buckets"):
         load_config("vector-cpu", ["--data.length_buckets=-1"])
+
+
+def test_the_report_size_is_set_per_run_and_mapped_to_each_report():
+    cfg = load_config("text-xl-cpu")
+    assert cfg.run.report and cfg.run.report_kwargs() == {"ddim_steps": 10, "n_eval": 4, "n_samples": 4}
+    assert load_config("text-cpu").run.report_kwargs() == {"ddim_steps": 50}  # the data type's defaults
+    small = load_config("vector-cpu", ["--run.report_examples=100"])
+    assert small.run.report_kwargs(examples="n", samples="n", steps="steps") == {"steps": 50, "n": 100}
+    with pytest.raises(ConfigError, match="run.report_samples must be >= 2.*run.report=false"):
+        load_config("text-cpu", ["--run.report_samples=0"])
+
+
+def test_the_xl_preset_is_gpt2_xl_shaped_under_zero3():
+    from diled_platform.train import zero_stage
+
+    cfg = load_config("text-xl-cpu")
+    dec = cfg.model.codec_args["decoder_config"]
+    assert (dec["n_layer"], dec["n_embd"], dec["n_head"], dec["vocab_size"]) == (48, 1600, 25, 50257)
+    assert cfg.model.codec_args["tokenizer"] == "gpt2-tiktoken" and cfg.model.codec_args["decoder_trainable"] == "paper"
+    assert zero_stage(cfg) == 3 and cfg.scaling.num_workers == 2

@@ -38,12 +38,16 @@ def test_zero3_text_is_built_partitioned_and_exports_the_trained_logits(ray_loca
         "--model.latent_dim=16", "--optim.decay=constant", "--optim.warmup_steps=0", "--optim.lr=1e-3",
         f"--model.codec_args={{tokenizer: {tok}, max_length: 16, encoder_layers: 2, encoder_trainable_layers: 1,"
         " decoder_trainable: paper, decoder_config: {n_layer: 2, n_embd: 64, n_head: 2, n_positions: 32}}"])
-    out = tmp_path / "probe"
-    out.mkdir()
-    TorchTrainer(zero3_probe_loop, train_loop_config={"job": cfg.to_dict(), "steps": 3, "texts": TEXTS,
-                                                      "out_dir": str(out)},
-                 scaling_config=ray.train.ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.9}),
-                 run_config=ray.train.RunConfig(storage_path=str(tmp_path), name="zero3-probe")).fit()
+    def probe(name, job, steps):
+        out = tmp_path / name
+        out.mkdir()
+        TorchTrainer(zero3_probe_loop, train_loop_config={"job": job.to_dict(), "steps": steps, "texts": TEXTS,
+                                                          "out_dir": str(out)},
+                     scaling_config=ray.train.ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.9}),
+                     run_config=ray.train.RunConfig(storage_path=str(tmp_path), name=name)).fit()
+        return out
+
+    out = probe("trained", cfg, steps=3)
 
     # no worker ever held a whole tensor, let alone the whole model: every one is a half partition
     for rank in range(2):
@@ -63,3 +67,10 @@ def test_zero3_text_is_built_partitioned_and_exports_the_trained_logits(ray_loca
         logits = model.codec.decoder_logits(batch["dec_ids"][:, :-1], batch["dec_mask"][:, :-1], z)
     torch.testing.assert_close(z, trained["z"], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(logits, trained["logits"], rtol=1e-4, atol=1e-4)
+
+    # model.init_from under ZeRO-3: the export's weights copied into a partitioned model, file by file
+    from diled_platform.config import replace
+
+    again = probe("init-from", replace(cfg, model={"init_from": str(out / "model")}), steps=0)
+    torch.testing.assert_close(load_file(str(again / "logits.safetensors"))["logits"], trained["logits"],
+                               rtol=1e-5, atol=1e-5)
