@@ -8,8 +8,9 @@ MiniLM encoder with one layer trained, a 6 x 1024 prior, batch 2 per worker, 32 
 decoder's shape and the ZeRO file changed, trained for ``--steps`` steps with one checkpoint at the end
 and no report. Per worker it prints the kernel's resident high-water mark (VmHWM, reset at every phase
 change, so a measured peak, not an estimate) less the worker's RSS before the model is built, over the
-full fp32 model size; s/step (median after the first step); rank 0's peak while exporting; the peak of
-``DiLED.from_pretrained`` in a fresh process; and the checkpoint's size on disk (DeepSpeed shards and
+full fp32 model size; s/step (median after the first step); rank 0's peak while exporting (and its
+increase over rank 0's RSS when the export began); the peak of ``DiLED.from_pretrained`` in a fresh
+process, with every weight read once (the files are memory-mapped: unread pages would not count); and the checkpoint's size on disk (DeepSpeed shards and
 the consolidated model). A run whose estimated memory cannot fit the machine is skipped and says so.
 """
 
@@ -43,8 +44,11 @@ from diled_platform.memory import rss_bytes, _reset_peak, _status_kib
 base = rss_bytes(); _reset_peak(); t = time.perf_counter()
 model = DiLED.from_pretrained({model!r})
 seconds = time.perf_counter() - t
+# safetensors maps the files: read every weight once, so that all its pages are resident and counted
+checksum = sum(float(p.sum()) for p in model.parameters())  # no copy of a weight
 n = sum(p.numel() for p in model.parameters())
-print(json.dumps({{"baseline": base, "peak": _status_kib("VmHWM") * 1024, "seconds": seconds, "params": n}}))
+print(json.dumps({{"baseline": base, "peak": _status_kib("VmHWM") * 1024, "seconds": seconds, "params": n,
+                  "rss_after": rss_bytes()}}))
 """
 
 
@@ -102,6 +106,7 @@ def run_one(shape: str, stage: str, steps: int, out: Path, tokenizer: Path) -> d
            "build_peak": [(r["peak_rss"]["build"] - r["baseline_rss"]) / model_bytes for r in ranks],
            "s_per_step": statistics.median(ranks[0]["step_seconds"][1:] or ranks[0]["step_seconds"]),
            "export_peak": (ranks[0]["peak_rss"]["export"] - ranks[0]["baseline_rss"]) / model_bytes,
+           "export_increase": (ranks[0]["peak_rss"]["export"] - ranks[0]["phase_start_rss"]["export"]) / model_bytes,
            "load_peak": (load["peak"] - load["baseline"]) / model_bytes, "load_s": load["seconds"],
            "shards_gib": (du(ckpt) - du(ckpt / "model")) / GiB, "model_dir_gib": du(ckpt / "model") / GiB,
            "largest_held": [r["residency"]["largest_param_held"] / r["residency"]["largest_param"] for r in ranks]}
@@ -152,7 +157,7 @@ def main() -> None:
         cluster.shutdown()
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
-    print("\n| shape | params | ZeRO | train peak / model, per worker | s/step | export peak / model | "
+    print("\n| shape | params | ZeRO | train peak / model, per worker | s/step | export peak / model (increase) | "
           "load peak / model | checkpoint shards + model (GiB) |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
@@ -161,7 +166,7 @@ def main() -> None:
             continue
         peaks = " / ".join(f"{p:.2f} ({g:.1f} GiB)" for p, g in zip(r["train_peak"], r["train_peak_gib"]))
         print(f"| {r['shape']} | {r['params'] / 1e9:.2f} B ({r['model_gib']:.1f} GiB) | {r['stage']} | {peaks} | "
-              f"{r['s_per_step']:.1f} | {r['export_peak']:.2f} | {r['load_peak']:.2f} | "
+              f"{r['s_per_step']:.1f} | {r['export_peak']:.2f} (+{r['export_increase']:.2f}) | {r['load_peak']:.2f} | "
               f"{r['shards_gib']:.1f} + {r['model_dir_gib']:.1f} |")
 
 

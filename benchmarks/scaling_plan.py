@@ -1,5 +1,6 @@
 """The paper-scale DiLED text model planned on paper: model-state memory per GPU under ZeRO 0/2/3 and
-CPU offload at 1, 8 and 64 GPUs, from DeepSpeed's own estimators. Writes docs/scaling.md.
+CPU offload at 1, 8 and 64 GPUs, from DeepSpeed's own estimators. Writes the second half of docs/scaling.md
+(the first half, measured on CPU by benchmarks/scale.py, is kept).
 
     .venv/bin/python benchmarks/scaling_plan.py
 
@@ -15,6 +16,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+PLAN_MARKER = "<!-- below: written by benchmarks/scaling_plan.py -->"
 sys.path[:0] = [str(ROOT), str(ROOT / "platform")]
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
@@ -115,7 +117,10 @@ def main() -> None:
               "- Offload is for when GPUs are few and host RAM is large; it trades GPU memory for PCIe traffic.",
               "", "All presets run bf16 on GPUs (`scaling.precision: auto`); CPU runs are fp32."]
     out = ROOT / "docs" / "scaling.md"
-    out.write_text("\n".join(lines) + "\n")
+    # the page's first part is measured (benchmarks/scale.py, written by hand from its output); keep it
+    kept = out.read_text().split(PLAN_MARKER)[0] if out.is_file() and PLAN_MARKER in out.read_text() else ""
+    out.write_text(kept + PLAN_MARKER + "\n" + "\n".join(lines).replace("# Scaling DiLED to the paper's size",
+                                                                      "## The paper's size on GPUs, planned", 1) + "\n")
     print("\n".join(lines))
     print(f"\nwritten to {out}")
 

@@ -120,6 +120,7 @@ class MemoryMeter:
         self.baseline = rss_bytes()
         self.resettable = _reset_peak()
         self.peaks: dict[str, int] = {}
+        self.start_rss: dict[str, int] = {"build": self.baseline}  # RSS when each phase last began
         self.phase: str | None = "build"
 
     def mark(self, phase: str | None) -> None:
@@ -129,10 +130,13 @@ class MemoryMeter:
             self.peaks[self.phase] = max(self.peaks.get(self.phase, 0), kib * 1024)
         if self.resettable:
             _reset_peak()
+        if phase is not None:
+            self.start_rss[phase] = rss_bytes()
         self.phase = phase
 
     def to_dict(self) -> dict[str, Any]:
-        return {"baseline_rss": self.baseline, "peak_rss": dict(self.peaks), "resettable": self.resettable}
+        return {"baseline_rss": self.baseline, "peak_rss": dict(self.peaks), "phase_start_rss": dict(self.start_rss),
+                "resettable": self.resettable}
 
 
 def zero3_probe_loop(config: dict) -> None:

@@ -37,6 +37,7 @@ from typing import Annotated, Any, Literal
 
 import torch
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from ray import serve
@@ -59,7 +60,8 @@ USER_CONFIG_KEYS = {"model_dir", "max_batch_size", "batch_wait_timeout_s", "api_
 
 # ----------------------------------------------------------------------------- request/response models
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    # NaN and Infinity (which Python's json and many clients emit) are refused like any other bad number
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 Text = Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS)]
@@ -191,6 +193,34 @@ async def _require_key(request: Request, call_next):
 @app.exception_handler(BadRequest)
 async def _bad_request(request: Request, exc: BadRequest):
     return JSONResponse({"detail": str(exc)}, status_code=422)
+
+
+def _json_safe(value, depth: int = 0):
+    """An echo of (part of) a request that JSON can always encode: non-finite numbers as strings, long
+    strings and lists cut, deep nesting elided."""
+    import math
+
+    if depth > 4:
+        return "..."
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, str):
+        return value if len(value) <= 200 else value[:200] + "..."
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v, depth + 1) for v in value[:8]] + (["..."] if len(value) > 8 else [])
+    if isinstance(value, dict):
+        return {str(k)[:100]: _json_safe(v, depth + 1) for k, v in list(value.items())[:16]}
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    return str(value)[:200]
+
+
+@app.exception_handler(RequestValidationError)
+async def _invalid_request(request: Request, exc: RequestValidationError):
+    # FastAPI's own handler echoes the input, which fails to encode when it holds NaN or Infinity (a 500)
+    errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", ""),
+               "input": _json_safe(e.get("input"))} for e in exc.errors()]
+    return JSONResponse({"detail": errors}, status_code=422)
 
 
 def _split(rows: list, sizes: list[int]) -> list[list]:

@@ -150,6 +150,12 @@ BAD = [
     ("/reconstruct", {"inputs": ["a"], "latents": [[0.0] * 8]}, "exactly one"),
     ("/reconstruct", {"latents": [[0.0] * 3]}, "latent size"),
     ("/reconstruct", '{"latents": [[1e400, 0, 0, 0, 0, 0, 0, 0]]}', "finite"),  # JSON's 1e400 parses to inf
+    # NaN and Infinity, which Python's json and many clients write: a 422 whose echo of the input encodes
+    ("/reconstruct", '{"latents": [[NaN, 0, 0, 0, 0, 0, 0, 0]]}', "finite"),
+    ("/reconstruct", '{"latents": [[Infinity, 0, 0, 0, 0, 0, 0, 0]]}', "finite"),
+    ("/encode", '{"inputs": [[-Infinity, 1.0]]}', "finite"),
+    ("/generate", '{"temperature": NaN}', "finite"),
+    ("/interpolate", '{"a": [NaN, 1.0], "b": "y"}', "finite"),
     ("/interpolate", {"a": "x", "b": "y", "num": 1}, "greater than or equal"),
     ("/interpolate", {"a": "x"}, "missing"),
 ]

@@ -56,6 +56,18 @@ def test_train_checkpoint_and_resume(ray_local, tmp_path, stage):
     assert rows[-1][1]["val_loss"] < rows[0][1]["val_loss"], rows  # it learns
     assert out.result.checkpoint is not None and (out.model_dir / "model.safetensors").is_file()
     assert train_state(out.result.checkpoint.path)["optimizer_steps"] == 60
+    # the run folder's model is a link to the latest checkpoint's export, not another copy
+    assert out.model_dir.is_symlink() and out.model_dir.resolve() == (Path(out.result.checkpoint.path) / "model").resolve()
+    # each worker measured its peaks per phase and what it held of the parameters
+    for rank in range(2):
+        record = json.loads((out.run_dir / "memory" / f"rank{rank}.json").read_text())
+        assert set(record["peak_rss"]) == {"build", "train", "export"} and len(record["step_seconds"]) == 60
+        assert all(v > record["baseline_rss"] * 0.5 for v in record["peak_rss"].values())
+        held = record["residency"]
+        if stage == "zero3":  # every parameter partitioned: half of each tensor per worker
+            assert held["param_elements_held"] <= held["param_elements"] // 2 + 100
+        else:
+            assert held["param_elements_held"] == held["param_elements"]
 
     # the same run name again, with a longer budget: resumes at step 60, does not restart
     out2 = fit(tiny(tmp_path, f"run-{stage}", deepspeed_arg(stage, tmp_path), "--optim.max_steps=80"))

@@ -74,3 +74,38 @@ def test_zero3_text_is_built_partitioned_and_exports_the_trained_logits(ray_loca
     again = probe("init-from", replace(cfg, model={"init_from": str(out / "model")}), steps=0)
     torch.testing.assert_close(load_file(str(again / "logits.safetensors"))["logits"], trained["logits"],
                                rtol=1e-5, atol=1e-5)
+
+
+def test_zero3_loads_a_pretrained_decoder_into_the_partitions(ray_local, tmp_path):
+    """A decoder given by local path (as a hub name would be) is loaded by transformers straight into the
+    ZeRO-3 partitions: the export of the untrained model holds exactly its weights."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+    from safetensors.torch import load_file
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from diled.codecs.text import load_decoder_tokenizer, train_bpe
+    from diled_platform.memory import zero3_probe_loop
+
+    tok = train_bpe(TEXTS * 20, 300, tmp_path / "tok")
+    torch.manual_seed(1)
+    vocab = len(load_decoder_tokenizer(str(tok)))
+    pretrained = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=64, n_head=2, n_positions=32, vocab_size=vocab))
+    pretrained.save_pretrained(tmp_path / "gpt2-tiny")
+    cfg = load_config("text-cpu", [
+        f"--scaling.deepspeed={zero3_all_partitioned(tmp_path)}", "--model.prior_hidden=64", "--model.prior_depth=2",
+        "--model.latent_dim=16", "--optim.decay=constant", "--optim.warmup_steps=0",
+        f"--model.codec_args={{tokenizer: {tok}, decoder: {tmp_path / 'gpt2-tiny'}, max_length: 16, encoder_layers: 2,"
+        " encoder_trainable_layers: 1, decoder_trainable: paper}"])
+    out = tmp_path / "probe"
+    out.mkdir()
+    TorchTrainer(zero3_probe_loop, train_loop_config={"job": cfg.to_dict(), "steps": 0, "texts": TEXTS,
+                                                      "out_dir": str(out)},
+                 scaling_config=ray.train.ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.9}),
+                 run_config=ray.train.RunConfig(storage_path=str(tmp_path), name="pretrained")).fit()
+    held = json.loads((out / "residency0.json").read_text())
+    assert held["largest_param_held"] <= (held["largest_param"] + 1) // 2, held
+    exported = DiLED.from_pretrained(out / "model").codec.decoder.state_dict()
+    for key, value in load_file(str(tmp_path / "gpt2-tiny" / "model.safetensors")).items():
+        name = key if key in exported else f"transformer.{key}"
+        torch.testing.assert_close(exported[name], value, rtol=0, atol=0, msg=key)
