@@ -48,6 +48,9 @@ log = logging.getLogger("diled.serve")
 MAX_ITEMS = 64          # inputs or latents per request
 MAX_TEXT_CHARS = 2000   # characters per text input
 MAX_VECTOR_DIM = 4096   # numbers per vector input or latent
+# the largest valid body is 64 vectors of 4,096 numbers (~6.5 MB as JSON); anything larger is refused
+# before it is read (413)
+MAX_BODY_BYTES = 8 * 2**20
 MAX_N = 64              # samples per /generate
 MAX_NUM = 33            # points per /interpolate
 MAX_NEW_TOKENS = 256
@@ -176,6 +179,22 @@ _KEY = {"sha256": None}
 
 def set_api_key_digest(digest: str | None) -> None:
     _KEY["sha256"] = digest or None
+
+
+@app.middleware("http")
+async def _check_body(request: Request, call_next):
+    """Bodies are JSON and bounded: a 415 for another content type, a 413 above MAX_BODY_BYTES (by the
+    declared length, before anything is read)."""
+    if request.method == "POST":
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind != "application/json":
+            return JSONResponse({"detail": f"send the body as JSON with 'Content-Type: application/json' "
+                                           f"(got {kind or 'no content type'!r})"}, status_code=415)
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+            return JSONResponse({"detail": f"the body is {length} bytes; the limit is {MAX_BODY_BYTES}"},
+                                status_code=413)
+    return await call_next(request)
 
 
 @app.middleware("http")

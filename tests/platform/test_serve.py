@@ -161,6 +161,17 @@ BAD = [
 ]
 
 
+def test_bodies_that_are_not_json_or_too_large_are_refused_before_reading(service):
+    service, _ = service
+    r = requests.post(service + "/encode", data='{"inputs": ["fine"]}', headers={"Content-Type": "text/plain"},
+                      timeout=30)
+    assert r.status_code == 415 and "application/json" in r.text
+    huge = '{"inputs": ["' + "x" * (9 * 2**20) + '"]}'
+    r = requests.post(service + "/encode", data=huge, headers={"Content-Type": "application/json"}, timeout=60)
+    assert r.status_code == 413 and "limit" in r.text
+    assert _post(service, "/encode", {"inputs": ["still answering"]}).status_code == 200
+
+
 @pytest.mark.parametrize("path,body,message", BAD, ids=[f"{p}:{m}" for p, _, m in BAD])
 def test_bad_requests_get_a_4xx_that_says_why(service, path, body, message):
     service, _ = service
