@@ -1,8 +1,14 @@
-"""Text codec (Optimus style; Li et al. 2020): a BERT-family encoder and a GPT-2-family decoder.
+"""Text codec (Optimus style; Li et al. 2020): a BERT-family encoder and a causal decoder.
 
 Encoder: any BERT-family model (by name or local path), masked mean-pool, linear to the latent.
-Decoder: a GPT-2-family causal LM (by name/path, or built from a config and trained from scratch) that
-receives z twice:
+Decoder, one of two kinds (``decoder_kind``):
+  - "gpt2": a GPT-2-family causal LM, pretrained by name/path or built from ``decoder_config`` and trained
+    from scratch on its own BPE;
+  - "bert": a BERT-family checkpoint (by name/path; default the offline MiniLM the encoder loads) run as a
+    causal decoder, warm-started from its weights and using its WordPiece vocabulary (Rothe, Narayan and
+    Severyn, TACL 2020: BERT-initialised decoders train far faster than random ones). Its LM head (the
+    transform; the output matrix is tied to the input embeddings) is new.
+Either kind receives z twice:
   (a) as one extra key/value "memory" position per layer: ``latent -> hidden * n_layer``, the same vector
       as key and value, placed first in the KV cache;
   (b) as a vector added to every token embedding.
@@ -21,6 +27,8 @@ from diled.codecs.base import Codec, register_codec
 
 EOS = "<|endoftext|>"
 DecoderTrainable = Literal["all", "paper", "none"]
+DecoderKind = Literal["gpt2", "bert"]
+DECODER_KINDS = ("gpt2", "bert")
 
 
 def default_encoder_path() -> str:
@@ -48,6 +56,18 @@ def load_decoder_tokenizer(path: str):
     if tok.convert_tokens_to_ids(eos) in (None, tok.unk_token_id) and eos not in tok.get_vocab():
         raise ValueError(f"decoder tokenizer {path} has no end-of-text token {eos!r}")
     tok.eos_token = tok.bos_token = tok.pad_token = eos
+    return tok
+
+
+def load_bert_decoder_tokenizer(path: str):
+    """A BERT-family (WordPiece) tokenizer for the causal decoder: [CLS] starts a sentence, [SEP] ends it."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    missing = [name for name in ("cls_token", "sep_token", "pad_token") if getattr(tok, name) is None]
+    if missing:
+        raise ValueError(f"decoder tokenizer {path} has no {', '.join(missing)}: a bert decoder needs [CLS], [SEP], [PAD]")
+    tok.bos_token, tok.eos_token = tok.cls_token, tok.sep_token
     return tok
 
 
@@ -129,17 +149,27 @@ class TextCodec(Codec):
     Args:
         latent_dim: D (paper: 128).
         encoder: BERT-family model name or path (default: the offline MiniLM).
-        tokenizer: the decoder's tokenizer, a ``tokenizer.json`` folder/file or a Hugging Face name/path.
-        decoder: a pretrained GPT-2-family model name or path; None builds one from ``decoder_config``.
-        decoder_config: GPT-2 sizes for a decoder trained from scratch (n_layer, n_embd, n_head, n_positions).
+        tokenizer: the gpt2 decoder's tokenizer, a ``tokenizer.json`` folder/file or a Hugging Face name/path
+            (a bert decoder uses its checkpoint's own WordPiece tokenizer: leave it unset).
+        decoder: a pretrained decoder name or path. gpt2: None builds one from ``decoder_config``; bert:
+            None is the offline MiniLM (the encoder's checkpoint).
+        decoder_config: gpt2: the sizes of a decoder trained from scratch (n_layer, n_embd, n_head,
+            n_positions, vocab_size, dropouts); bert: values that override the checkpoint's config (e.g.
+            hidden_dropout_prob).
         max_length: tokens per sentence for both tokenizers (longer input is truncated).
         encoder_trainable_layers: train only the top k encoder layers (-1: all; 0: none, only the projection).
-        decoder_trainable: "all"; "paper" (embeddings, first block and latent connectors, as in the paper);
-            "none" (only the latent connectors).
+        encoder_layers: keep only the encoder's first k layers (-1: all).
+        decoder_trainable: "all"; "paper" (embeddings, first block and latent connectors, as in the paper;
+            a bert decoder's new LM-head transform too); "none" (only the latent connectors, and a bert
+            decoder's LM-head transform).
         latent_memory / latent_embedding: the two ways z enters the decoder (both on in Optimus and DiLED).
         pool_norm: normalise the pooled encoder state (LayerNorm without parameters) before the linear map
             to the latent, so that sentences differ by more than the encoding noise sqrt(beta_1) from the
             first step (off: the plain masked mean-pool of DESIGN.md).
+        decoder_kind: "gpt2" or "bert" (see the module docstring).
+        decoder_layers: bert: keep only the checkpoint's first k layers (-1: all).
+        decoder_init: bert: "pretrained" (the checkpoint's weights) or "random" (its shape only: the
+            baseline a warm start is measured against).
     """
 
     name = "text"
@@ -149,20 +179,33 @@ class TextCodec(Codec):
                  encoder_trainable_layers: int = -1, encoder_layers: int = -1,
                  decoder_trainable: DecoderTrainable = "all",
                  latent_memory: bool = True, latent_embedding: bool = True, pool_norm: bool = False,
+                 decoder_kind: DecoderKind = "gpt2", decoder_layers: int = -1, decoder_init: str = "pretrained",
                  _directory: str | None = None):
         super().__init__()
         from transformers import AutoConfig, AutoModel, AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
-        if tokenizer is None and _directory is None:
+        if decoder_kind not in DECODER_KINDS:
+            raise ValueError(f"decoder_kind must be one of {', '.join(DECODER_KINDS)}; got {decoder_kind!r}")
+        if decoder_init not in ("pretrained", "random"):
+            raise ValueError(f"decoder_init must be 'pretrained' or 'random', got {decoder_init!r}")
+        if decoder_kind == "gpt2" and tokenizer is None and _directory is None:
             raise ValueError("TextCodec needs tokenizer=<path or name> (train one with diled.codecs.text.train_bpe)")
+        if decoder_kind == "bert" and tokenizer is not None:
+            raise ValueError(f"a bert decoder uses its checkpoint's WordPiece tokenizer: leave tokenizer unset "
+                             f"(got {tokenizer!r})")
+        if decoder_kind == "gpt2" and decoder_layers != -1:
+            raise ValueError("decoder_layers applies to a bert decoder; a gpt2 decoder's depth is decoder_config.n_layer")
         if decoder_trainable not in ("all", "paper", "none"):
             raise ValueError(f"decoder_trainable must be one of all, paper, none; got {decoder_trainable!r}")
         if max_length < 2:
             raise ValueError(f"max_length must be >= 2, got {max_length}")
         self.latent_dim, self.max_length = latent_dim, max_length
+        self.decoder_kind, self.decoder_layers, self.decoder_init = decoder_kind, decoder_layers, decoder_init
         self.encoder_name = encoder or default_encoder_path()
-        self.tokenizer_name, self.decoder_name = tokenizer, decoder
-        self.decoder_config_dict = dict(decoder_config or {"n_layer": 4, "n_embd": 256, "n_head": 4, "n_positions": 64})
+        self.tokenizer_name = tokenizer
+        self.decoder_name = decoder or (default_encoder_path() if decoder_kind == "bert" else None)
+        default_sizes = {"n_layer": 4, "n_embd": 256, "n_head": 4, "n_positions": 64} if decoder_kind == "gpt2" else {}
+        self.decoder_config_dict = dict(decoder_config if decoder_config is not None else default_sizes)
         self.encoder_trainable_layers, self.decoder_trainable = encoder_trainable_layers, decoder_trainable
         self.encoder_layers = encoder_layers
         self.latent_memory, self.latent_embedding = latent_memory, latent_embedding
@@ -173,32 +216,48 @@ class TextCodec(Codec):
             # a save_pretrained folder: architectures and tokenizers from it, weights loaded afterwards
             self.encoder = AutoModel.from_config(AutoConfig.from_pretrained(saved / "encoder"))
             self.enc_tokenizer = AutoTokenizer.from_pretrained(saved / "encoder")
-            self.tokenizer = load_decoder_tokenizer(str(saved / "decoder_tokenizer"))
-            self.decoder = GPT2LMHeadModel._from_config(GPT2Config.from_pretrained(saved / "decoder"))
+            if decoder_kind == "bert":
+                from transformers import BertConfig, BertLMHeadModel
+
+                self.tokenizer = load_bert_decoder_tokenizer(str(saved / "decoder_tokenizer"))
+                self.decoder = BertLMHeadModel._from_config(BertConfig.from_pretrained(saved / "decoder"))
+            else:
+                self.tokenizer = load_decoder_tokenizer(str(saved / "decoder_tokenizer"))
+                self.decoder = GPT2LMHeadModel._from_config(GPT2Config.from_pretrained(saved / "decoder"))
         else:
             self.encoder = AutoModel.from_pretrained(self.encoder_name)
             self.enc_tokenizer = AutoTokenizer.from_pretrained(self.encoder_name)
-            self.tokenizer = load_decoder_tokenizer(tokenizer)
-            if decoder is not None:
-                self.decoder = GPT2LMHeadModel.from_pretrained(decoder)
+            if decoder_kind == "bert":
+                self.tokenizer = load_bert_decoder_tokenizer(self.decoder_name)
+                self.decoder = build_bert_decoder(self.decoder_name, self.decoder_config_dict, decoder_layers,
+                                                  pretrained=decoder_init == "pretrained")
             else:
-                eos_id = self.tokenizer.eos_token_id
-                # vocab_size may be set (e.g. GPT-2's 50,257, or a multiple of 64 for speed); default: the tokenizer's
-                sizes = {"vocab_size": len(self.tokenizer), **self.decoder_config_dict}
-                cfg = GPT2Config(bos_token_id=eos_id, eos_token_id=eos_id, **sizes)
-                # _from_config, not the constructor: under DeepSpeed ZeRO-3 (HfDeepSpeedConfig alive) it builds
-                # the model partitioned and initialises it layer by layer, never whole on one worker
-                self.decoder = GPT2LMHeadModel._from_config(cfg)
+                self.tokenizer = load_decoder_tokenizer(tokenizer)
+                if decoder is not None:
+                    self.decoder = GPT2LMHeadModel.from_pretrained(decoder)
+                else:
+                    eos_id = self.tokenizer.eos_token_id
+                    # vocab_size may be set (e.g. GPT-2's 50,257, or a multiple of 64 for speed); default: the tokenizer's
+                    sizes = {"vocab_size": len(self.tokenizer), **self.decoder_config_dict}
+                    cfg = GPT2Config(bos_token_id=eos_id, eos_token_id=eos_id, **sizes)
+                    # _from_config, not the constructor: under DeepSpeed ZeRO-3 (HfDeepSpeedConfig alive) it builds
+                    # the model partitioned and initialises it layer by layer, never whole on one worker
+                    self.decoder = GPT2LMHeadModel._from_config(cfg)
         self._truncate_encoder()
+        # GPT2Config maps these generic names onto n_layer, n_head, n_embd, n_positions
         dcfg = self.decoder.config
+        self.n_layer, self.n_head, self.n_embd = dcfg.num_hidden_layers, dcfg.num_attention_heads, dcfg.hidden_size
+        self.n_positions = dcfg.max_position_embeddings
         if dcfg.vocab_size < len(self.tokenizer):
             raise ValueError(f"decoder vocabulary ({dcfg.vocab_size}) is smaller than its tokenizer's "
                              f"({len(self.tokenizer)})")
-        if dcfg.n_positions < max_length + 1:
+        if self.n_positions < max_length + 1:
             raise ValueError(f"max_length={max_length} needs n_positions >= {max_length + 1}, "
-                             f"the decoder has {dcfg.n_positions}")
-        self.n_layer, self.n_head, self.n_embd = dcfg.n_layer, dcfg.n_head, dcfg.n_embd
-        self.bos_id = self.eos_id = self.tokenizer.eos_token_id
+                             f"the decoder has {self.n_positions}")
+        if decoder_kind == "bert":
+            self.bos_id, self.eos_id = self.tokenizer.cls_token_id, self.tokenizer.sep_token_id
+        else:
+            self.bos_id = self.eos_id = self.tokenizer.eos_token_id
         self.to_latent = nn.Linear(self.encoder.config.hidden_size, latent_dim)
         self.latent_to_memory = nn.Linear(latent_dim, self.n_embd * self.n_layer)
         self.latent_to_embedding = nn.Linear(latent_dim, self.n_embd)
@@ -222,7 +281,9 @@ class TextCodec(Codec):
                 "max_length": self.max_length, "encoder_trainable_layers": self.encoder_trainable_layers,
                 "encoder_layers": self.encoder_layers,
                 "decoder_trainable": self.decoder_trainable, "latent_memory": self.latent_memory,
-                "latent_embedding": self.latent_embedding, "pool_norm": self.pool_norm}
+                "latent_embedding": self.latent_embedding, "pool_norm": self.pool_norm,
+                "decoder_kind": self.decoder_kind, "decoder_layers": self.decoder_layers,
+                "decoder_init": self.decoder_init}
 
     @classmethod
     def from_config(cls, config, directory=None):
@@ -249,11 +310,17 @@ class TextCodec(Codec):
         if self.decoder_trainable != "all":
             for p in self.decoder.parameters():
                 p.requires_grad_(False)
-            if self.decoder_trainable == "paper":
+            if self.decoder_kind == "bert":
+                bert = self.decoder.bert
+                modules = [self.decoder.cls.predictions.transform]  # new: it must train
+                if self.decoder_trainable == "paper":
+                    modules += [bert.embeddings, bert.encoder.layer[0]]
+            else:
                 tr = self.decoder.transformer
-                for module in (tr.wte, tr.wpe, tr.h[0]):
-                    for p in module.parameters():
-                        p.requires_grad_(True)
+                modules = [tr.wte, tr.wpe, tr.h[0]] if self.decoder_trainable == "paper" else []
+            for module in modules:
+                for p in module.parameters():
+                    p.requires_grad_(True)
 
     # ----------------------------------------------------------------- batches
     def collate(self, examples) -> dict[str, torch.Tensor]:
@@ -268,6 +335,7 @@ class TextCodec(Codec):
         # decoder input: BOS + tokens; target: tokens + EOS; both padded to the longest
         length = max(len(s) for s in ids) + 1
         dec = torch.full((len(ids), length + 1), self.eos_id, dtype=torch.long)
+        dec[:, 0] = self.bos_id
         mask = torch.zeros((len(ids), length + 1), dtype=torch.long)
         for i, s in enumerate(ids):
             dec[i, 1:len(s) + 1] = torch.tensor(s, dtype=torch.long)
@@ -305,7 +373,7 @@ class TextCodec(Codec):
         return cache, 1
 
     def _embed(self, ids: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
-        emb = self.decoder.transformer.wte(ids)
+        emb = self.decoder.get_input_embeddings()(ids)
         if z is not None and self.latent_embedding:
             emb = emb + self.latent_to_embedding(z).unsqueeze(1)
         return emb
@@ -361,7 +429,7 @@ class TextCodec(Codec):
             raise ValueError(f"top_p must be in (0, 1], got {top_p}")
         if no_repeat_ngram < 0:
             raise ValueError(f"no_repeat_ngram must be >= 0, got {no_repeat_ngram}")
-        steps = min(max_new_tokens or self.max_length, self.decoder.config.n_positions - 1)
+        steps = min(max_new_tokens or self.max_length, self.n_positions - 1)
         n = z.shape[0]
         block = None
         if no_repeat_ngram:
@@ -394,6 +462,33 @@ class TextCodec(Codec):
             token = nxt.unsqueeze(1)
         tokens = torch.stack(out, dim=1).tolist() if out else [[] for _ in range(n)]
         return [seq[: seq.index(self.eos_id)] if self.eos_id in seq else seq for seq in tokens]
+
+
+def build_bert_decoder(path: str, overrides: dict, layers: int = -1, pretrained: bool = True):
+    """A BERT-family checkpoint as a causal LM (``BertLMHeadModel``, ``is_decoder``): its first ``layers``
+    layers (-1: all), the checkpoint's weights (or, ``pretrained`` False, only its shape), ``overrides``
+    applied to its config. The LM head's transform is new when the checkpoint has none (a plain BertModel,
+    as the MiniLM); its output matrix is the input embedding matrix (tied)."""
+    from transformers import AutoConfig, BertLMHeadModel
+
+    config = AutoConfig.from_pretrained(path, is_decoder=True, add_cross_attention=False, **overrides)
+    if config.model_type != "bert":
+        raise ValueError(f"decoder_kind bert needs a BERT-architecture checkpoint; {path} is {config.model_type!r}")
+    if layers != -1:
+        if not 1 <= layers <= config.num_hidden_layers:
+            raise ValueError(f"decoder_layers must be -1 or in 1..{config.num_hidden_layers} (the checkpoint's "
+                             f"depth), got {layers}")
+        config.num_hidden_layers = layers  # from_pretrained then loads the first `layers` layers
+    if not pretrained:
+        return BertLMHeadModel._from_config(config)
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the new LM head and the dropped layers are expected, not news
+    try:
+        return BertLMHeadModel.from_pretrained(path, config=config)
+    finally:
+        hf_logging.set_verbosity(level)
 
 
 def _sample(logits: torch.Tensor, top_k: int, top_p: float, generator) -> torch.Tensor:

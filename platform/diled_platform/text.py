@@ -37,10 +37,13 @@ def prepare_tokenizer(cfg: JobConfig, run_dir: Path, train_texts: list[str]) -> 
     """If ``model.codec_args.tokenizer`` is unset or "train", train a byte-level BPE of
     ``model.codec_args.vocab_size`` (default 8000) on the training split into ``<run_dir>/tokenizer``
     (kept for resumed runs) and point the codec at it; if it is "gpt2-tiktoken", write GPT-2's own
-    50,257-token BPE there from the offline ranks file (``gpt2_ranks_file``)."""
+    50,257-token BPE there from the offline ranks file (``gpt2_ranks_file``). A bert decoder
+    (``decoder_kind: bert``) brings its own tokenizer: the config is returned unchanged."""
     from diled.codecs.text import gpt2_tokenizer_from_tiktoken, train_bpe
 
     args = dict(cfg.model.codec_args)
+    if args.get("decoder_kind") == "bert":  # the decoder checkpoint's own WordPiece tokenizer
+        return cfg
     vocab = args.pop("vocab_size", 8000)
     if args.get("tokenizer") == GPT2_TIKTOKEN:
         directory = run_dir / "tokenizer"

@@ -54,3 +54,15 @@ def test_errors_are_clear(model_dir, tmp_path):
     assert out.returncode != 0 and "JSON lists" in out.stderr
     out = cli("interpolate", "--model", str(path), "[1, 1]")
     assert out.returncode != 0 and "exactly two inputs" in out.stderr
+
+
+def test_a_text_model_with_a_bert_decoder(tmp_path):
+    from diled.codecs.text import TextCodec
+
+    torch.manual_seed(0)
+    codec = TextCodec(latent_dim=4, decoder_kind="bert", decoder_layers=1, encoder_layers=1, max_length=16)
+    model = DiLED(codec, MLPSkipNet(4, hidden=16, depth=2, time_dim=8), LatentDiffusion("constant", 20), w=1.0).eval()
+    path = model.save_pretrained(tmp_path / "bert")
+    out = cli("reconstruct", "--model", str(path), "a warm and funny story.", "it drags on.")
+    assert out.returncode == 0, out.stderr
+    assert [r["output"] for r in lines(out)] == model.reconstruct(["a warm and funny story.", "it drags on."])

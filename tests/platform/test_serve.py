@@ -238,6 +238,24 @@ def test_cli_calls_the_service(service, models, capsys):
         main(["generate", "--url", service, "-n", "1000"])
 
 
+def test_a_model_with_a_bert_decoder_serves_unchanged(service, models, tmp_path):
+    service, config = service
+    torch.manual_seed(0)
+    codec = TextCodec(latent_dim=8, decoder_kind="bert", decoder_layers=1, encoder_layers=1,
+                      encoder_trainable_layers=0, max_length=24)
+    model = DiLED(codec, MLPSkipNet(8, hidden=32, depth=2, time_dim=16), LatentDiffusion("constant", 100), w=1.0)
+    path = _train(model, codec.collate(SENTENCES), steps=20).save_pretrained(tmp_path / "bert")
+    swap_model(config, path)
+    _health_when(service, lambda h: h["model_dir"] == str(path))
+    direct = DiLED.from_pretrained(path).eval()
+    client = DiLEDClient(service, api_key="")
+    torch.testing.assert_close(torch.tensor(client.encode(SENTENCES[:2])), direct.encode(SENTENCES[:2]))
+    assert client.reconstruct(SENTENCES[:3]) == direct.reconstruct(SENTENCES[:3])
+    assert client.generate(n=2, steps=5, seed=0) == direct.generate(2, steps=5, seed=0)
+    swap_model(config, models[0])
+    assert _health_when(service, lambda h: h["model_dir"] == str(models[0]))["codec"] == "text"
+
+
 def test_api_key_is_required_when_configured(service, models):
     service, config = service
     key = "s3cret-token-for-tests"
