@@ -39,3 +39,16 @@ def novelty(texts: list[str], training: set[str]) -> float:
     if not texts:
         return 0.0
     return sum(t.strip().lower() not in training for t in texts) / len(texts)
+
+
+def repeated_ngram_share(texts: list[str], n: int = 3) -> float:
+    """Share of ``texts`` in which some whitespace-token n-gram occurs more than once (a looping decoder's
+    signature: "new new new new")."""
+    if not texts:
+        return 0.0
+
+    def repeats(words: list[str]) -> bool:
+        grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+        return len(set(grams)) < len(grams)
+
+    return sum(repeats(t.split()) for t in texts) / len(texts)

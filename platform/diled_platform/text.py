@@ -96,11 +96,16 @@ def reconstruct_texts(model, refs: list[str], batch_size: int = 100) -> tuple[li
     return recons, metrics
 
 
-def generate_texts(model, n: int, steps: int, seed: int, batch_size: int = 100) -> list[str]:
-    """``n`` samples: z1 from the prior (DDIM, ``steps``), greedy decoding; seeded."""
-    gen, samples = torch.Generator().manual_seed(seed), []
+def generate_texts(model, n: int, steps: int, seed: int, batch_size: int = 100,
+                   no_repeat_ngram: tuple[int, ...] = (0,)) -> list[list[str]]:
+    """``n`` samples: z1 from the prior (DDIM, ``steps``), seeded, each latent decoded greedily once per
+    value of ``no_repeat_ngram`` (0: plain greedy; k: no token k-gram repeated, Hugging Face's
+    ``no_repeat_ngram_size``). One list of texts per value, the same latents in all."""
+    gen, samples = torch.Generator().manual_seed(seed), [[] for _ in no_repeat_ngram]
     for k in [batch_size] * (n // batch_size) + ([n % batch_size] if n % batch_size else []):
-        samples += model.generate(k, steps=steps, generator=gen)
+        z = model.sample_latents(k, steps=steps, generator=gen)
+        for out, block in zip(samples, no_repeat_ngram):
+            out += model.codec.decode(z, no_repeat_ngram=block)
     return samples
 
 
@@ -109,16 +114,22 @@ def interpolation_paths(model, pairs: list[tuple[str, str]], num: int = 5, steps
     return [model.interpolate(a, b, num=num, steps=steps) for a, b in pairs]
 
 
+def one_line(text: str) -> str:
+    """``text`` as one line of a text or TSV file: tabs and everything ``str.splitlines`` breaks at (a
+    byte-level decoder can emit \\r, \\x0b, \\x1c-\\x1e, \\x85, \\u2028) become spaces."""
+    return " ".join(text.replace("\t", " ").splitlines())
+
+
 def write_text_outputs(out_dir: Path, refs: list[str], recons: list[str], samples: list[str],
                        pairs: list[tuple[str, str]], paths: list[list[str]]) -> None:
     """``reconstructions.tsv`` (input, output), ``samples.txt`` and ``interpolations.txt`` in ``out_dir``."""
-    clean = lambda t: t.replace("\t", " ")  # noqa: E731
     (out_dir / "reconstructions.tsv").write_text(
-        "input\toutput\n" + "".join(f"{clean(a)}\t{clean(b)}\n" for a, b in zip(refs, recons)))
-    (out_dir / "samples.txt").write_text("\n".join(samples) + "\n")
+        "input\toutput\n" + "".join(f"{one_line(a)}\t{one_line(b)}\n" for a, b in zip(refs, recons)))
+    (out_dir / "samples.txt").write_text("".join(one_line(t) + "\n" for t in samples))
     lines = []
     for (a, b), path in zip(pairs, paths):
-        lines += [f"# {a}  ->  {b}"] + [f"  {k / (len(path) - 1):.2f}  {s}" for k, s in enumerate(path)] + [""]
+        lines += [f"# {one_line(a)}  ->  {one_line(b)}"] + [f"  {k / (len(path) - 1):.2f}  {one_line(s)}"
+                                                            for k, s in enumerate(path)] + [""]
     (out_dir / "interpolations.txt").write_text("\n".join(lines))
 
 
@@ -153,10 +164,11 @@ def sentiment_arithmetic(model, probe, labelled: list[dict], negatives: list[str
 
 @torch.no_grad()
 def text_report(model_dir: Path, splits: dict, out_dir: Path, n_eval: int = 300, n_samples: int = 200,
-                ddim_steps: int = 50, probe_train: int = 4000, seed: int = 0) -> dict[str, Any]:
-    """Evaluate a trained text model on the held-out split and write the run's text outputs."""
+                ddim_steps: int = 50, probe_train: int = 4000, seed: int = 0, no_repeat_ngram: int = 3) -> dict[str, Any]:
+    """Evaluate a trained text model on the held-out split and write the run's text outputs. Samples are
+    decoded greedily with no repeated token ``no_repeat_ngram``-gram (0: plain greedy)."""
     from diled import DiLED
-    from diled.metrics.text import distinct_n, novelty, self_bleu
+    from diled.metrics.text import distinct_n, novelty, repeated_ngram_share, self_bleu
 
     torch.manual_seed(seed)
     model = DiLED.from_pretrained(model_dir)
@@ -169,9 +181,14 @@ def text_report(model_dir: Path, splits: dict, out_dir: Path, n_eval: int = 300,
     recons, rec_metrics = reconstruct_texts(model, refs)
     metrics.update(rec_metrics)
 
-    samples = generate_texts(model, n_samples, ddim_steps, seed)
+    # samples are decoded greedily with no repeated token 3-gram; the same latents plain greedy show what
+    # the blocking changes (a decoder trained briefly loops: "new new new new")
+    samples, greedy = generate_texts(model, n_samples, ddim_steps, seed, no_repeat_ngram=(no_repeat_ngram, 0))
     training = {r["text"].lower() for r in train}
     metrics.update({"samples": len(samples), "ddim_steps": ddim_steps,
+                    "sample_decoding": f"greedy, no repeated token {no_repeat_ngram}-gram" if no_repeat_ngram else "greedy",
+                    "samples_with_repeated_3gram": repeated_ngram_share(samples, 3),
+                    "samples_with_repeated_3gram_plain_greedy": repeated_ngram_share(greedy, 3),
                     "distinct_1": distinct_n(samples, 1), "distinct_2": distinct_n(samples, 2),
                     "self_bleu": self_bleu(samples), "novelty": novelty(samples, training),
                     "empty_samples": sum(not s.strip() for s in samples)})

@@ -30,6 +30,7 @@ def test_text_job_tiny(tmp_path):
         assert (run / name).is_file(), name
     metrics = json.loads((run / "eval.json").read_text())
     for key in ("reconstruction_bleu", "reconstruction_token_accuracy", "distinct_1", "distinct_2", "self_bleu",
+                "samples_with_repeated_3gram", "samples_with_repeated_3gram_plain_greedy",
                 "novelty", "arithmetic_flip_rate", "sentiment_classifier_test_accuracy"):
         assert key in metrics
     assert 0 <= metrics["reconstruction_token_accuracy"] <= 1 and 0 <= metrics["novelty"] <= 1

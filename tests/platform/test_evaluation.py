@@ -83,3 +83,15 @@ def test_protein_report_samples_every_model_with_a_prior(tmp_path, objective, sa
     m = protein_report(tmp_path / "model", splits, tmp_path, n_eval=10, n_optimize=4, n_samples=8)
     assert ("samples_unique" in m) == samples and (tmp_path / "samples.txt").exists() == samples
     assert m["objective"] == objective and 0 <= m["residue_accuracy"] <= 1
+
+
+def test_text_outputs_keep_one_sample_per_line_whatever_the_decoder_emits(tmp_path):
+    from diled_platform.text import write_text_outputs
+
+    nasty = ["a\x1cb", "tab\there", "c\r\nd", "e\u2028f\x85g", ""]
+    write_text_outputs(tmp_path, refs=nasty[:2], recons=["x\x0by", "z"], samples=nasty,
+                       pairs=[("p\rq", "r")], paths=[["s\x1et", "u"]])
+    assert (tmp_path / "samples.txt").read_text().splitlines() == ["a b", "tab here", "c d", "e f g", ""]
+    rows = (tmp_path / "reconstructions.tsv").read_text().splitlines()
+    assert [r.split("\t") for r in rows] == [["input", "output"], ["a b", "x y"], ["tab here", "z"]]
+    assert (tmp_path / "interpolations.txt").read_text().splitlines()[:3] == ["# p q  ->  r", "  0.00  s t", "  1.00  u"]

@@ -10,7 +10,7 @@ from torch import nn
 from diled.codecs.text import load_decoder_tokenizer, train_bpe
 from diled.metrics.distribution import kmeans, mauve_score
 from diled.metrics.lm import perplexity, sequence_nll
-from diled.metrics.text import corpus_bleu, distinct_n, novelty, self_bleu
+from diled.metrics.text import corpus_bleu, distinct_n, novelty, repeated_ngram_share, self_bleu
 
 SENTENCES = ["the film is a quiet triumph", "a dull and lifeless script", "i loved every minute of it",
              "not worth the ticket", "the cast is wonderful and the story moves"]
@@ -81,3 +81,10 @@ def test_kmeans_separates_two_blobs():
     labels = kmeans(x, 2)
     assert len(set(labels[:50].tolist())) == 1 and len(set(labels[50:].tolist())) == 1
     assert labels[0] != labels[-1]
+
+
+def test_repeated_ngram_share_counts_texts_that_loop():
+    texts = ["i am not a new new new new plane", "a clear and simple sentence", "the cat the cat the cat", "hi"]
+    assert repeated_ngram_share(texts, 3) == 0.5  # the first ("new new new" twice) and the third
+    assert repeated_ngram_share(texts, 2) == 0.5 and repeated_ngram_share([], 3) == 0.0
+    assert repeated_ngram_share(["a b a b"], 2) == 1.0 and repeated_ngram_share(["a b a b"], 3) == 0.0
