@@ -30,7 +30,7 @@ def test_zero3_text_is_built_partitioned_and_exports_the_trained_logits(ray_loca
     from ray.train.torch import TorchTrainer
 
     from diled.codecs.text import train_bpe
-    from diled_platform.memory import zero3_probe_loop
+    from diled_platform.zero import zero3_probe_loop
 
     tok = train_bpe(TEXTS * 20, 300, tmp_path / "tok")
     cfg = load_config("text-cpu", [
@@ -85,7 +85,7 @@ def test_zero3_loads_a_pretrained_decoder_into_the_partitions(ray_local, tmp_pat
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from diled.codecs.text import load_decoder_tokenizer, train_bpe
-    from diled_platform.memory import zero3_probe_loop
+    from diled_platform.zero import zero3_probe_loop
 
     tok = train_bpe(TEXTS * 20, 300, tmp_path / "tok")
     torch.manual_seed(1)
