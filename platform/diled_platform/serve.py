@@ -69,7 +69,10 @@ class _Strict(BaseModel):
 
 Text = Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS)]
 Vector = Annotated[list[float], Field(min_length=1, max_length=MAX_VECTOR_DIM)]
-Inputs = list[Text] | list[Vector]
+# the bounds sit on each member of the union, so that the OpenAPI schema states them (minItems, maxItems):
+# pydantic does not write a Field's bounds on a union into the schema, though it enforces them
+Inputs = (Annotated[list[Text], Field(min_length=1, max_length=MAX_ITEMS)]
+          | Annotated[list[Vector], Field(min_length=1, max_length=MAX_ITEMS)])
 
 
 class DecodeOptions(_Strict):
@@ -82,7 +85,7 @@ class DecodeOptions(_Strict):
 
 
 class EncodeRequest(_Strict):
-    inputs: Inputs = Field(min_length=1, max_length=MAX_ITEMS)
+    inputs: Inputs
 
 
 class EncodeResponse(BaseModel):
@@ -91,7 +94,7 @@ class EncodeResponse(BaseModel):
 
 
 class ReconstructRequest(DecodeOptions):
-    inputs: Inputs | None = Field(None, min_length=1, max_length=MAX_ITEMS)
+    inputs: Inputs | None = None
     latents: list[Vector] | None = Field(None, min_length=1, max_length=MAX_ITEMS)
     via: Literal["latent", "inversion"] = "latent"
     steps: int | None = Field(None, ge=1)
@@ -167,8 +170,22 @@ def check_bind(host: str, has_key: bool, insecure_no_auth: bool = False) -> None
 
 
 # ----------------------------------------------------------------------------- the FastAPI app
+class ErrorResponse(BaseModel):
+    """Every 4xx: ``detail`` says why (a sentence, or the list of fields that failed validation)."""
+    detail: str | list[dict[str, Any]]
+
+
+# documented for every operation, so that clients (and schemathesis) know each refusal the app can give
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "a body that cannot be parsed (e.g. JSON nested too deeply)"},
+    401: {"model": ErrorResponse, "description": "missing or wrong API key (when the app has one)"},
+    413: {"model": ErrorResponse, "description": "body larger than the limit (8 MiB)"},
+    415: {"model": ErrorResponse, "description": "body that is not JSON"},
+    422: {"model": ErrorResponse, "description": "a request the schema or the model cannot take; says which field"},
+}
+
 app = FastAPI(title="DiLED", description="Encode, reconstruct, generate and interpolate with a trained DiLED "
-              "model (diffusion with a learnable encoder and decoder).", version="1")
+              "model (diffusion with a learnable encoder and decoder).", version="1", responses=ERROR_RESPONSES)
 
 
 # The replica's key digest. Module state set through a module-level function: Serve ships the deployment

@@ -8,7 +8,9 @@ import time
 
 import pytest
 import requests
+import schemathesis
 import torch
+from hypothesis import HealthCheck, given, settings
 
 from diled import DiLED, LatentDiffusion, MLPSkipNet, VectorCodec
 from diled.codecs.text import TextCodec, train_bpe
@@ -130,6 +132,32 @@ def test_every_endpoint_answers_as_the_model_does(service, direct):
         direct.interpolate(SENTENCES[0], SENTENCES[1], num=3, via="latent")
 
 
+@pytest.mark.parametrize("mode", ["positive", "negative"])
+def test_generated_requests_get_no_5xx_and_responses_match_the_schema(service, mode):
+    """schemathesis (a client no one here wrote) generates requests for every operation from the app's own
+    OpenAPI schema, valid ones and (negative mode) ones the schema forbids: no 5xx, and every response is
+    one the schema documents (status, content type, body), and what the schema forbids is refused. Its pytest plugin's lazy loading does not work
+    with this pytest, so each operation's strategy runs under Hypothesis directly."""
+    from schemathesis.generation import GenerationMode
+    from schemathesis.specs.openapi.checks import positive_data_acceptance
+
+    api = schemathesis.openapi.from_url(service[0] + "/openapi.json")
+    operations = [result.ok() for result in api.get_all_operations()]
+    assert {op.path for op in operations} >= {"/encode", "/reconstruct", "/generate", "/interpolate", "/healthz"}
+    for operation in operations:
+        if mode == "negative" and operation.path == "/healthz":
+            continue  # no parameters and no body: nothing it could be sent that the schema forbids
+        @given(case=operation.as_strategy(generation_mode=GenerationMode(mode)))
+        @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
+                  database=None)
+        def check(case):
+            # every other check stays on; a schema-valid request may still be refused (422) for what only
+            # the loaded model decides: its latent size and T, text or vectors, blank texts
+            case.call_and_validate(timeout=60, excluded_checks=[positive_data_acceptance])
+
+        check()
+
+
 BAD = [
     ("/encode", "{not json", "json_invalid"),
     ("/encode", {"inputs": "one sentence"}, "inputs"),
@@ -158,6 +186,17 @@ BAD = [
     ("/interpolate", '{"a": [NaN, 1.0], "b": "y"}', "finite"),
     ("/interpolate", {"a": "x", "b": "y", "num": 1}, "greater than or equal"),
     ("/interpolate", {"a": "x"}, "missing"),
+    # huge numbers, deep nesting, wrong types, empty lists
+    ("/generate", {"n": 10 ** 30}, "less than or equal to 64"),
+    ("/generate", {"seed": 10 ** 30}, "seed"),
+    ("/reconstruct", {"latents": [[1e308] * 8]}, "finite"),
+    ("/reconstruct", {"latents": []}, "at least 1"),
+    ("/encode", "[" * 5000 + "]" * 5000, "error parsing the body"),  # deeper than Python's json parses
+    ("/encode", '{"inputs": ' + "[" * 5000 + "]" * 5000 + "}", "error parsing the body"),
+    ("/encode", '{"inputs": [[[["a"]]]]}', "string"),
+    ("/encode", {"inputs": {"a": 1}}, "list"),
+    ("/encode", "null", "dict"),
+    ("/interpolate", {"a": None, "b": "y"}, "a"),
 ]
 
 
