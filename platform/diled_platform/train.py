@@ -478,13 +478,58 @@ def build_trainer(cfg: JobConfig, datasets: dict | None = None, callbacks: list 
                         dataset_config=ray.train.DataConfig(datasets_to_split=["train"]))
 
 
+RUNS_ENV = "DILED_RUNS"          # the folder a relative run.storage_path is resolved against
+SHARED_STORAGE_ENV = "DILED_SHARED_STORAGE"  # "1": a local path is mounted at the same place on every node
+
+
+def _in_ray_job_package(cwd: Path) -> bool:
+    """Whether ``cwd`` is the unpacked ``--working-dir`` of a ``ray job submit`` (Ray deletes it later)."""
+    return "working_dir_files" in cwd.parts or any(part.startswith("_ray_pkg_") for part in cwd.parts)
+
+
+def runs_base(cwd: Path | None = None) -> Path:
+    """What a relative ``run.storage_path`` is relative to: ``$DILED_RUNS`` if set; else the working
+    directory, except inside a ``ray job submit`` package, whose folder Ray removes with the job's
+    session: there ``~/diled``, so that the run survives ``ray stop`` and can be resumed by name."""
+    cwd = Path.cwd() if cwd is None else cwd
+    if os.environ.get(RUNS_ENV):
+        return Path(os.environ[RUNS_ENV]).expanduser()
+    return Path.home() / "diled" if _in_ray_job_package(cwd) else cwd
+
+
 def absolute_storage(cfg: JobConfig) -> JobConfig:
-    """Workers run in other folders: make a local ``run.storage_path`` absolute before launching."""
+    """Workers run in other folders: make a local ``run.storage_path`` absolute before launching
+    (relative to ``runs_base()``)."""
     from diled_platform.config import replace
 
     if "://" in cfg.run.storage_path:
         return cfg
-    return replace(cfg, run={"storage_path": str(Path(cfg.run.storage_path).expanduser().resolve())})
+    path = Path(cfg.run.storage_path).expanduser()
+    if not path.is_absolute():
+        path = runs_base() / path
+    return replace(cfg, run={"storage_path": str(path.resolve())})
+
+
+def check_storage_reaches_every_node(storage_path: str, nodes: list[dict] | None = None) -> None:
+    """Refuse a local ``run.storage_path`` on a cluster whose nodes are on more than one machine: each
+    worker would write its checkpoint shard to its own disk and no node would hold a whole checkpoint.
+    A shared filesystem mounted at the same path everywhere is fine: say so with DILED_SHARED_STORAGE=1.
+    ``nodes``: ``ray.nodes()`` (default: asked of the running Ray)."""
+    if "://" in storage_path or os.environ.get(SHARED_STORAGE_ENV) == "1":
+        return
+    if nodes is None:
+        import ray
+
+        if not ray.is_initialized():  # the trainer will start a local, single-machine Ray
+            return
+        nodes = ray.nodes()
+    hosts = sorted({n.get("NodeManagerAddress") for n in nodes if n.get("Alive")} - {None})
+    if len(hosts) > 1:
+        raise ConfigError(
+            f"run.storage_path={storage_path} is a local path, but this cluster's nodes are on {len(hosts)} "
+            f"machines ({', '.join(hosts[:4])}{', ...' if len(hosts) > 4 else ''}): checkpoints would be split "
+            f"across their disks. Use a URI (s3://bucket/runs, gs://bucket/runs) or a shared filesystem "
+            f"mounted at that path on every node, and set {SHARED_STORAGE_ENV}=1")
 
 
 @dataclass
@@ -501,6 +546,9 @@ def fit(cfg: JobConfig) -> TrainOutcome:
     import shutil
 
     cfg = absolute_storage(cfg)
+    check_storage_reaches_every_node(cfg.run.storage_path)
+    sep = "" if cfg.run.storage_path.endswith("/") else "/"
+    print(f"run folder: {cfg.run.storage_path}{sep}{cfg.run.name}", flush=True)
     result = build_trainer(cfg).fit()
     if result.error is not None:
         raise result.error

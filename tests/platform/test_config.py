@@ -197,3 +197,41 @@ def test_the_xl_preset_is_gpt2_xl_shaped_under_zero3():
     assert (dec["n_layer"], dec["n_embd"], dec["n_head"], dec["vocab_size"]) == (48, 1600, 25, 50257)
     assert cfg.model.codec_args["tokenizer"] == "gpt2-tiktoken" and cfg.model.codec_args["decoder_trainable"] == "paper"
     assert zero_stage(cfg) == 3 and cfg.scaling.num_workers == 2
+
+
+def test_a_relative_storage_path_survives_ray_job_submit(tmp_path, monkeypatch):
+    from diled_platform.config import load_config
+    from diled_platform.train import absolute_storage, runs_base
+
+    cfg = load_config("vector-cpu", ["--run.storage_path=runs"])
+    monkeypatch.delenv("DILED_RUNS", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    plain = tmp_path / "project"
+    package = tmp_path / "ray" / "session_1" / "runtime_resources" / "working_dir_files" / "_ray_pkg_0a1b"
+    for folder in (plain, package):
+        folder.mkdir(parents=True)
+    assert runs_base(plain) == plain and runs_base(package) == tmp_path / "home" / "diled"
+    monkeypatch.chdir(package)  # where `ray job submit --working-dir .` runs the driver
+    assert absolute_storage(cfg).run.storage_path == str(tmp_path / "home" / "diled" / "runs")
+    monkeypatch.chdir(plain)
+    assert absolute_storage(cfg).run.storage_path == str(plain / "runs")
+    monkeypatch.setenv("DILED_RUNS", str(tmp_path / "shared"))
+    assert absolute_storage(cfg).run.storage_path == str(tmp_path / "shared" / "runs")
+    absolute = load_config("vector-cpu", [f"--run.storage_path={tmp_path / 'abs'}"])
+    assert absolute_storage(absolute).run.storage_path == str(tmp_path / "abs")
+
+
+def test_a_local_storage_path_is_refused_on_a_cluster_of_several_machines(monkeypatch):
+    from diled_platform.config import ConfigError
+    from diled_platform.train import check_storage_reaches_every_node
+
+    one_machine = [{"NodeManagerAddress": "10.0.0.1", "Alive": True}] * 2  # e.g. ray.cluster_utils.Cluster
+    two = [{"NodeManagerAddress": "10.0.0.1", "Alive": True}, {"NodeManagerAddress": "10.0.0.2", "Alive": True}]
+    check_storage_reaches_every_node("/data/runs", one_machine)
+    check_storage_reaches_every_node("/data/runs", two[:1] + [{**two[1], "Alive": False}])
+    check_storage_reaches_every_node("s3://bucket/runs", two)
+    monkeypatch.delenv("DILED_SHARED_STORAGE", raising=False)
+    with pytest.raises(ConfigError, match=r"run.storage_path=/data/runs is a local path.*2 machines.*s3://"):
+        check_storage_reaches_every_node("/data/runs", two)
+    monkeypatch.setenv("DILED_SHARED_STORAGE", "1")
+    check_storage_reaches_every_node("/data/runs", two)
