@@ -314,12 +314,36 @@ def load_checkpoint(engine) -> int:
     if checkpoint is None:
         return 0
     with checkpoint.as_directory() as directory:
-        # frozen weights are not in the shards (report_metrics_and_save_checkpoint): they were rebuilt
-        path, client_state = engine.load_checkpoint(directory, tag="deepspeed",
-                                                    load_module_strict=not _has_frozen(engine.module))
+        try:
+            # frozen weights are not in the shards (report_metrics_and_save_checkpoint): they were rebuilt
+            path, client_state = engine.load_checkpoint(directory, tag="deepspeed",
+                                                        load_module_strict=not _has_frozen(engine.module))
+        except Exception as e:
+            bad = unreadable_checkpoint_files(Path(directory))
+            if not bad:
+                raise
+            raise RuntimeError(f"cannot resume from checkpoint {directory}: {', '.join(bad)} cannot be read "
+                               f"(truncated or corrupt: {type(e).__name__}: {e}). Move that checkpoint folder away "
+                               f"to resume from the one before it") from e
         if path is None:
             raise RuntimeError(f"checkpoint {directory} holds no DeepSpeed state to resume from")
     return int(client_state["step"])
+
+
+def unreadable_checkpoint_files(directory: Path) -> list[str]:
+    """The DeepSpeed shard files under ``directory`` that are not whole (torch.save writes zip archives: a
+    truncated one has no central directory), as paths relative to it."""
+    import zipfile
+
+    bad = []
+    for file in sorted(directory.rglob("*.pt")):
+        try:
+            with zipfile.ZipFile(file) as archive:
+                if archive.testzip() is not None:
+                    bad.append(str(file.relative_to(directory)))
+        except (zipfile.BadZipFile, OSError):
+            bad.append(str(file.relative_to(directory)))
+    return bad
 
 
 def maybe_inject_failure(cfg: JobConfig, ctx: WorkerContext, step: int, resumed: bool) -> None:

@@ -1,0 +1,90 @@
+"""Faults injected from outside the training function: a training worker process SIGKILLed mid-run by the
+test, and the newest checkpoint's weights truncated on disk. The run resumes from the last good
+checkpoint and ends with the same number of steps, or stops with an error that names the bad file."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+STEPS = 600
+
+
+def _job(tmp_path, name, *extra):
+    args = [sys.executable, str(ROOT / "jobs/train_vectors.py"), f"--run.name={name}", f"--run.storage_path={tmp_path}",
+            f"--optim.max_steps={STEPS}", "--run.checkpoint_every=100", "--run.log_every=100", "--run.report=false",
+            "--model.prior_hidden=64", "--model.prior_depth=2", *extra]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # an embedded Ray of its own
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path,
+                            start_new_session=True)
+
+
+def _checkpoints(run: Path) -> list[Path]:
+    return sorted(p for p in run.glob("checkpoint_*") if (p / "train_state.json").is_file())
+
+
+def _train_workers(job: subprocess.Popen) -> list[psutil.Process]:
+    """This job's Ray Train worker processes (descendants of its driver, so not another test's Ray)."""
+    found = []
+    for proc in psutil.Process(job.pid).children(recursive=True):
+        try:
+            if "RayTrainWorker" in " ".join(proc.cmdline()):
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+def _finish(job, timeout=600) -> str:
+    try:
+        out, _ = job.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(job.pid, signal.SIGKILL)
+        raise
+    return out
+
+
+def test_a_training_worker_killed_from_outside_is_replaced_and_the_run_resumes(tmp_path):
+    job = _job(tmp_path, "killed")
+    run = tmp_path / "killed"
+    deadline = time.monotonic() + 400
+    while not _checkpoints(run):  # kill after the first checkpoint is complete, before the run ends
+        assert job.poll() is None and time.monotonic() < deadline, _finish(job, 60)[-3000:]
+        time.sleep(0.5)
+    workers = _train_workers(job)
+    assert workers, "no RayTrainWorker process under the job"
+    victim = workers[-1]
+    victim.send_signal(signal.SIGKILL)
+    out = _finish(job)
+    assert job.returncode == 0, out[-4000:]
+    assert not victim.is_running()
+    states = [json.loads((c / "train_state.json").read_text()) for c in _checkpoints(run)]
+    assert max(s["step"] for s in states) == STEPS
+    assert "resuming at step" in out, out[-4000:]  # the replacement group started from a checkpoint
+    assert json.loads((run / "metrics.json").read_text())["step"] == STEPS
+
+
+def test_a_truncated_checkpoint_is_named_and_an_earlier_good_one_is_not_lost(tmp_path):
+    out = _finish(_job(tmp_path, "cut", "--optim.max_steps=200", "--run.num_to_keep=2"))
+    run = tmp_path / "cut"
+    good, newest = _checkpoints(run)[-2:]
+    shards = sorted(newest.rglob("*model_states.pt")) + sorted(newest.rglob("*optim_states.pt"))
+    assert shards, sorted(str(p.relative_to(newest)) for p in newest.rglob("*"))
+    bad = shards[0]
+    bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])
+    job = _job(tmp_path, "cut", "--optim.max_steps=300")
+    out = _finish(job)
+    assert job.returncode != 0, out[-3000:]
+    # the error names the file that cannot be read
+    named = [line for line in out.splitlines() if "cannot resume from checkpoint" in line and bad.name in line]
+    assert named and "cannot be read" in named[0], out[-4000:]
+    assert (good / "train_state.json").is_file() and json.loads((good / "train_state.json").read_text())["step"] == 100
