@@ -32,6 +32,17 @@ def _checkpoints(run: Path) -> list[Path]:
     return sorted(p for p in run.glob("checkpoint_*") if (p / "train_state.json").is_file())
 
 
+def _committed(run: Path) -> list[str]:
+    """The checkpoints Ray Train has registered (every rank reported them). A checkpoint folder can be on
+    disk before that: a worker killed in between leaves it unregistered, and the run restarts from the
+    one before."""
+    try:
+        snapshot = json.loads((run / "checkpoint_manager_snapshot.json").read_text())
+    except (OSError, ValueError):  # not written yet, or being written
+        return []
+    return [c["checkpoint_dir_name"] for c in snapshot.get("checkpoint_results", [])]
+
+
 def _train_workers(job: subprocess.Popen) -> list[psutil.Process]:
     """This job's Ray Train worker processes (descendants of its driver, so not another test's Ray)."""
     found = []
@@ -57,16 +68,14 @@ def test_a_training_worker_killed_from_outside_is_replaced_and_the_run_resumes(t
     job = _job(tmp_path, "killed")
     run = tmp_path / "killed"
     deadline = time.monotonic() + 400
-    while not _checkpoints(run):  # kill after the first checkpoint is complete, before the run ends
+    while not _committed(run):  # kill once a checkpoint is registered, before the run ends
         assert job.poll() is None and time.monotonic() < deadline, _finish(job, 60)[-3000:]
-        time.sleep(0.5)
+        time.sleep(0.2)
     workers = _train_workers(job)
     assert workers, "no RayTrainWorker process under the job"
-    victim = workers[-1]
-    victim.send_signal(signal.SIGKILL)
+    workers[-1].send_signal(signal.SIGKILL)
     out = _finish(job)
     assert job.returncode == 0, out[-4000:]
-    assert not victim.is_running()
     states = [json.loads((c / "train_state.json").read_text()) for c in _checkpoints(run)]
     assert max(s["step"] for s in states) == STEPS
     assert "resuming at step" in out, out[-4000:]  # the replacement group started from a checkpoint
