@@ -49,7 +49,7 @@ def held_tensor_bytes() -> tuple[int, int]:
             if torch.is_tensor(obj) and obj.device.type == "cpu":
                 storage = obj.untyped_storage()
                 storages[storage.data_ptr()] = storage.nbytes()
-        except (RuntimeError, NotImplementedError):
+        except (RuntimeError, NotImplementedError):  # tensors without a plain storage (meta, sparse)
             continue
     return sum(storages.values()), len(storages)
 
