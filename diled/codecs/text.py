@@ -170,6 +170,10 @@ class TextCodec(Codec):
         decoder_layers: bert: keep only the checkpoint's first k layers (-1: all).
         decoder_init: bert: "pretrained" (the checkpoint's weights) or "random" (its shape only: the
             baseline a warm start is measured against).
+        activation_checkpointing: in training, keep only each decoder block's input and recompute the block
+            in the backward pass (torch's non-reentrant checkpoint): the activations of a deep decoder are
+            one block's instead of all of them, for about one more forward of compute. A training-time
+            option: saved with the config, no effect on weights or results.
     """
 
     name = "text"
@@ -180,7 +184,7 @@ class TextCodec(Codec):
                  decoder_trainable: DecoderTrainable = "all",
                  latent_memory: bool = True, latent_embedding: bool = True, pool_norm: bool = False,
                  decoder_kind: DecoderKind = "gpt2", decoder_layers: int = -1, decoder_init: str = "pretrained",
-                 _directory: str | None = None):
+                 activation_checkpointing: bool = False, _directory: str | None = None):
         super().__init__()
         from transformers import AutoConfig, AutoModel, AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
@@ -262,6 +266,28 @@ class TextCodec(Codec):
         self.latent_to_memory = nn.Linear(latent_dim, self.n_embd * self.n_layer)
         self.latent_to_embedding = nn.Linear(latent_dim, self.n_embd)
         self._freeze()
+        self.activation_checkpointing = False
+        self.set_activation_checkpointing(bool(activation_checkpointing))
+
+    def decoder_blocks(self) -> nn.ModuleList:
+        """The decoder's repeated blocks (GPT-2's ``transformer.h``, BERT's ``encoder.layer``)."""
+        return self.decoder.bert.encoder.layer if self.decoder_kind == "bert" else self.decoder.transformer.h
+
+    def set_activation_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each decoder block in the backward pass (training only; see the class docstring).
+
+        Set per block, not on the Hugging Face model: its model-level switch drops the KV cache, which holds
+        the latent memory. The training forward passes the memory as a read-only cache
+        (:class:`_ReadOnlyMemory`), so a recomputed block sees exactly the keys of the first pass."""
+        from functools import partial
+
+        from torch.utils.checkpoint import checkpoint
+
+        for block in self.decoder_blocks():
+            block.gradient_checkpointing = enable
+            block._gradient_checkpointing_func = partial(checkpoint, use_reentrant=False)
+            block._can_checkpoint_with_cache = enable
+        self.activation_checkpointing = enable
 
     def _truncate_encoder(self) -> None:
         """Keep only the encoder's first ``encoder_layers`` layers (-1: all): lower layers hold more of the
@@ -283,7 +309,7 @@ class TextCodec(Codec):
                 "decoder_trainable": self.decoder_trainable, "latent_memory": self.latent_memory,
                 "latent_embedding": self.latent_embedding, "pool_norm": self.pool_norm,
                 "decoder_kind": self.decoder_kind, "decoder_layers": self.decoder_layers,
-                "decoder_init": self.decoder_init}
+                "decoder_init": self.decoder_init, "activation_checkpointing": self.activation_checkpointing}
 
     @classmethod
     def from_config(cls, config, directory=None):
@@ -358,11 +384,12 @@ class TextCodec(Codec):
         return self.to_latent(pooled)
 
     # ----------------------------------------------------------------- decoder
-    def _memory_cache(self, z: torch.Tensor | None):
-        """A fresh KV cache whose first position is the latent memory (one key = value per layer)."""
+    def _memory_cache(self, z: torch.Tensor | None, read_only: bool = False):
+        """A fresh KV cache whose first position is the latent memory (one key = value per layer);
+        ``read_only``: one that returns memory + new keys without storing them (a teacher-forced pass)."""
         from transformers import DynamicCache
 
-        cache = DynamicCache()
+        cache = _read_only_memory_class()() if read_only else DynamicCache()
         if z is None or not self.latent_memory:
             return cache, 0
         head_dim = self.n_embd // self.n_head
@@ -370,6 +397,8 @@ class TextCodec(Codec):
         for layer in range(self.n_layer):
             kv = mem[:, layer]
             cache.update(kv, kv, layer)
+        if read_only:
+            cache.frozen = True
         return cache, 1
 
     def _embed(self, ids: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
@@ -381,7 +410,7 @@ class TextCodec(Codec):
     def decoder_logits(self, ids: torch.Tensor, mask: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
         """Teacher-forced logits [N x L x V] of ``ids`` [N x L] given z [N x D] (None: no latent at all,
         which is exactly the plain GPT-2 LM)."""
-        cache, n_mem = self._memory_cache(z)
+        cache, n_mem = self._memory_cache(z, read_only=True)
         attn = torch.cat([mask.new_ones(mask.shape[0], n_mem), mask], dim=1)
         positions = torch.arange(ids.shape[1], device=ids.device).unsqueeze(0).expand_as(ids)
         out = self.decoder(inputs_embeds=self._embed(ids, z), attention_mask=attn, position_ids=positions,
@@ -462,6 +491,31 @@ class TextCodec(Codec):
             token = nxt.unsqueeze(1)
         tokens = torch.stack(out, dim=1).tolist() if out else [[] for _ in range(n)]
         return [seq[: seq.index(self.eos_id)] if self.eos_id in seq else seq for seq in tokens]
+
+
+_READ_ONLY_MEMORY = None
+
+
+def _read_only_memory_class():
+    """``DynamicCache`` whose ``update`` leaves the stored latent memory as it is and returns it followed by
+    the new keys/values: a teacher-forced pass needs nothing stored, and a block recomputed by activation
+    checkpointing must see the same keys as the first pass (a growing cache would give it memory + the
+    first pass's keys + its own). Built on first use: transformers is imported lazily."""
+    global _READ_ONLY_MEMORY
+    if _READ_ONLY_MEMORY is None:
+        from transformers import DynamicCache
+
+        class _ReadOnlyMemory(DynamicCache):
+            frozen = False
+
+            def update(self, key_states, value_states, layer_idx, *args, **kwargs):
+                if not self.frozen:  # filling the memory
+                    return super().update(key_states, value_states, layer_idx, *args, **kwargs)
+                layer = self.layers[layer_idx]
+                return (torch.cat([layer.keys, key_states], dim=-2), torch.cat([layer.values, value_states], dim=-2))
+
+        _READ_ONLY_MEMORY = _ReadOnlyMemory
+    return _READ_ONLY_MEMORY
 
 
 def build_bert_decoder(path: str, overrides: dict, layers: int = -1, pretrained: bool = True):
