@@ -331,16 +331,18 @@ def load_preset(name: str) -> dict[str, Any]:
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``--section.key=value`` strings (value parsed as YAML) to a nested config dict."""
+    """Apply ``--section.key=value`` strings (value parsed as YAML) to a nested config dict;
+    ``--section.key.subkey=value`` sets one item of a mapping (``--model.codec_args.max_length=24``)."""
     data = {k: dict(v or {}) if isinstance(v, dict) or v is None else v for k, v in data.items()}
     for item in overrides:
         if not item.startswith("--") or "=" not in item:
             raise ConfigError(f"override {item!r} must look like --section.key=value")
         dotted, raw = item[2:].split("=", 1)
         parts = dotted.split(".")
-        if len(parts) != 2 or not all(parts):
-            raise ConfigError(f"override {item!r}: the key must be section.key, got {dotted!r}")
-        section, key = parts
+        if len(parts) < 2 or not all(parts):
+            raise ConfigError(f"override {item!r}: the key must be section.key (or section.key.subkey for a "
+                              f"mapping such as model.codec_args), got {dotted!r}")
+        section, key, *inner = parts
         try:
             value = yaml.safe_load(raw) if raw != "" else None
         except yaml.YAMLError as e:
@@ -348,7 +350,21 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         data.setdefault(section, {})
         if not isinstance(data[section], dict):
             raise ConfigError(f"override {dotted}: section {section!r} is not a mapping")
-        data[section][key] = value
+        if not inner:
+            data[section][key] = value
+            continue
+        # section.key.subkey...: one item of a mapping-valued key (model.codec_args.max_length=24)
+        target = data[section]
+        for depth, name in enumerate([key, *inner[:-1]]):
+            current = target.get(name)
+            if current is None:
+                current = {}
+            if not isinstance(current, dict):
+                where = ".".join([section, key, *inner[:depth]])
+                raise ConfigError(f"override {dotted}: {where} is {current!r}, not a mapping")
+            target[name] = dict(current)
+            target = target[name]
+        target[inner[-1]] = value
     return data
 
 

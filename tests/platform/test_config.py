@@ -62,6 +62,16 @@ def test_malformed_override_and_missing_preset():
         load_preset("nope")
 
 
+def test_an_override_can_set_one_item_of_a_mapping():
+    preset = load_preset("text-xl-cpu")
+    cfg = load_config("text-xl-cpu", ["--model.codec_args.max_length=24"])
+    assert cfg.model.codec_args["max_length"] == 24
+    assert cfg.model.codec_args["decoder_config"] == preset["model"]["codec_args"]["decoder_config"]  # the rest kept
+    assert load_preset("text-xl-cpu") == preset  # the preset itself is not changed
+    with pytest.raises(ConfigError, match=r"model\.w is 1\.0, not a mapping"):
+        apply_overrides(preset, ["--model.w.x=1"])
+
+
 def test_deepspeed_file_may_not_set_what_the_job_config_owns(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text('{"zero_optimization": {"stage": 2}, "optimizer": {"type": "Adam"}}')
