@@ -78,7 +78,7 @@ def machine_bytes() -> int:
     return int(next(l for l in open("/proc/meminfo") if l.startswith("MemTotal")).split()[1]) * 1024
 
 
-def run_one(shape: str, stage: str, steps: int, out: Path, tokenizer: Path) -> dict:
+def run_one(shape: str, stage: str, steps: int, out: Path, tokenizer: Path, checkpointing: bool = False) -> dict:
     from diled_platform.config import load_config
     from diled_platform.train import fit
 
@@ -87,7 +87,7 @@ def run_one(shape: str, stage: str, steps: int, out: Path, tokenizer: Path) -> d
     cfg = load_config("text-xl-cpu", [
         f"--model.codec_args={{tokenizer: {tokenizer}, max_length: 32, encoder_layers: 3, encoder_trainable_layers: 1,"
         f" decoder_trainable: paper, decoder_config: {{n_layer: {n_layer}, n_embd: {n_embd}, n_head: {n_head},"
-        f" n_positions: 1024, vocab_size: 50257}}}}",
+        f" n_positions: 1024, vocab_size: 50257}}, activation_checkpointing: {str(checkpointing).lower()}}}",
         f"--scaling.deepspeed={stage}", f"--optim.max_steps={steps}", f"--run.checkpoint_every={steps}",
         f"--run.name={name}", f"--run.storage_path={out}", "--run.report=false", "--run.max_failures=0"])
     t0 = time.perf_counter()
@@ -99,7 +99,7 @@ def run_one(shape: str, stage: str, steps: int, out: Path, tokenizer: Path) -> d
     probe = LOAD_PROBE.format(paths=[str(ROOT), str(ROOT / "platform")], model=str(outcome.model_dir.resolve()))
     load = json.loads(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
                       .stdout.strip().splitlines()[-1])
-    row = {"shape": shape, "stage": stage, "params": ranks[0]["residency"]["param_elements"],
+    row = {"shape": shape, "stage": stage, "activation_checkpointing": checkpointing, "params": ranks[0]["residency"]["param_elements"],
            "model_gib": model_bytes / GiB, "wall_s": wall,
            "train_peak": [(r["peak_rss"]["train"] - r["baseline_rss"]) / model_bytes for r in ranks],
            "train_peak_gib": [(r["peak_rss"]["train"] - r["baseline_rss"]) / GiB for r in ranks],
@@ -114,6 +114,10 @@ def run_one(shape: str, stage: str, steps: int, out: Path, tokenizer: Path) -> d
     return row
 
 
+def stage_label(row: dict) -> str:
+    return row["stage"][-1] + (" + activation checkpointing" if row.get("activation_checkpointing") else "")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
@@ -121,6 +125,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--out", default="/tmp/diled-scale")
     parser.add_argument("--json", help="also write the rows to this file")
+    parser.add_argument("--activation-checkpointing", action="store_true",
+                        help="recompute each decoder block in the backward pass (the codec option)")
     args = parser.parse_args()
 
     import ray
@@ -150,7 +156,7 @@ def main() -> None:
                     rows.append({"shape": shape, "stage": stage, "skipped": f"estimated {need / GiB:.1f} GiB per worker"})
                     continue
                 print(f"{shape} {stage}: running", flush=True)
-                rows.append(run_one(shape, stage, args.steps, out, tokenizer))
+                rows.append(run_one(shape, stage, args.steps, out, tokenizer, args.activation_checkpointing))
                 print(json.dumps(rows[-1]), flush=True)
     finally:
         ray.shutdown()
@@ -162,10 +168,10 @@ def main() -> None:
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         if "skipped" in r:
-            print(f"| {r['shape']} | | {r['stage']} | skipped: {r['skipped']} | | | | |")
+            print(f"| {r['shape']} | | {stage_label(r)} | skipped: {r['skipped']} | | | | |")
             continue
         peaks = " / ".join(f"{p:.2f} ({g:.1f} GiB)" for p, g in zip(r["train_peak"], r["train_peak_gib"]))
-        print(f"| {r['shape']} | {r['params'] / 1e9:.2f} B ({r['model_gib']:.1f} GiB) | {r['stage']} | {peaks} | "
+        print(f"| {r['shape']} | {r['params'] / 1e9:.2f} B ({r['model_gib']:.1f} GiB) | {stage_label(r)} | {peaks} | "
               f"{r['s_per_step']:.1f} | {r['export_peak']:.2f} (+{r['export_increase']:.2f}) | {r['load_peak']:.2f} | "
               f"{r['shards_gib']:.1f} + {r['model_dir_gib']:.1f} |")
 

@@ -1,5 +1,5 @@
 """Text DiLED under DeepSpeed ZeRO-3 on 2 Ray Train workers: built partitioned (no worker ever holds the
-full parameter set), trained, exported shard by shard and loaded onto the meta device, with the same
+full parameter set), trained (with activation checkpointing: blocks recomputed from partitions), exported shard by shard and loaded onto the meta device, with the same
 logits as the trained model."""
 
 import json
@@ -37,7 +37,8 @@ def test_zero3_text_is_built_partitioned_and_exports_the_trained_logits(ray_loca
         f"--scaling.deepspeed={zero3_all_partitioned(tmp_path)}", "--model.prior_hidden=64", "--model.prior_depth=2",
         "--model.latent_dim=16", "--optim.decay=constant", "--optim.warmup_steps=0", "--optim.lr=1e-3",
         f"--model.codec_args={{tokenizer: {tok}, max_length: 16, encoder_layers: 2, encoder_trainable_layers: 1,"
-        " decoder_trainable: paper, decoder_config: {n_layer: 2, n_embd: 64, n_head: 2, n_positions: 32}}"])
+        " decoder_trainable: paper, activation_checkpointing: true,"
+        " decoder_config: {n_layer: 2, n_embd: 64, n_head: 2, n_positions: 32}}"])
     def probe(name, job, steps):
         out = tmp_path / name
         out.mkdir()
