@@ -78,9 +78,10 @@ def machine_bytes() -> int:
     return int(next(l for l in open("/proc/meminfo") if l.startswith("MemTotal")).split()[1]) * 1024
 
 
-def run_one(shape: str, stage: str, steps: int, out: Path, tokenizer: Path, checkpointing: bool = False) -> dict:
+def run_one(shape: str, stage: str, steps: int, out: Path, tokenizer: Path, checkpointing: bool = False,
+            precision: str | None = None) -> dict:
     from diled_platform.config import load_config
-    from diled_platform.train import fit
+    from diled_platform.train import fit, use_bf16
 
     n_layer, n_embd, n_head = SHAPES[shape]
     name = f"{shape}-{stage}"
@@ -89,7 +90,8 @@ def run_one(shape: str, stage: str, steps: int, out: Path, tokenizer: Path, chec
         f" decoder_trainable: paper, decoder_config: {{n_layer: {n_layer}, n_embd: {n_embd}, n_head: {n_head},"
         f" n_positions: 1024, vocab_size: 50257}}, activation_checkpointing: {str(checkpointing).lower()}}}",
         f"--scaling.deepspeed={stage}", f"--optim.max_steps={steps}", f"--run.checkpoint_every={steps}",
-        f"--run.name={name}", f"--run.storage_path={out}", "--run.report=false", "--run.max_failures=0"])
+        f"--run.name={name}", f"--run.storage_path={out}", "--run.report=false", "--run.max_failures=0",
+        *([f"--scaling.precision={precision}"] if precision else [])])
     t0 = time.perf_counter()
     outcome = fit(cfg)
     wall = time.perf_counter() - t0
@@ -99,7 +101,8 @@ def run_one(shape: str, stage: str, steps: int, out: Path, tokenizer: Path, chec
     probe = LOAD_PROBE.format(paths=[str(ROOT), str(ROOT / "platform")], model=str(outcome.model_dir.resolve()))
     load = json.loads(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
                       .stdout.strip().splitlines()[-1])
-    row = {"shape": shape, "stage": stage, "activation_checkpointing": checkpointing, "params": ranks[0]["residency"]["param_elements"],
+    row = {"shape": shape, "stage": stage, "precision": "bf16" if use_bf16(cfg) else "fp32",
+           "activation_checkpointing": checkpointing, "params": ranks[0]["residency"]["param_elements"],
            "model_gib": model_bytes / GiB, "wall_s": wall,
            "train_peak": [(r["peak_rss"]["train"] - r["baseline_rss"]) / model_bytes for r in ranks],
            "train_peak_gib": [(r["peak_rss"]["train"] - r["baseline_rss"]) / GiB for r in ranks],
@@ -115,7 +118,8 @@ def run_one(shape: str, stage: str, steps: int, out: Path, tokenizer: Path, chec
 
 
 def stage_label(row: dict) -> str:
-    return row["stage"][-1] + (" + activation checkpointing" if row.get("activation_checkpointing") else "")
+    return (row["stage"][-1] + (f", {row['precision']}" if row.get("precision") else "")
+            + (" + activation checkpointing" if row.get("activation_checkpointing") else ""))
 
 
 def main() -> None:
@@ -127,6 +131,8 @@ def main() -> None:
     parser.add_argument("--json", help="also write the rows to this file")
     parser.add_argument("--activation-checkpointing", action="store_true",
                         help="recompute each decoder block in the backward pass (the codec option)")
+    parser.add_argument("--precision", choices=["fp32", "bf16"],
+                        help="scaling.precision (default: the preset's); the peaks are over the fp32 model either way")
     args = parser.parse_args()
 
     import ray
@@ -156,7 +162,8 @@ def main() -> None:
                     rows.append({"shape": shape, "stage": stage, "skipped": f"estimated {need / GiB:.1f} GiB per worker"})
                     continue
                 print(f"{shape} {stage}: running", flush=True)
-                rows.append(run_one(shape, stage, args.steps, out, tokenizer, args.activation_checkpointing))
+                rows.append(run_one(shape, stage, args.steps, out, tokenizer, args.activation_checkpointing,
+                                    args.precision))
                 print(json.dumps(rows[-1]), flush=True)
     finally:
         ray.shutdown()

@@ -98,7 +98,7 @@ def worker(rank: int, world: int, args, tokenizer_dir: str) -> None:
         mark("  optimizer step")
         if step == 0 and rank == 0:
             held, n = held_tensor_bytes()
-            full = sum(getattr(p, "ds_numel", p.numel()) * p.element_size() for p in engine.module.parameters())
+            full = 4 * sum(getattr(p, "ds_numel", p.numel()) for p in engine.module.parameters())  # fp32 bytes
             rss = _kib("VmRSS") - base
             print(f"after step 0: {n} tensor storages hold {held / GiB:.3f} GiB, RSS {rss / GiB:.3f} GiB "
                   f"(not tensors: {(rss - held) / GiB:.3f}); the full fp32 model is {full / GiB:.3f} GiB: "

@@ -60,6 +60,8 @@ class MLPSkipNet(nn.Module):
         if z_t.dim() != 2 or z_t.shape[1] != self.latent_dim:
             raise ValueError(f"MLPSkipNet expects z_t of shape [N x {self.latent_dim}], got {tuple(z_t.shape)}")
         t = t.reshape(-1).expand(z_t.shape[0]) if t.numel() == 1 else t
+        # the network runs in its weights' dtype (bf16 under mixed precision) whatever the schedule's is
+        z_t = z_t.to(self.out.weight.dtype)
         cond_all = self.time_mlp(timestep_embedding(t, self.time_dim).to(z_t.dtype))
         h = z_t
         for i, (layer, norm, proj) in enumerate(zip(self.layers, self.norms, self.time_proj)):

@@ -63,7 +63,8 @@ class LatentDiffusion(nn.Module):
         }
         for name in self._BUFFERS:
             # Not persistent: the config (schedule, T) determines them, the checkpoint need not carry them.
-            self.register_buffer(name, torch.tensor(self._f64[name], dtype=torch.float32), persistent=False)
+            # from_numpy: DeepSpeed's zero.Init (ZeRO-3 under bf16) turns torch.tensor's results into bf16
+            self.register_buffer(name, torch.from_numpy(self._f64[name].astype(np.float32)), persistent=False)
 
     def _apply(self, fn, recurse=True):
         # model.to(bfloat16) (as DeepSpeed does for bf16) would round the schedule; keep it float32,

@@ -158,7 +158,9 @@ class ScalingConfig:
     use_gpu: bool = False
     cpus_per_worker: float = 1.0
     deepspeed: str = "zero2"                    # platform/deepspeed/<name>.json, or a path to a JSON file
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
+    # auto: bf16 on GPU, fp32 on CPU; bf16 on CPU is an explicit choice (fast where the CPU has AVX512-BF16
+    # or AMX, as measured in docs/scaling.md; emulated and slow elsewhere)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
 
     def validate(self):
         if self.num_workers < 1:
@@ -166,8 +168,6 @@ class ScalingConfig:
             raise ConfigError(f"scaling.num_workers must be >= 1, got {self.num_workers}")
         if not self.cpus_per_worker > 0:
             raise ConfigError(f"scaling.cpus_per_worker must be > 0, got {self.cpus_per_worker}")
-        if self.precision == "bf16" and not self.use_gpu:
-            raise ConfigError("scaling.precision='bf16' needs scaling.use_gpu=true (CPU runs are fp32)")
         deepspeed_config_path(self.deepspeed)  # raises if missing
 
 

@@ -49,8 +49,6 @@ def test_bad_values_are_named():
         load_config("vector-cpu", ["--scaling.deepspeed=zero7"])
     with pytest.raises(ConfigError, match=r"data\.batch_size must be > 0"):
         load_config("vector-cpu", ["--data.batch_size=0"])
-    with pytest.raises(ConfigError, match="bf16.*use_gpu"):
-        load_config("vector-cpu", ["--scaling.precision=bf16"])
 
 
 def test_malformed_override_and_missing_preset():
@@ -80,11 +78,14 @@ def test_deepspeed_file_may_not_set_what_the_job_config_owns(tmp_path):
         deepspeed_config(cfg, 2)
 
 
-def test_bf16_only_on_gpu():
+def test_bf16_by_default_on_gpu_and_on_cpu_only_when_asked_for():
     cfg = load_config("vector-cpu")
     assert "bf16" not in deepspeed_config(cfg, 2)
     gpu = load_config("vector-cpu", ["--scaling.use_gpu=true"])
     assert deepspeed_config(gpu, 2)["bf16"] == {"enabled": True}
+    assert "bf16" not in deepspeed_config(load_config("vector-cpu", ["--scaling.use_gpu=true", "--scaling.precision=fp32"]), 2)
+    cpu_bf16 = load_config("vector-cpu", ["--scaling.precision=bf16"])
+    assert deepspeed_config(cpu_bf16, 2)["bf16"] == {"enabled": True}
 
 
 def test_fused_adamw_is_asked_for_unless_switched_off():

@@ -240,3 +240,23 @@ def test_schedule_buffers_stay_float32_under_bfloat16():
     assert d.alphas_cumprod.dtype == torch.float32
     assert d.alphas_cumprod[-1].item() == pytest.approx(0.992**1000, rel=1e-5)
     assert not dict(d.state_dict())  # no parameters, nothing persistent
+
+
+def test_schedule_is_float32_even_where_torch_tensor_makes_bf16(monkeypatch):
+    # DeepSpeed's zero.Init (ZeRO-3 under bf16) wraps torch.tensor so that floating results become bf16
+    made = torch.tensor
+    monkeypatch.setattr(torch, "tensor", lambda *a, **k: made(*a, **k).to(torch.bfloat16))
+    d = LatentDiffusion("constant", 1000)
+    assert d.sqrt_one_minus_alphas_cumprod.dtype == torch.float32
+    assert d.sqrt_one_minus_alphas_cumprod[0].item() == pytest.approx(math.sqrt(0.008), rel=1e-6)
+
+
+def test_a_bf16_prior_trains_against_the_float32_schedule():
+    torch.manual_seed(0)
+    d = LatentDiffusion("constant", 1000)
+    net = MLPSkipNet(latent_dim=4, hidden=16, depth=2, time_dim=8).to(torch.bfloat16)
+    z1 = torch.randn(6, 4, dtype=torch.bfloat16)
+    out = d.training_losses(net, z1, z1, torch.tensor([1, 2, 10, 100, 500, 1000]))
+    assert out["eps_pred"].dtype == torch.bfloat16 and torch.isfinite(out["diff"]).all()
+    out["diff"].mean().backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.bfloat16 for p in net.parameters())
