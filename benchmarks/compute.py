@@ -23,10 +23,10 @@ from pathlib import Path
 from _common import alternate, corpus_texts, markdown_table, median, text_model, text_tokenizer
 
 
-def matmul_peak(size: int = 2048, repeats: int = 10) -> float:
+def matmul_peak(size: int = 2048, repeats: int = 10, dtype=None) -> float:
     import torch
 
-    a, b = torch.randn(size, size), torch.randn(size, size)
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     times = alternate({"mm": lambda: torch.mm(a, b)}, repeats=repeats, warmup=3)["mm"]
     return 2 * size ** 3 / median(times)
 
@@ -125,6 +125,9 @@ def main() -> int:
     torch.set_num_threads(2)
     peak = matmul_peak()
     print(f"matmul peak (fp32, 2048^3, {torch.get_num_threads()} threads): {peak / 1e9:.1f} GFLOP/s", flush=True)
+    bf16 = matmul_peak(dtype=torch.bfloat16)
+    print(f"matmul peak (bf16): {bf16 / 1e9:.1f} GFLOP/s, bf16 / fp32 {bf16 / peak:.2f} (above 1 only where the CPU "
+          f"has AVX512-BF16 or AMX; scaling.precision=bf16 pays there)", flush=True)
 
     tok = text_tokenizer(Path(tempfile.mkdtemp(prefix="compute_")))
     model = text_model("text-cpu", tok)
@@ -150,6 +153,7 @@ def main() -> int:
     achieved = flops["total"] / seconds
     print("\n" + markdown_table(["measure", "value"], [
         ["matmul peak (torch fp32)", f"{peak / 1e9:.1f} GFLOP/s"],
+        ["matmul peak (torch bf16) / fp32", f"{bf16 / peak:.2f}"],
         ["text-cpu training step", f"{seconds * 1e3:.0f} ms"],
         ["achieved (analytic FLOPs / step time)", f"{achieved / 1e9:.1f} GFLOP/s"],
         ["**achieved / peak**", f"**{achieved / peak:.1%}**"]]))

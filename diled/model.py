@@ -322,7 +322,7 @@ class DiLED(nn.Module):
                         dtype: torch.dtype | None = None) -> "DiLED":
         """Load a ``save_pretrained`` folder (safetensors + JSON; no pickle). The parameters are built on the
         meta device and each weight file's tensors are put in their place, one file at a time, so the peak
-        is about the model plus one shard. ``dtype`` casts floating weights (default: as built, fp32);
+        is about the model plus one shard. ``dtype`` casts floating weights (default fp32, whatever dtype they were saved in);
         ``device`` is where the weights are read to (a GPU: straight there, not through host memory)."""
         directory = Path(directory)
         if not directory.is_dir():
@@ -338,6 +338,10 @@ class DiLED(nn.Module):
                              f"(this library reads version {FORMAT_VERSION})")
         with parameters_on_meta():
             model = cls.from_config(config, directory=directory)
+        # one dtype throughout: a Hugging Face part may be built in the dtype its saved config names (a
+        # bf16 training run's export says bfloat16), the rest of the model in fp32
+        dtype = dtype or torch.float32
+        model.to(dtype)  # meta tensors: nothing is allocated
         files, aliases = weight_files(directory)
         load_into(model, files, aliases, assign=True, dtype=dtype, device=str(device))
         return model.to(device).eval()  # the weights are there already; this moves the buffers

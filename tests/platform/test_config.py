@@ -208,6 +208,7 @@ def test_the_xl_preset_is_gpt2_xl_shaped_under_zero3():
     assert (dec["n_layer"], dec["n_embd"], dec["n_head"], dec["vocab_size"]) == (48, 1600, 25, 50257)
     assert cfg.model.codec_args["tokenizer"] == "gpt2-tiktoken" and cfg.model.codec_args["decoder_trainable"] == "paper"
     assert zero_stage(cfg) == 3 and cfg.scaling.num_workers == 2
+    assert cfg.scaling.precision == "bf16" and deepspeed_config(cfg, 2)["bf16"] == {"enabled": True}
 
 
 def test_a_relative_storage_path_survives_ray_job_submit(tmp_path, monkeypatch):

@@ -110,3 +110,49 @@ def test_zero3_loads_a_pretrained_decoder_into_the_partitions(ray_local, tmp_pat
     for key, value in load_file(str(tmp_path / "gpt2-tiny" / "model.safetensors")).items():
         name = key if key in exported else f"transformer.{key}"
         torch.testing.assert_close(exported[name], value, rtol=0, atol=0, msg=key)
+
+
+def test_zero3_bf16_on_cpu_keeps_16_bit_partitions_and_exports_them(ray_local, tmp_path):
+    """``scaling.precision: bf16`` (the text-xl-cpu preset's) under ZeRO-3 on CPU: built partitioned, trained,
+    exported in bf16, and the exported weights, run in bf16, give the trained model's logits exactly."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from diled.codecs.text import train_bpe
+    from diled_platform.zero import zero3_probe_loop
+
+    tok = train_bpe(TEXTS * 20, 300, tmp_path / "tok")
+    cfg = load_config("text-cpu", [
+        f"--scaling.deepspeed={zero3_all_partitioned(tmp_path)}", "--scaling.precision=bf16",
+        "--model.prior_hidden=64", "--model.prior_depth=2", "--model.latent_dim=16", "--optim.decay=constant",
+        "--optim.warmup_steps=0", "--optim.lr=1e-3",
+        f"--model.codec_args={{tokenizer: {tok}, max_length: 16, encoder_layers: 2, encoder_trainable_layers: 1,"
+        " decoder_trainable: paper, decoder_config: {n_layer: 2, n_embd: 64, n_head: 2, n_positions: 32}}"])
+    out = tmp_path / "bf16"
+    out.mkdir()
+    TorchTrainer(zero3_probe_loop, train_loop_config={"job": cfg.to_dict(), "steps": 3, "texts": TEXTS,
+                                                      "out_dir": str(out)},
+                 scaling_config=ray.train.ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.9}),
+                 run_config=ray.train.RunConfig(storage_path=str(tmp_path), name="bf16")).fit()
+    held = json.loads((out / "residency0.json").read_text())
+    assert held["largest_param_held"] <= (held["largest_param"] + 1) // 2, held
+    files = sorted((out / "model").glob("*.safetensors"))
+    assert files
+    for path in files:
+        with safe_open(str(path), "pt") as f:
+            dtypes = {f.get_slice(k).get_dtype() for k in f.keys()}
+        assert dtypes <= {"BF16", "I64"}, (path.name, dtypes)
+    trained = load_file(str(out / "logits.safetensors"))
+    assert trained["logits"].dtype == torch.bfloat16
+    model = DiLED.from_pretrained(out / "model")  # fp32 for inference, holding the bf16 values
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    assert model.encode(TEXTS[:2]).dtype == torch.float32
+    model = model.to(torch.bfloat16).eval()
+    batch = model.codec.collate(TEXTS)
+    with torch.no_grad():
+        z = model.codec.encode(batch)
+        logits = model.codec.decoder_logits(batch["dec_ids"][:, :-1], batch["dec_mask"][:, :-1], z)
+    torch.testing.assert_close(z, trained["z"], rtol=0, atol=0)
+    torch.testing.assert_close(logits, trained["logits"], rtol=0, atol=0)

@@ -166,6 +166,21 @@ def test_save_and_load(tokenizer_dir, tmp_path):
     assert model.generate(3, steps=5, seed=0) == loaded.generate(3, steps=5, seed=0)
 
 
+def test_a_bf16_model_saves_16_bit_and_loads_as_fp32(tokenizer_dir, tmp_path):
+    # a bf16 training run's export: its encoder's saved Hugging Face config says bfloat16, which
+    # transformers would build the encoder in while the rest of the model is fp32
+    model = tiny_text_model(tokenizer_dir).to(torch.bfloat16).eval()
+    model.codec.encoder.config.dtype = torch.bfloat16  # as DeepSpeed's bf16 zero.Init leaves it
+    path = model.save_pretrained(tmp_path / "m")
+    assert '"dtype": "bfloat16"' in (path / "encoder" / "config.json").read_text()
+    loaded = DiLED.from_pretrained(path)
+    assert {p.dtype for p in loaded.parameters()} == {torch.float32}
+    z = loaded.encode(SENTENCES[:3])
+    assert z.dtype == torch.float32
+    torch.testing.assert_close(z, model.encode(SENTENCES[:3]).float(), rtol=0.05, atol=0.05)
+    assert {p.dtype for p in DiLED.from_pretrained(path, dtype=torch.bfloat16).parameters()} == {torch.bfloat16}
+
+
 def test_reconstruction_improves_and_generation_comes_from_the_decoder(tokenizer_dir):
     model = tiny_text_model(tokenizer_dir)
     batch = model.codec.collate(SENTENCES)
