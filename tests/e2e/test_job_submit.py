@@ -27,9 +27,11 @@ def head():
 
 
 def submit(env, *args):
+    """``ray job submit`` of jobs/train_vectors.py; ``args`` before a "--" are options of the submit itself."""
     ray = str(Path(sys.executable).parent / "ray")
-    return subprocess.run([ray, "job", "submit", "--working-dir", str(ROOT), "--", "python",
-                           "jobs/train_vectors.py", *args], env=env, capture_output=True, text=True,
+    own, job = (args[:args.index("--")], args[args.index("--") + 1:]) if "--" in args else ((), args)
+    return subprocess.run([ray, "job", "submit", "--working-dir", str(ROOT), *own, "--", "python",
+                           "jobs/train_vectors.py", *job], env=env, capture_output=True, text=True,
                           timeout=600, cwd=ROOT)
 
 
@@ -47,3 +49,33 @@ def test_failing_job_reports_failure(head, tmp_path):
     assert out.returncode != 0
     text = out.stdout + out.stderr
     assert "failed" in text.lower() and "optim.lrr" in text
+
+
+def test_a_submitted_run_survives_ray_stop_and_resumes_by_name(head, tmp_path):
+    """Under `ray job submit` a relative run.storage_path would live in Ray's unpacked copy of the working
+    directory; the job writes to DILED_RUNS (else ~/diled) instead and prints where. After `ray stop` and a
+    new `ray start` the folder is there, and the same run name resumes from its last checkpoint."""
+    import json
+    import re
+
+    runs = tmp_path / "runs"
+    env_json = json.dumps({"env_vars": {"DILED_RUNS": str(runs)}})
+    args = ["--run.name=durable", "--run.checkpoint_every=20", "--data.n_train=2000", "--run.report=false"]
+    first = submit(head, "--runtime-env-json", env_json, "--", *args, "--optim.max_steps=40")
+    text = first.stdout + first.stderr
+    assert first.returncode == 0, text[-3000:]
+    printed = Path(re.search(r"run folder: (\S+)", text).group(1))
+    assert printed == runs / "durable", printed
+
+    local_head = ["bash", str(ROOT / "cluster/local_head.sh")]
+    subprocess.run([*local_head, "stop"], env=head, check=True, capture_output=True, timeout=120)
+    checkpoints = sorted(p.name for p in printed.glob("checkpoint_*"))
+    assert checkpoints and (printed / "model" / "model.safetensors").is_file(), list(printed.iterdir())
+    subprocess.run([*local_head, "start"], env=head, check=True, capture_output=True, timeout=120)
+
+    second = submit(head, "--runtime-env-json", env_json, "--", *args, "--optim.max_steps=60")
+    text = second.stdout + second.stderr
+    assert second.returncode == 0, text[-3000:]
+    assert "resuming at step 40" in text, text[-3000:]
+    latest = max(printed.glob("checkpoint_*"), key=lambda p: json.loads((p / "train_state.json").read_text())["step"])
+    assert json.loads((latest / "train_state.json").read_text())["step"] == 60
