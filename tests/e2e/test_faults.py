@@ -4,6 +4,7 @@ checkpoint and ends with the same number of steps, or stops with an error that n
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,11 +20,14 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 STEPS = 600
 
 
-def _job(tmp_path, name, *extra):
+def _job(tmp_path, name, *extra, address: str | None = None):
+    """jobs/train_vectors.py in a process of its own: an embedded Ray, or the cluster at ``address``."""
     args = [sys.executable, str(ROOT / "jobs/train_vectors.py"), f"--run.name={name}", f"--run.storage_path={tmp_path}",
             f"--optim.max_steps={STEPS}", "--run.checkpoint_every=100", "--run.log_every=100", "--run.report=false",
             "--model.prior_hidden=64", "--model.prior_depth=2", *extra]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # an embedded Ray of its own
+    if address:
+        env["RAY_ADDRESS"] = address
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path,
                             start_new_session=True)
 
@@ -97,3 +101,35 @@ def test_a_truncated_checkpoint_is_named_and_an_earlier_good_one_is_not_lost(tmp
     named = [line for line in out.splitlines() if "cannot resume from checkpoint" in line and bad.name in line]
     assert named and "cannot be read" in named[0], out[-4000:]
     assert (good / "train_state.json").is_file() and json.loads((good / "train_state.json").read_text())["step"] == 100
+
+
+def test_a_whole_node_killed_mid_run_is_survived_once_a_node_replaces_it(tmp_path):
+    """Two simulated worker nodes (``ray.cluster_utils.Cluster``, one training worker each) and a CPU-less
+    head; once a checkpoint is registered the test kills one worker node outright (its raylet and every
+    process on it), then adds a fresh node. Ray Train restarts the worker group on the new node and the run
+    resumes from the last registered checkpoint to the same final step."""
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, connect=False,
+                      head_node_args={"num_cpus": 0, "include_dashboard": False})
+    try:
+        nodes = [cluster.add_node(num_cpus=1) for _ in range(2)]
+        cluster.wait_for_nodes()
+        job = _job(tmp_path, "node", "--scaling.num_workers=2", "--scaling.cpus_per_worker=0.9",
+                   address=cluster.address)
+        run = tmp_path / "node"
+        deadline = time.monotonic() + 400
+        while not _committed(run):
+            assert job.poll() is None and time.monotonic() < deadline, _finish(job, 60)[-3000:]
+            time.sleep(0.2)
+        registered = max(json.loads((run / name / "train_state.json").read_text())["step"] for name in _committed(run))
+        cluster.remove_node(nodes[1], allow_graceful=False)
+        cluster.add_node(num_cpus=1)
+        out = _finish(job)
+        assert job.returncode == 0, out[-4000:]
+        resumed = [int(m) for m in re.findall(r"resuming at step (\d+)", out)]
+        assert resumed, out[-4000:]
+        assert resumed[0] >= registered, (resumed, registered)  # no registered checkpoint was lost
+        assert json.loads((run / "metrics.json").read_text())["step"] == STEPS
+    finally:
+        cluster.shutdown()
