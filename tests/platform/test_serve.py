@@ -295,6 +295,36 @@ def test_a_model_with_a_bert_decoder_serves_unchanged(service, models, tmp_path)
     assert _health_when(service, lambda h: h["model_dir"] == str(models[0]))["codec"] == "text"
 
 
+def test_a_replica_killed_under_load_is_replaced_and_no_request_hangs(service, models):
+    """SIGKILL of the only replica while 4 clients keep posting: every request ends (a 200, or a 5xx for
+    those in flight; a request that waited more than 30 s would raise here), Serve starts a new replica
+    and the endpoint answers again."""
+    import os
+    import signal
+
+    service, config = service
+    _health_when(service, lambda h: h["codec"] == "text")
+    pid = requests.get(service + "/healthz", timeout=30).json()["pid"]
+    stop = time.monotonic() + 8.0
+
+    def client():
+        codes = []
+        while time.monotonic() < stop:
+            codes.append(requests.post(service + "/encode", json={"inputs": SENTENCES[:2]}, timeout=30).status_code)
+        return codes
+
+    with cf.ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(client) for _ in range(4)]
+        time.sleep(1.5)
+        os.kill(pid, signal.SIGKILL)
+        codes = [code for f in futures for code in f.result(timeout=180)]
+    print("replica killed under load, status codes:", {c: codes.count(c) for c in set(codes)})
+    assert 200 in codes and all(c == 200 or 500 <= c < 600 for c in codes), sorted(set(codes))
+    health = _health_when(service, lambda h: h["pid"] != pid, timeout=120)
+    assert health["pid"] != pid and health["codec"] == "text"
+    assert _post(service, "/encode", {"inputs": SENTENCES[:2]}).status_code == 200
+
+
 def test_api_key_is_required_when_configured(service, models):
     service, config = service
     key = "s3cret-token-for-tests"
