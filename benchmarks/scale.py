@@ -2,10 +2,11 @@
 two simulated nodes (``ray.cluster_utils.Cluster``): measured memory, speed and disk.
 
     .venv/bin/python benchmarks/scale.py [--shapes medium large xl] [--stages zero0 zero2 zero3] [--steps 3]
+                                         [--precision fp32|bf16] [--activation-checkpointing]
 
 Each run is the ``text-xl-cpu`` preset (GPT-2's 50,257-token BPE, the paper's partial freezing, a 3-layer
 MiniLM encoder with one layer trained, a 6 x 1024 prior, batch 2 per worker, 32 tokens) with the
-decoder's shape and the ZeRO file changed, trained for ``--steps`` steps with one checkpoint at the end
+decoder's shape, the ZeRO file and (``--precision``) the precision changed (the preset's is bf16), trained for ``--steps`` steps with one checkpoint at the end
 and no report. Per worker it prints the kernel's resident high-water mark (VmHWM, reset at every phase
 change, so a measured peak, not an estimate) less the worker's RSS before the model is built, over the
 full fp32 model size; s/step (median after the first step); rank 0's peak while exporting (and its
