@@ -25,12 +25,24 @@ def zero3_all_partitioned(tmp_path):
     return path
 
 
-def test_zero3_text_is_built_partitioned_and_exports_the_trained_logits(ray_local, tmp_path):
+def probe(tmp_path, name, job, steps):
+    """Run ``zero3_probe_loop`` on 2 Ray Train workers for ``job``; returns its output folder."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from diled.codecs.text import train_bpe
     from diled_platform.zero import zero3_probe_loop
+
+    out = tmp_path / name
+    out.mkdir()
+    TorchTrainer(zero3_probe_loop, train_loop_config={"job": job.to_dict(), "steps": steps, "texts": TEXTS,
+                                                      "out_dir": str(out)},
+                 scaling_config=ray.train.ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.9}),
+                 run_config=ray.train.RunConfig(storage_path=str(tmp_path), name=name)).fit()
+    return out
+
+
+def test_zero3_text_is_built_partitioned_and_exports_the_trained_logits(ray_local, tmp_path):
+    from diled.codecs.text import train_bpe
 
     tok = train_bpe(TEXTS * 20, 300, tmp_path / "tok")
     cfg = load_config("text-cpu", [
@@ -39,16 +51,7 @@ def test_zero3_text_is_built_partitioned_and_exports_the_trained_logits(ray_loca
         f"--model.codec_args={{tokenizer: {tok}, max_length: 16, encoder_layers: 2, encoder_trainable_layers: 1,"
         " decoder_trainable: paper, activation_checkpointing: true,"
         " decoder_config: {n_layer: 2, n_embd: 64, n_head: 2, n_positions: 32}}"])
-    def probe(name, job, steps):
-        out = tmp_path / name
-        out.mkdir()
-        TorchTrainer(zero3_probe_loop, train_loop_config={"job": job.to_dict(), "steps": steps, "texts": TEXTS,
-                                                          "out_dir": str(out)},
-                     scaling_config=ray.train.ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.9}),
-                     run_config=ray.train.RunConfig(storage_path=str(tmp_path), name=name)).fit()
-        return out
-
-    out = probe("trained", cfg, steps=3)
+    out = probe(tmp_path, "trained", cfg, steps=3)
 
     # no worker ever held a whole tensor, let alone the whole model: every one is a half partition
     for rank in range(2):
@@ -72,7 +75,7 @@ def test_zero3_text_is_built_partitioned_and_exports_the_trained_logits(ray_loca
     # model.init_from under ZeRO-3: the export's weights copied into a partitioned model, file by file
     from diled_platform.config import replace
 
-    again = probe("init-from", replace(cfg, model={"init_from": str(out / "model")}), steps=0)
+    again = probe(tmp_path, "init-from", replace(cfg, model={"init_from": str(out / "model")}), steps=0)
     torch.testing.assert_close(load_file(str(again / "logits.safetensors"))["logits"], trained["logits"],
                                rtol=1e-5, atol=1e-5)
 
@@ -80,13 +83,10 @@ def test_zero3_text_is_built_partitioned_and_exports_the_trained_logits(ray_loca
 def test_zero3_loads_a_pretrained_decoder_into_the_partitions(ray_local, tmp_path):
     """A decoder given by local path (as a hub name would be) is loaded by transformers straight into the
     ZeRO-3 partitions: the export of the untrained model holds exactly its weights."""
-    import ray.train
-    from ray.train.torch import TorchTrainer
     from safetensors.torch import load_file
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from diled.codecs.text import load_decoder_tokenizer, train_bpe
-    from diled_platform.zero import zero3_probe_loop
 
     tok = train_bpe(TEXTS * 20, 300, tmp_path / "tok")
     torch.manual_seed(1)
@@ -98,12 +98,7 @@ def test_zero3_loads_a_pretrained_decoder_into_the_partitions(ray_local, tmp_pat
         "--model.latent_dim=16", "--optim.decay=constant", "--optim.warmup_steps=0",
         f"--model.codec_args={{tokenizer: {tok}, decoder: {tmp_path / 'gpt2-tiny'}, max_length: 16, encoder_layers: 2,"
         " encoder_trainable_layers: 1, decoder_trainable: paper}"])
-    out = tmp_path / "probe"
-    out.mkdir()
-    TorchTrainer(zero3_probe_loop, train_loop_config={"job": cfg.to_dict(), "steps": 0, "texts": TEXTS,
-                                                      "out_dir": str(out)},
-                 scaling_config=ray.train.ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.9}),
-                 run_config=ray.train.RunConfig(storage_path=str(tmp_path), name="pretrained")).fit()
+    out = probe(tmp_path, "pretrained", cfg, steps=0)
     held = json.loads((out / "residency0.json").read_text())
     assert held["largest_param_held"] <= (held["largest_param"] + 1) // 2, held
     exported = DiLED.from_pretrained(out / "model").codec.decoder.state_dict()
@@ -115,13 +110,10 @@ def test_zero3_loads_a_pretrained_decoder_into_the_partitions(ray_local, tmp_pat
 def test_zero3_bf16_on_cpu_keeps_16_bit_partitions_and_exports_them(ray_local, tmp_path):
     """``scaling.precision: bf16`` (the text-xl-cpu preset's) under ZeRO-3 on CPU: built partitioned, trained,
     exported in bf16, and the exported weights, run in bf16, give the trained model's logits (to bf16's precision)."""
-    import ray.train
-    from ray.train.torch import TorchTrainer
     from safetensors import safe_open
     from safetensors.torch import load_file
 
     from diled.codecs.text import train_bpe
-    from diled_platform.zero import zero3_probe_loop
 
     tok = train_bpe(TEXTS * 20, 300, tmp_path / "tok")
     cfg = load_config("text-cpu", [
@@ -130,12 +122,7 @@ def test_zero3_bf16_on_cpu_keeps_16_bit_partitions_and_exports_them(ray_local, t
         "--optim.warmup_steps=0", "--optim.lr=1e-3",
         f"--model.codec_args={{tokenizer: {tok}, max_length: 16, encoder_layers: 2, encoder_trainable_layers: 1,"
         " decoder_trainable: paper, decoder_config: {n_layer: 2, n_embd: 64, n_head: 2, n_positions: 32}}"])
-    out = tmp_path / "bf16"
-    out.mkdir()
-    TorchTrainer(zero3_probe_loop, train_loop_config={"job": cfg.to_dict(), "steps": 3, "texts": TEXTS,
-                                                      "out_dir": str(out)},
-                 scaling_config=ray.train.ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.9}),
-                 run_config=ray.train.RunConfig(storage_path=str(tmp_path), name="bf16")).fit()
+    out = probe(tmp_path, "bf16", cfg, steps=3)
     held = json.loads((out / "residency0.json").read_text())
     assert held["largest_param_held"] <= (held["largest_param"] + 1) // 2, held
     files = sorted((out / "model").glob("*.safetensors"))
