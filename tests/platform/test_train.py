@@ -132,6 +132,22 @@ def test_export_matches_the_trained_engine(ray_local, tmp_path, stage):
                                rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("stage", ["zero2", "zero3"])
+def test_bf16_on_cpu_trains_under_zero2_and_zero3_and_exports_16_bit(ray_local, tmp_path, stage):
+    """scaling.precision=bf16 on CPU through the whole trainer (the prior's input meets bf16 weights: a
+    ZeRO-2 bf16 run used to fail there): finite losses, a bf16 export, loaded as fp32."""
+    from safetensors import safe_open
+
+    cfg = tiny(tmp_path, f"bf16-{stage}", "--scaling.precision=bf16", deepspeed_arg(stage, tmp_path))
+    out = fit(cfg)
+    assert out.metrics["step"] == 40 and torch.isfinite(torch.tensor(out.metrics["val_loss"]))
+    with safe_open(str(out.model_dir / "model.safetensors"), "pt") as f:
+        assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"BF16"}
+    model = DiLED.from_pretrained(out.model_dir)
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    assert torch.isfinite(model.encode({"x": torch.randn(4, 2)})).all()
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (bf16 path)")
 def test_bf16_on_gpu(ray_local, tmp_path):
