@@ -134,7 +134,9 @@ class DiLED(nn.Module):
                    objective=config.get("objective", "diled"), vae=config.get("vae"))
 
     # ----------------------------------------------------------------- training
-    def _prepare(self, batch) -> dict[str, torch.Tensor]:
+    def prepare_batch(self, batch) -> dict[str, torch.Tensor]:
+        """A batch ready for ``forward`` / ``codec.encode``: raw examples (a list) go through
+        ``codec.collate``; tensors move to the model's device, floating ones to its dtype."""
         if not isinstance(batch, dict):
             batch = self.codec.collate(batch)
         p = next(self.parameters())
@@ -151,7 +153,7 @@ class DiLED(nn.Module):
         watch the latent scale against sqrt(beta_1), DESIGN.md section 6). ``t`` fixes the steps instead
         of drawing them. With objective "vae", ``diff`` is the KL to N(0, I) and ``nelbo`` = rec + KL.
         """
-        batch = self._prepare(batch)
+        batch = self.prepare_batch(batch)
         z0 = self.codec.encode(batch)
         if self.objective == "vae":
             return self._vae_forward(batch, z0)
@@ -211,7 +213,7 @@ class DiLED(nn.Module):
     @torch.no_grad()
     def encode(self, batch) -> torch.Tensor:
         """The representation: encoder means mu(x0) [N x D]."""
-        return self.codec.encode(self._prepare(batch))
+        return self.codec.encode(self.prepare_batch(batch))
 
     def _steps(self, steps: int | None, sampler: str = "ddim") -> list[int]:
         """The step sequence; ``steps=None`` means DEFAULT_STEPS (or T if smaller) for DDIM, all T for DDPM."""

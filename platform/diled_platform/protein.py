@@ -52,7 +52,7 @@ def protein_report(model_dir: Path, splits: dict, out_dir: Path, n_eval: int = 2
     z = _encode_all(model, seqs)
     recons, accs = [], []
     for i in range(0, len(seqs), 512):
-        batch = model._prepare(codec.collate(seqs[i:i + 512]))
+        batch = model.prepare_batch(codec.collate(seqs[i:i + 512]))
         recons += codec.decode(z[i:i + 512])
         accs += codec.residue_accuracy(batch, z[i:i + 512]).tolist()
     metrics["residue_accuracy"] = float(np.mean(accs))

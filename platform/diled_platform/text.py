@@ -76,7 +76,7 @@ def reconstruct_texts(model, refs: list[str], batch_size: int = 100) -> tuple[li
     from diled.metrics.text import corpus_bleu
 
     codec = model.codec
-    batches = [model._prepare(codec.collate(chunk)) for chunk in _batches(refs, batch_size)]
+    batches = [model.prepare_batch(codec.collate(chunk)) for chunk in _batches(refs, batch_size)]
     latents = [codec.encode(batch) for batch in batches]
     others = torch.cat(latents).roll(1, dims=0).split([len(z) for z in latents])
     floor = len(refs) > 1  # with one sentence there is no other latent

@@ -65,7 +65,7 @@ def test_zero3_text_is_built_partitioned_and_exports_the_trained_logits(ray_loca
     trained = load_file(str(out / "logits.safetensors"))
     model = DiLED.from_pretrained(out / "model")
     assert not any(p.is_meta for p in model.parameters())
-    batch = model._prepare(model.codec.collate(TEXTS))
+    batch = model.prepare_batch(model.codec.collate(TEXTS))
     with torch.no_grad():
         z = model.codec.encode(batch)
         logits = model.codec.decoder_logits(batch["dec_ids"][:, :-1], batch["dec_mask"][:, :-1], z)

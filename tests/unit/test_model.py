@@ -32,6 +32,17 @@ def test_forward_returns_the_documented_dict():
     assert int(out["t"].min()) >= 1 and int(out["t"].max()) <= 10
 
 
+def test_prepare_batch_collates_raw_examples_and_follows_the_weights_dtype():
+    model = tiny()
+    x = gaussian_ring(4)
+    ready = model.prepare_batch(list(x))  # raw examples go through codec.collate
+    assert ready["x"].dtype == torch.float32 and torch.equal(ready["x"], model.codec.collate(list(x))["x"])
+    model.to(torch.float64)
+    assert model.prepare_batch({"x": x})["x"].dtype == torch.float64
+    ids = {"x": x.double(), "index": torch.arange(4)}
+    assert model.prepare_batch(ids)["index"].dtype == torch.long  # integer tensors keep their dtype
+
+
 def test_loss_is_exactly_the_design_formula():
     model = tiny(schedule="linear", T=20, w=3.0)
     x = {"x": gaussian_ring(6)}
