@@ -16,6 +16,9 @@ from typing import Any, Literal, get_args, get_origin
 
 import yaml
 
+from diled.model import Objective
+from diled.schedules import ScheduleName
+
 PLATFORM_DIR = Path(__file__).resolve().parent.parent  # .../platform
 PRESETS_DIR = PLATFORM_DIR / "presets"
 DEEPSPEED_DIR = PLATFORM_DIR / "deepspeed"
@@ -36,7 +39,7 @@ class ModelConfig:
     w: float = 1.0                              # prior weight (paper: 8 text, 1 protein/images)
     # diled: joint; autoencoder: the prior switched off (baseline, two-stage step 1); prior_only: the prior
     # on a frozen codec (two-stage step 2, with init_from the step-1 model); vae: the VAE baseline
-    objective: Literal["diled", "autoencoder", "prior_only", "vae"] = "diled"
+    objective: Objective = "diled"
     init_from: str | None = None                # start from this save_pretrained folder's weights
     vae: dict = field(default_factory=dict)     # objective vae: beta, anneal_steps, free_bits (diled.baselines.vae)
 
@@ -61,15 +64,10 @@ class ModelConfig:
 
 @dataclass
 class DiffusionConfig:
-    schedule: str = "constant"                  # constant (official code) | linear | cosine
+    schedule: ScheduleName = "constant"         # constant (official code) | linear | cosine (diled.schedules)
     T: int = 1000
 
     def validate(self):
-        from diled.schedules import SCHEDULE_NAMES
-
-        if self.schedule not in SCHEDULE_NAMES:
-            raise ConfigError(f"diffusion.schedule: unknown schedule {self.schedule!r}; "
-                              f"valid names: {', '.join(SCHEDULE_NAMES)}")
         if self.T < 2:
             raise ConfigError(f"diffusion.T must be >= 2, got {self.T}")
 
