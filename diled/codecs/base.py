@@ -12,12 +12,13 @@ from __future__ import annotations
 import abc
 import math
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
+InputKind = Literal["strings", "arrays"]
 CODECS: dict[str, type["Codec"]] = {}
 # codecs that need heavier imports (transformers) register themselves when their module is imported
 _LAZY_CODECS = {"text": "diled.codecs.text", "protein": "diled.codecs.protein", "image": "diled.codecs.image"}
@@ -50,6 +51,11 @@ class Codec(nn.Module, metaclass=abc.ABCMeta):
 
     name: ClassVar[str]
     latent_dim: int
+    #: what one raw example is: "strings" (a text, a protein sequence) or "arrays" (a list of numbers,
+    #: ``data_dim`` of them); what Serve and the CLI accept, without knowing the codec by name
+    input_kind: ClassVar[InputKind] = "arrays"
+    #: the keyword options ``decode`` takes (e.g. a text decoder's strategy); none by default
+    decode_options: ClassVar[tuple[str, ...]] = ()
 
     @abc.abstractmethod
     def encode(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -68,6 +68,7 @@ class ProteinCodec(Codec):
     """
 
     name = "protein"
+    input_kind = "strings"
 
     def __init__(self, latent_dim: int = 30, max_length: int = 55, dim: int = 128, layers: int = 2, heads: int = 4,
                  decoder_hidden: int = 128, decoder_layers: int = 2, fitness_hidden: int = 64,

@@ -177,6 +177,8 @@ class TextCodec(Codec):
     """
 
     name = "text"
+    input_kind = "strings"
+    decode_options = ("max_new_tokens", "strategy", "temperature", "top_k", "top_p", "generator", "no_repeat_ngram")
 
     def __init__(self, latent_dim: int = 64, encoder: str | None = None, tokenizer: str | None = None,
                  decoder: str | None = None, decoder_config: dict | None = None, max_length: int = 40,

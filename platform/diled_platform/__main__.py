@@ -31,8 +31,10 @@ def _inputs(args) -> list:
     return items
 
 
-def _parse(codec: str, items: list[str]) -> list:
-    if codec in ("text", "protein"):
+def _parse(codec: str, input_kind: str, items: list[str]) -> list:
+    """Command-line inputs as the codec's raw examples (its ``input_kind``): strings as they are, arrays
+    from JSON lists."""
+    if input_kind == "strings":
         return items
     try:
         return [json.loads(x) for x in items]
@@ -67,13 +69,13 @@ def _remote(args) -> int:
     client = DiLEDClient(args.url)
     steps = {"steps": args.steps} if args.steps is not None else {}
     try:
-        codec = client.health()["codec"]
+        health = client.health()
         if args.command == "generate":
             body = {"n": args.n, "sampler": args.sampler, **steps, **({"seed": args.seed} if args.seed is not None else {})}
             for item in client.request("/generate", body)["outputs"]:
                 sys.stdout.write(json.dumps({"output": item}) + "\n")
             return 0
-        items = _parse(codec, _inputs(args))
+        items = _parse(health["codec"], health["input_kind"], _inputs(args))
         if args.command == "encode":
             _write_encoded(items, client.encode(items))
         elif args.command == "reconstruct":
@@ -124,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         for item in model.generate(args.n, steps=args.steps, sampler=args.sampler, seed=args.seed):
             out.write(json.dumps({"output": item}) + "\n")
         return 0
-    items = _parse(model.codec.name, _inputs(args))
+    items = _parse(model.codec.name, model.codec.input_kind, _inputs(args))
     if args.command == "encode":
         _write_encoded(items, model.encode(items).tolist())
     elif args.command == "reconstruct":

@@ -57,7 +57,6 @@ MAX_NEW_TOKENS = 256
 KEY_ENV, KEY_FILE_ENV = "DILED_API_KEY", "DILED_API_KEY_FILE"
 PUBLIC_PATHS = {"/healthz", "/docs", "/openapi.json", "/docs/oauth2-redirect", "/redoc"}
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
-STRING_CODECS = {"text", "protein"}   # codecs whose inputs are strings (others: lists of numbers)
 USER_CONFIG_KEYS = {"model_dir", "max_batch_size", "batch_wait_timeout_s", "api_key_sha256"}
 
 
@@ -336,7 +335,7 @@ class DiLEDService:
 
     # ------------------------------------------------------------------ checks shared by the endpoints
     def _check_inputs(self, items: list) -> list:
-        strings = self.model.codec.name in STRING_CODECS
+        strings = self.model.codec.input_kind == "strings"
         kind = "strings" if strings else f"lists of {getattr(self.model.codec, 'data_dim', '?')} numbers"
         if strings != all(isinstance(x, str) for x in items) or (not strings and not all(isinstance(x, list) for x in items)):
             raise BadRequest(f"this is a {self.model.codec.name} model: inputs must be {kind}")
@@ -371,11 +370,12 @@ class DiLEDService:
 
     def _decode_kwargs(self, req: DecodeOptions) -> dict:
         opts = {k: getattr(req, k) for k in DecodeOptions.model_fields}
-        if self.model.codec.name != "text":
-            if opts != DecodeOptions().model_dump():
-                raise BadRequest(f"decoding options apply to text models; this is a {self.model.codec.name} model")
-            return {}
-        return {k: v for k, v in opts.items() if v is not None}
+        defaults, takes = DecodeOptions().model_dump(), self.model.codec.decode_options
+        unsupported = sorted(k for k, v in opts.items() if k not in takes and v != defaults[k])
+        if unsupported:
+            raise BadRequest(f"this {self.model.codec.name} model's decoder takes no {', '.join(unsupported)} "
+                             f"(its decoding options: {', '.join(takes) or 'none'})")
+        return {k: v for k, v in opts.items() if k in takes and v is not None}
 
     @staticmethod
     def _generator(seed: int | None) -> tuple[torch.Generator, int]:
@@ -419,7 +419,9 @@ class DiLEDService:
     @app.get("/healthz")
     def healthz(self) -> dict:
         m = self.model
-        return {"status": "ok", "model_dir": self.model_dir, "codec": m.codec.name, "latent_dim": m.latent_dim,
+        return {"status": "ok", "model_dir": self.model_dir, "codec": m.codec.name, "input_kind": m.codec.input_kind,
+                "decode_options": [k for k in DecodeOptions.model_fields if k in m.codec.decode_options],
+                "latent_dim": m.latent_dim,
                 "T": m.diffusion.T, "schedule": m.diffusion.schedule, "pid": os.getpid(), "batching": {**getattr(self, "batching", {}), **self.stats}}
 
     @app.post("/encode", response_model=EncodeResponse)

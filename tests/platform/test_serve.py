@@ -106,6 +106,7 @@ def test_every_endpoint_answers_as_the_model_does(service, direct):
     client = DiLEDClient(service, api_key="")
     health = client.health()
     assert health["status"] == "ok" and health["codec"] == "text" and health["latent_dim"] == 8 and health["T"] == 100
+    assert health["input_kind"] == "strings" and "temperature" in health["decode_options"]
     assert requests.get(service + "/docs", timeout=30).status_code == 200
     assert "/generate" in requests.get(service + "/openapi.json", timeout=30).json()["paths"]
 
@@ -255,7 +256,8 @@ def test_user_config_swaps_the_model_in_place(service, models):
         r = _post(service, "/encode", body)
         assert r.status_code == 422 and message in r.text, r.text
     r = _post(service, "/generate", {"n": 2, "top_k": 5})
-    assert r.status_code == 422 and "text models" in r.text
+    assert r.status_code == 422 and "takes no top_k" in r.text and "decoding options: none" in r.text, r.text
+    assert health["input_kind"] == "arrays" and health["decode_options"] == []
     with pytest.raises(FileNotFoundError, match="save_pretrained"):
         swap_model(config, models[1].parent)
 
