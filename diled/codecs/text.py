@@ -5,9 +5,13 @@ Decoder, one of two kinds (``decoder_kind``):
   - "gpt2": a GPT-2-family causal LM, pretrained by name/path or built from ``decoder_config`` and trained
     from scratch on its own BPE;
   - "bert": a BERT-family checkpoint (by name/path; default the offline MiniLM the encoder loads) run as a
-    causal decoder, warm-started from its weights and using its WordPiece vocabulary (Rothe, Narayan and
-    Severyn, TACL 2020: BERT-initialised decoders train far faster than random ones). Its LM head (the
-    transform; the output matrix is tied to the input embeddings) is new.
+    causal decoder, warm-started from its weights (Rothe, Narayan and Severyn, TACL 2020: BERT-initialised
+    decoders train far faster than random ones). Its LM head (the transform; the output matrix is tied to
+    the input embeddings) is new. Its vocabulary is the checkpoint's WordPiece, or, with a ``tokenizer``
+    (e.g. a cased byte-level BPE that round-trips any text), that tokenizer's: each new token's embedding
+    starts as the mean of the checkpoint's embeddings of the WordPiece pieces of its lower-cased text
+    (vocabulary transplant, as in WECHSEL / FOCUS: the transformer layers keep their pretrained weights and
+    see inputs in the space they were trained on).
 Either kind receives z twice:
   (a) as one extra key/value "memory" position per layer: ``latent -> hidden * n_layer``, the same vector
       as key and value, placed first in the KV cache;
@@ -149,8 +153,9 @@ class TextCodec(Codec):
     Args:
         latent_dim: D (paper: 128).
         encoder: BERT-family model name or path (default: the offline MiniLM).
-        tokenizer: the gpt2 decoder's tokenizer, a ``tokenizer.json`` folder/file or a Hugging Face name/path
-            (a bert decoder uses its checkpoint's own WordPiece tokenizer: leave it unset).
+        tokenizer: the decoder's tokenizer, a ``tokenizer.json`` folder/file or a Hugging Face name/path
+            (gpt2: required; bert: unset for the checkpoint's own WordPiece, or a tokenizer whose vocabulary
+            is transplanted, see the module docstring).
         decoder: a pretrained decoder name or path. gpt2: None builds one from ``decoder_config``; bert:
             None is the offline MiniLM (the encoder's checkpoint).
         decoder_config: gpt2: the sizes of a decoder trained from scratch (n_layer, n_embd, n_head,
@@ -196,9 +201,6 @@ class TextCodec(Codec):
             raise ValueError(f"decoder_init must be 'pretrained' or 'random', got {decoder_init!r}")
         if decoder_kind == "gpt2" and tokenizer is None and _directory is None:
             raise ValueError("TextCodec needs tokenizer=<path or name> (train one with diled.codecs.text.train_bpe)")
-        if decoder_kind == "bert" and tokenizer is not None:
-            raise ValueError(f"a bert decoder uses its checkpoint's WordPiece tokenizer: leave tokenizer unset "
-                             f"(got {tokenizer!r})")
         if decoder_kind == "gpt2" and decoder_layers != -1:
             raise ValueError("decoder_layers applies to a bert decoder; a gpt2 decoder's depth is decoder_config.n_layer")
         if decoder_trainable not in ("all", "paper", "none"):
@@ -209,6 +211,7 @@ class TextCodec(Codec):
         self.decoder_kind, self.decoder_layers, self.decoder_init = decoder_kind, decoder_layers, decoder_init
         self.encoder_name = encoder or default_encoder_path()
         self.tokenizer_name = tokenizer
+        transplant = decoder_kind == "bert" and tokenizer is not None  # a bert body with another vocabulary
         self.decoder_name = decoder or (default_encoder_path() if decoder_kind == "bert" else None)
         default_sizes = {"n_layer": 4, "n_embd": 256, "n_head": 4, "n_positions": 64} if decoder_kind == "gpt2" else {}
         self.decoder_config_dict = dict(decoder_config if decoder_config is not None else default_sizes)
@@ -225,7 +228,8 @@ class TextCodec(Codec):
             if decoder_kind == "bert":
                 from transformers import BertConfig, BertLMHeadModel
 
-                self.tokenizer = load_bert_decoder_tokenizer(str(saved / "decoder_tokenizer"))
+                load = load_decoder_tokenizer if transplant else load_bert_decoder_tokenizer
+                self.tokenizer = load(str(saved / "decoder_tokenizer"))
                 self.decoder = BertLMHeadModel._from_config(BertConfig.from_pretrained(saved / "decoder"))
             else:
                 self.tokenizer = load_decoder_tokenizer(str(saved / "decoder_tokenizer"))
@@ -234,9 +238,13 @@ class TextCodec(Codec):
             self.encoder = AutoModel.from_pretrained(self.encoder_name)
             self.enc_tokenizer = AutoTokenizer.from_pretrained(self.encoder_name)
             if decoder_kind == "bert":
-                self.tokenizer = load_bert_decoder_tokenizer(self.decoder_name)
+                wordpiece = load_bert_decoder_tokenizer(self.decoder_name)
                 self.decoder = build_bert_decoder(self.decoder_name, self.decoder_config_dict, decoder_layers,
                                                   pretrained=decoder_init == "pretrained")
+                self.tokenizer = wordpiece
+                if transplant:
+                    self.tokenizer = load_decoder_tokenizer(tokenizer)
+                    transplant_vocabulary(self.decoder, wordpiece, self.tokenizer)
             else:
                 self.tokenizer = load_decoder_tokenizer(tokenizer)
                 if decoder is not None:
@@ -260,7 +268,7 @@ class TextCodec(Codec):
         if self.n_positions < max_length + 1:
             raise ValueError(f"max_length={max_length} needs n_positions >= {max_length + 1}, "
                              f"the decoder has {self.n_positions}")
-        if decoder_kind == "bert":
+        if decoder_kind == "bert" and not transplant:
             self.bos_id, self.eos_id = self.tokenizer.cls_token_id, self.tokenizer.sep_token_id
         else:
             self.bos_id = self.eos_id = self.tokenizer.eos_token_id
@@ -340,7 +348,9 @@ class TextCodec(Codec):
                 p.requires_grad_(False)
             if self.decoder_kind == "bert":
                 bert = self.decoder.bert
-                modules = [self.decoder.cls.predictions.transform]  # new: it must train
+                modules = [self.decoder.cls.predictions]  # the transform and output bias are new: they train
+                if self.tokenizer_name is not None:  # transplanted embeddings (tied to the output) train too
+                    modules.append(bert.embeddings.word_embeddings)
                 if self.decoder_trainable == "paper":
                     modules += [bert.embeddings, bert.encoder.layer[0]]
             else:
@@ -353,6 +363,8 @@ class TextCodec(Codec):
     # ----------------------------------------------------------------- batches
     def collate(self, examples) -> dict[str, torch.Tensor]:
         texts = [e["text"] if isinstance(e, dict) else e for e in examples]
+        if not texts:
+            raise ValueError("TextCodec: collate got no examples")
         bad = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
         if bad:
             raise ValueError(f"TextCodec: example(s) {bad[:5]} are empty or not strings")
@@ -518,6 +530,34 @@ def _read_only_memory_class():
 
         _READ_ONLY_MEMORY = _ReadOnlyMemory
     return _READ_ONLY_MEMORY
+
+
+@torch.no_grad()
+def transplant_vocabulary(decoder, wordpiece, tokenizer) -> int:
+    """Give a BERT-family LM ``decoder`` the vocabulary of ``tokenizer``: its input (and tied output)
+    embeddings get one row per new token, the mean of the old embeddings of the ``wordpiece`` pieces of the
+    token's lower-cased text (the end-of-text token takes [SEP]'s; a token with no known piece, [UNK]'s);
+    the output bias starts at zero. Returns how many tokens had no known piece."""
+    old = decoder.get_input_embeddings().weight
+    if hasattr(old, "ds_id"):
+        raise NotImplementedError("a transplanted decoder vocabulary is not built under DeepSpeed ZeRO-3 "
+                                  "(partitioned embeddings); use zero2, or the checkpoint's own tokenizer")
+    old = old.detach().clone()
+    rows, unknown = [], 0
+    for i in range(len(tokenizer)):
+        if i == tokenizer.eos_token_id:
+            rows.append(old[wordpiece.sep_token_id])
+            continue
+        text = tokenizer.decode([i]).strip().lower()
+        pieces = [j for j in wordpiece(text, add_special_tokens=False)["input_ids"] if j != wordpiece.unk_token_id]
+        unknown += not pieces
+        rows.append(old[pieces].mean(0) if pieces else old[wordpiece.unk_token_id])
+    decoder.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    decoder.get_input_embeddings().weight.copy_(torch.stack(rows))
+    decoder.get_output_embeddings().bias.zero_()
+    for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
+        setattr(decoder.config, name, tokenizer.eos_token_id)
+    return unknown
 
 
 def build_bert_decoder(path: str, overrides: dict, layers: int = -1, pretrained: bool = True):

@@ -56,11 +56,14 @@ def test_errors_are_clear(model_dir, tmp_path):
     assert out.returncode != 0 and "exactly two inputs" in out.stderr
 
 
-def test_a_text_model_with_a_bert_decoder(tmp_path):
-    from diled.codecs.text import TextCodec
+@pytest.mark.parametrize("vocabulary", ["wordpiece", "transplanted bpe"])
+def test_a_text_model_with_a_bert_decoder(tmp_path, vocabulary):
+    from diled.codecs.text import TextCodec, train_bpe
 
+    tok = str(train_bpe(["A warm and funny story.", "It drags on.", "@united late again"] * 20, 300, tmp_path / "tok")) \
+        if vocabulary == "transplanted bpe" else None
     torch.manual_seed(0)
-    codec = TextCodec(latent_dim=4, decoder_kind="bert", decoder_layers=1, encoder_layers=1, max_length=16)
+    codec = TextCodec(latent_dim=4, decoder_kind="bert", decoder_layers=1, encoder_layers=1, max_length=16, tokenizer=tok)
     model = DiLED(codec, MLPSkipNet(4, hidden=16, depth=2, time_dim=8), LatentDiffusion("constant", 20), w=1.0).eval()
     path = model.save_pretrained(tmp_path / "bert")
     out = cli("reconstruct", "--model", str(path), "a warm and funny story.", "it drags on.")

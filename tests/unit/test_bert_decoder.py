@@ -2,10 +2,10 @@
 
 import pytest
 import torch
-from transformers import AutoModel
+from transformers import AutoModel, AutoTokenizer
 
 from diled import DiLED, LatentDiffusion, MLPSkipNet
-from diled.codecs.text import TextCodec, default_encoder_path
+from diled.codecs.text import TextCodec, default_encoder_path, train_bpe
 
 SENTENCES = [
     "a three-hour cinema master class.", "the movie was bad and boring.", "what a great film, i loved it.",
@@ -62,8 +62,6 @@ def test_the_decoder_is_causal_and_the_latent_reaches_it():
 
 
 def test_invalid_bert_decoder_options_are_named():
-    with pytest.raises(ValueError, match="leave tokenizer unset"):
-        make_codec(tokenizer="some/path")
     with pytest.raises(ValueError, match="decoder_layers must be -1 or in 1..6"):
         make_codec(decoder_layers=7)
     with pytest.raises(ValueError, match="decoder_kind must be one of gpt2, bert"):
@@ -105,3 +103,54 @@ def test_save_and_load_round_trip_the_bert_decoder_and_its_tokenizer(tmp_path):
         torch.testing.assert_close(loaded.codec.decoder_logits(batch["dec_ids"], batch["dec_mask"], z),
                                    codec.decoder_logits(batch["dec_ids"], batch["dec_mask"], z), rtol=0, atol=1e-5)
     assert loaded.codec.decode(z) == codec.decode(z)
+
+
+@pytest.fixture(scope="module")
+def bpe(tmp_path_factory):
+    """A small cased byte-level BPE trained on the test sentences (with capitals and a handle)."""
+    texts = SENTENCES + ["The Movie Was Great!", "@united My Flight Is Late Again"]
+    return str(train_bpe(texts * 5, 350, tmp_path_factory.mktemp("bpe")))
+
+
+def test_a_transplanted_vocabulary_keeps_the_pretrained_layers_and_starts_from_wordpiece_means(bpe):
+    codec = make_codec(tokenizer=bpe)
+    reference = AutoModel.from_pretrained(default_encoder_path())
+    wordpiece = AutoTokenizer.from_pretrained(default_encoder_path())
+    torch.testing.assert_close(codec.decoder.bert.encoder.layer[0].attention.self.query.weight,
+                               reference.encoder.layer[0].attention.self.query.weight, rtol=0, atol=0)
+    emb = codec.decoder.bert.embeddings.word_embeddings.weight
+    assert emb.shape[0] == len(codec.tokenizer) == codec.decoder.config.vocab_size
+    assert codec.decoder.cls.predictions.decoder.weight is emb  # still tied
+    assert emb.requires_grad  # new rows: they train even where the rest of the decoder is frozen
+    # a cased token: its row is the mean of the old rows of its lower-cased WordPiece pieces
+    token = max((t for t in codec.tokenizer.get_vocab() if codec.tokenizer.decode([codec.tokenizer.convert_tokens_to_ids(t)]).strip()[:1].isupper()),
+                key=len)
+    i = codec.tokenizer.convert_tokens_to_ids(token)
+    pieces = wordpiece(codec.tokenizer.decode([i]).strip().lower(), add_special_tokens=False)["input_ids"]
+    torch.testing.assert_close(emb[i], reference.embeddings.word_embeddings.weight[pieces].mean(0))
+    # the decoder's text is cased and round-trips, unlike the uncased WordPiece
+    batch = codec.collate(["@united My Flight Is Late Again"])
+    assert batch["dec_ids"][0, 0] == codec.tokenizer.eos_token_id == codec.bos_id == codec.eos_id
+    assert codec.tokenizer.decode(batch["dec_ids"][0, 1:-1]) == "@united My Flight Is Late Again"
+
+
+def test_a_transplanted_decoder_is_causal_and_round_trips(bpe, tmp_path):
+    codec = make_codec(tokenizer=bpe).eval()
+    batch = codec.collate(SENTENCES[:3])
+    ids, mask, z = batch["dec_ids"][:, :-1], batch["dec_mask"][:, :-1], torch.randn(3, 8)
+    with torch.no_grad():
+        base = codec.decoder_logits(ids, mask, z)
+        changed = ids.clone()
+        changed[:, 3] = 100
+        torch.testing.assert_close(codec.decoder_logits(changed, mask, z)[:, :3], base[:, :3], rtol=0, atol=1e-5)
+    # (that the warm start learns faster than a random decoder of this shape shows at the corpus' scale, with
+    # an 8k vocabulary of whole words, not on eight sentences: docs/text.md has the measurement)
+    model = DiLED(codec, MLPSkipNet(8, hidden=16, depth=2, time_dim=8), LatentDiffusion("constant", 100), w=1.0).eval()
+    model.save_pretrained(tmp_path / "m")
+    loaded = DiLED.from_pretrained(tmp_path / "m").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.codec.decoder_logits(ids, mask, z), codec.decoder_logits(ids, mask, z),
+                                   rtol=0, atol=1e-5)
+        assert loaded.codec.decode(z) == codec.decode(z)
+    assert loaded.codec.tokenizer.decode(loaded.codec.collate(["The Movie Was Great!"])["dec_ids"][0, 1:-1]) == \
+        "The Movie Was Great!"

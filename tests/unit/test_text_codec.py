@@ -148,6 +148,8 @@ def test_bad_examples_get_a_clear_error(tokenizer_dir):
     codec = make_codec(tokenizer_dir)
     with pytest.raises(ValueError, match=r"example\(s\) \[1\] are empty"):
         codec.collate(["fine", "   "])
+    with pytest.raises(ValueError, match="no examples"):
+        codec.collate([])
     long = " ".join(["word"] * 500)  # truncated to max_length, never an error
     assert codec.collate([long])["dec_ids"].shape[1] <= codec.max_length + 1
 
