@@ -17,8 +17,9 @@ def test_text_job_tiny(tmp_path):
     args = [sys.executable, str(ROOT / "jobs/train_text.py"), "--run.name=tiny", f"--run.storage_path={tmp_path}",
             "--data.max_examples=600", "--optim.max_steps=40", "--optim.warmup_steps=5", "--run.checkpoint_every=20", "--run.log_every=10",
             "--data.batch_size=8", "--model.prior_hidden=64", "--model.prior_depth=2",
-            "--model.codec_args={tokenizer: train, vocab_size: 500, max_length: 24, encoder_trainable_layers: 1,"
-            " decoder_config: {n_layer: 2, n_embd: 64, n_head: 2, n_positions: 32}}"]
+            # the preset's decoder kind: MiniLM's first layer, warm-started, with the trained BPE transplanted
+            "--model.codec_args={tokenizer: train, vocab_size: 500, max_length: 24, encoder_layers: 1,"
+            " encoder_trainable_layers: 1, decoder_kind: bert, decoder_layers: 1}"]
     env = {**os.environ, "RAY_ADDRESS": ""}
     env.pop("RAY_ADDRESS")
     out = subprocess.run(args, capture_output=True, text=True, timeout=850, env=env, cwd=tmp_path)
