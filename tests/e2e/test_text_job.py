@@ -27,13 +27,18 @@ def test_text_job_tiny(tmp_path):
     run = tmp_path / "tiny"
     for name in ("model/model.safetensors", "samples.txt", "reconstructions.tsv", "interpolations.txt",
                  "arithmetic.tsv", "eval.json", "metrics.json", "loss_curves.png", "latents_pca.png",
-                 "tokenizer/tokenizer.json"):
+                 "tokenizer/tokenizer.json", "reconstructions_second_test.tsv"):
         assert (run / name).is_file(), name
     metrics = json.loads((run / "eval.json").read_text())
     for key in ("reconstruction_bleu", "reconstruction_token_accuracy", "distinct_1", "distinct_2", "self_bleu",
                 "samples_with_repeated_3gram", "samples_with_repeated_3gram_plain_greedy",
-                "novelty", "arithmetic_flip_rate", "sentiment_classifier_test_accuracy"):
+                "novelty", "arithmetic_flip_rate", "sentiment_classifier_test_accuracy",
+                "second_test_reconstruction_bleu", "second_test_reconstruction_token_accuracy",
+                "second_test_reconstruction_bleu_other_latent"):
         assert key in metrics
+    assert metrics["second_test_set"].startswith("Guardian news headlines") and metrics["second_test_sentences"] > 0
+    rows = (run / "reconstructions_second_test.tsv").read_text().splitlines()
+    assert rows[0] == "input\toutput" and len(rows) == metrics["second_test_sentences"] + 1
     assert 0 <= metrics["reconstruction_token_accuracy"] <= 1 and 0 <= metrics["novelty"] <= 1
     assert len((run / "samples.txt").read_text().splitlines()) == metrics["samples"]
     assert "run folder" in out.stdout

@@ -6,7 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from diled.data.text import clean_text, default_corpus, read_user_texts, split_table
+from diled.data.text import clean_text, default_corpus, guardian_headlines, read_user_texts, split_table
 
 
 def test_default_corpus_is_the_offline_text():
@@ -88,3 +88,12 @@ def test_split_parts_are_shuffled_not_in_file_order():
     order = [int(t[1:]) for t in split_table(table, 0.1, 0.1, seed=0)["train"].column("text").to_pylist()]
     assert order != sorted(order)
     assert sum(a < b for a, b in zip(order, order[1:])) < 0.6 * len(order)
+
+
+def test_the_second_test_set_is_offline_news_that_the_corpus_never_saw():
+    headlines = guardian_headlines()
+    assert len(headlines) > 4000
+    assert all(3 <= len(t.split()) <= 30 and t == clean_text(t) for t in headlines)
+    assert len({t.lower() for t in headlines}) == len(headlines)  # deduplicated
+    corpus = {t.lower() for t in default_corpus()[0].column("text").to_pylist()}
+    assert not any(t.lower() in corpus for t in headlines)
