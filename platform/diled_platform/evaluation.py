@@ -367,23 +367,21 @@ class ImageTask(Task):
 
     def prepare(self, cfg: JobConfig, out: Path) -> JobConfig:
         from diled_platform.data import image_splits
-        from diled_platform.image import feature_classifier
+        from diled_platform.image import feature_classifier, test_half_vs_half
 
         self.splits = image_splits(cfg.data)
         self.classifier, self.classifier_info = feature_classifier(self.splits, out)
+        # the data's own floor in the same features, known before any model: one test half against the other
+        self.test_halves = test_half_vs_half(self.classifier, self.splits)
         return cfg
 
     def evaluate(self, model_dir: Path, out_dir: Path, seed: int) -> dict[str, Any]:
         from diled_platform.image import image_report
 
-        metrics = image_report(model_dir, self.splits, out_dir, self.classifier, self.classifier_info)
-        # the data's own floor in the same features: one half of the test set against the other
-        self.test_halves = metrics["frechet_classifier_features"]["test_half_vs_half"]
-        return metrics
+        return image_report(model_dir, self.splits, out_dir, self.classifier, self.classifier_info)
 
-    def reference(self) -> dict | None:
-        half = getattr(self, "test_halves", None)
-        return None if half is None else {"frechet_classifier_features": {"samples_vs_test": half}}
+    def reference(self) -> dict:
+        return {"frechet_classifier_features": {"samples_vs_test": self.test_halves}}
 
     def describe(self) -> dict:
         return {"feature_classifier": self.classifier_info}

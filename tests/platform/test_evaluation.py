@@ -95,3 +95,29 @@ def test_text_outputs_keep_one_sample_per_line_whatever_the_decoder_emits(tmp_pa
     rows = (tmp_path / "reconstructions.tsv").read_text().splitlines()
     assert [r.split("\t") for r in rows] == [["input", "output"], ["a b", "x y"], ["tab here", "z"]]
     assert (tmp_path / "interpolations.txt").read_text().splitlines()[:3] == ["# p q  ->  r", "  0.00  s t", "  1.00  u"]
+
+
+def test_the_image_floor_is_known_after_prepare_without_an_evaluate_first(monkeypatch, tmp_path):
+    """ImageTask.reference() (the test-half-vs-half Frechet floor) depends on the data and the feature
+    classifier only, so it is there once prepare() has run: no call-order state."""
+    import numpy as np
+    import torch
+
+    import diled_platform.data
+    import diled_platform.image
+    from diled.metrics.image import frechet_distance
+    from diled_platform.evaluation import ImageTask
+
+    images = np.random.default_rng(0).integers(0, 256, size=(64, 28, 28), dtype=np.uint8)
+    splits = {"train": (images, np.zeros(64, dtype=np.int64)), "test": (images[::-1].copy(), None)}
+
+    class Features:
+        def features(self, x):
+            return x.flatten(1)[:, ::196]  # 4 pixels as the 4-d "features"
+
+    monkeypatch.setattr(diled_platform.data, "image_splits", lambda cfg: splits)
+    monkeypatch.setattr(diled_platform.image, "feature_classifier", lambda s, out: (Features(), {"fake": True}))
+    task = ImageTask()
+    task.prepare(load_config("image-cpu"), tmp_path)
+    f = torch.as_tensor(splits["test"][0]).float().div(255).unsqueeze(1).flatten(1)[:, ::196]
+    assert task.reference() == {"frechet_classifier_features": {"samples_vs_test": frechet_distance(f[:32], f[32:])}}
