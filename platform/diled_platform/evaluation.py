@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from diled_platform.config import JobConfig, replace
+from diled_platform.reports import lookup
 
 log = logging.getLogger("diled")
 MODELS = ("diled", "vae", "two-stage")
@@ -36,13 +37,6 @@ class Metric:
     key: str                  # dotted path into a run's metrics
     label: str
     higher_is_better: bool
-
-
-def lookup(metrics: dict, key: str):
-    value = metrics
-    for part in key.split("."):
-        value = value.get(part) if isinstance(value, dict) else None
-    return value
 
 
 # ----------------------------------------------------------------------------- training

@@ -12,6 +12,14 @@ from diled import DiLED
 from diled_platform.config import JobConfig
 
 
+def lookup(metrics: dict, key: str):
+    """``metrics`` at the dotted path ``key`` ("a.b" is metrics["a"]["b"]); None where it is missing."""
+    value = metrics
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
 def comparison_table(results: dict[str, dict], keys: list[tuple[str, str]]) -> str:
     """A markdown table, a column per run and a row per metric: ``keys`` are (dotted path into the
     run's metrics, label); a missing value is n/a."""
@@ -20,9 +28,7 @@ def comparison_table(results: dict[str, dict], keys: list[tuple[str, str]]) -> s
     for key, label in keys:
         cells = []
         for name in names:
-            value = results[name]
-            for part in key.split("."):
-                value = value.get(part) if isinstance(value, dict) else None
+            value = lookup(results[name], key)
             cells.append("n/a" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -121,3 +121,12 @@ def test_the_image_floor_is_known_after_prepare_without_an_evaluate_first(monkey
     task.prepare(load_config("image-cpu"), tmp_path)
     f = torch.as_tensor(splits["test"][0]).float().div(255).unsqueeze(1).flatten(1)[:, ::196]
     assert task.reference() == {"frechet_classifier_features": {"samples_vs_test": frechet_distance(f[:32], f[32:])}}
+
+
+def test_the_job_comparison_table_reads_dotted_keys_as_the_summaries_do():
+    from diled_platform.reports import comparison_table, lookup
+
+    results = {"diled": {"a": {"b": 0.5}, "n": 3}, "autoencoder": {"n": 4}}
+    assert lookup(results["diled"], "a.b") == 0.5 and lookup(results["autoencoder"], "a.b") is None
+    assert comparison_table(results, [("a.b", "nested"), ("n", "count")]).splitlines() == [
+        "| metric | diled | autoencoder |", "| --- | --- | --- |", "| nested | 0.500 | n/a |", "| count | 3 | 4 |"]
