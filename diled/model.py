@@ -18,7 +18,6 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from diled.baselines.vae import VAEOptions, gaussian_kl, kl_term, kl_weight
 from diled.codecs.base import Codec, build_codec
 from diled.denoiser import MLPSkipNet
 from diled.diffusion import LatentDiffusion, check_sampler_name, ddim_invert, ddim_sample
@@ -64,14 +63,17 @@ class DiLED(nn.Module):
         objective: ``"diled"`` (the joint loss) or ``"autoencoder"`` (the same codec and encoding noise,
             reconstruction only, the prior untouched: the baseline "without the diffusion prior", and the
             first stage of a two-stage model) or ``"prior_only"`` (the prior's terms on the latents of a
-            frozen codec: the second stage, as in latent diffusion) or ``"vae"`` (the text-VAE baseline:
-            a Gaussian posterior around the encoder mean, KL to N(0, I) with annealing / free bits per
-            ``vae``, see ``diled.baselines.vae``; the prior network is unused and generation samples N(0, I)).
-        vae: ``VAEOptions`` or its dict (objective "vae" only).
+            frozen codec: the second stage, as in latent diffusion). The fourth, ``"vae"`` (the text-VAE
+            baseline), is its own class, ``diled.baselines.VAE``; ``from_config`` builds it from a saved
+            config that names it.
+        vae: only the VAE's (an error here, naming its class).
     """
 
+    #: the objectives this class trains (``diled.baselines.VAE`` has "vae")
+    objectives: tuple[str, ...] = ("diled", "autoencoder", "prior_only")
+
     def __init__(self, codec: Codec, denoiser: nn.Module, diffusion: LatentDiffusion, w: float = 8.0,
-                 objective: Objective = "diled", vae: VAEOptions | dict | None = None):
+                 objective: Objective = "diled", vae=None):
         super().__init__()
         d_codec, d_prior = getattr(codec, "latent_dim", None), getattr(denoiser, "latent_dim", None)
         if d_codec != d_prior:
@@ -82,15 +84,14 @@ class DiLED(nn.Module):
             raise ValueError(f"w must be a number >= 0, got {w!r}")
         if objective not in OBJECTIVES:
             raise ValueError(f"unknown objective {objective!r}; valid: {', '.join(OBJECTIVES)}")
+        if objective not in self.objectives:
+            home = "diled.baselines.VAE" if objective == "vae" else "diled.DiLED"
+            raise ValueError(f"objective {objective!r} is trained by {home}, not {type(self).__name__} "
+                             f"(its objectives: {', '.join(self.objectives)})")
+        if vae is not None and "vae" not in self.objectives:
+            raise ValueError(f"vae options are for objective 'vae' (diled.baselines.VAE), not {objective!r}")
         self.codec, self.denoiser, self.diffusion, self.w = codec, denoiser, diffusion, float(w)
         self.objective = objective
-        if vae is not None and objective != "vae":
-            raise ValueError(f"vae options are for objective 'vae', not {objective!r}")
-        if objective == "vae":
-            self.vae = vae if isinstance(vae, VAEOptions) else VAEOptions.from_dict(vae)
-            # the posterior's log-variance from the encoder mean; starts at N(mu, I)
-            self.vae_logvar = ZeroLinear(self.latent_dim, self.latent_dim)
-            self.register_buffer("vae_step", torch.zeros((), dtype=torch.long))  # for KL annealing; checkpointed
         # what an objective does not train is frozen, so optimisers (and DeepSpeed) never see it
         if objective in ("autoencoder", "vae"):
             self.denoiser.requires_grad_(False)
@@ -107,17 +108,15 @@ class DiLED(nn.Module):
 
     # ----------------------------------------------------------------- config
     def get_config(self) -> dict[str, Any]:
-        config = {"format_version": FORMAT_VERSION, "w": self.w, "objective": self.objective,
-                  "codec": {"name": self.codec.name, **self.codec.get_config()},
-                  "denoiser": {"name": "mlp_skip", **self.denoiser.get_config()},
-                  "diffusion": self.diffusion.get_config()}
-        if self.objective == "vae":
-            config["vae"] = self.vae.to_dict()
-        return config
+        return {"format_version": FORMAT_VERSION, "w": self.w, "objective": self.objective,
+                "codec": {"name": self.codec.name, **self.codec.get_config()},
+                "denoiser": {"name": "mlp_skip", **self.denoiser.get_config()},
+                "diffusion": self.diffusion.get_config()}
 
     @classmethod
     def from_config(cls, config: dict[str, Any], directory: str | Path | None = None) -> "DiLED":
-        """Build an untrained model from ``{"codec": {...}, "denoiser": {...}, "diffusion": {...}, "w": ...}``."""
+        """Build an untrained model from ``{"codec": {...}, "denoiser": {...}, "diffusion": {...}, "w": ...}``;
+        ``"objective": "vae"`` builds the VAE baseline (``diled.baselines.VAE``)."""
         known = {"format_version", "w", "objective", "codec", "denoiser", "diffusion", "vae"}
         unknown = sorted(set(config) - known)
         if unknown:
@@ -129,9 +128,14 @@ class DiLED(nn.Module):
         kind = denoiser_cfg.pop("name", "mlp_skip")
         if kind != "mlp_skip":
             raise ValueError(f"unknown denoiser {kind!r}; valid names: mlp_skip")
+        objective = config.get("objective", "diled")
+        if objective == "vae":
+            from diled.baselines.vae import VAE
+
+            cls = VAE
+        extra = {"vae": config["vae"]} if "vae" in config else {}
         return cls(build_codec(config["codec"], directory=directory), MLPSkipNet(**denoiser_cfg),
-                   LatentDiffusion(**config["diffusion"]), w=config.get("w", 8.0),
-                   objective=config.get("objective", "diled"), vae=config.get("vae"))
+                   LatentDiffusion(**config["diffusion"]), w=config.get("w", 8.0), objective=objective, **extra)
 
     # ----------------------------------------------------------------- training
     def prepare_batch(self, batch) -> dict[str, torch.Tensor]:
@@ -151,12 +155,10 @@ class DiLED(nn.Module):
         t == 1), ``nelbo`` [N] (the w-free negative ELBO estimate ``rec + T * lambda_t * diff``, DESIGN.md
         section 1), ``t`` [N], ``z0`` [N x D] (the detached encoder means) and ``mu_abs`` (mean |mu|, to
         watch the latent scale against sqrt(beta_1), DESIGN.md section 6). ``t`` fixes the steps instead
-        of drawing them. With objective "vae", ``diff`` is the KL to N(0, I) and ``nelbo`` = rec + KL.
+        of drawing them.
         """
         batch = self.prepare_batch(batch)
         z0 = self.codec.encode(batch)
-        if self.objective == "vae":
-            return self._vae_forward(batch, z0)
         n = z0.shape[0]
         if t is None:
             t = self.diffusion.sample_t(n, device=z0.device)
@@ -193,22 +195,6 @@ class DiLED(nn.Module):
             out[name] = term
         return {"loss": loss, **out}
 
-    def _vae_forward(self, batch, z0: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The VAE baseline: z ~ N(mu, exp(logvar)), reconstruction + annealed, free-bits KL."""
-        logvar = self.vae_logvar(z0)
-        z = z0 + (0.5 * logvar).exp() * torch.randn_like(z0)
-        rec = self.codec.reconstruction_loss(batch, z)
-        kl = gaussian_kl(z0, logvar)
-        if self.training:
-            self.vae_step += 1
-        weight = kl_weight(int(self.vae_step), self.vae)
-        loss = rec.mean() + weight * kl_term(kl, self.vae)
-        kl_sum = kl.sum(1)
-        t = torch.ones(z0.shape[0], dtype=torch.long, device=z0.device)  # no diffusion step: reported as 1
-        out = {"rec": rec, "diff": kl_sum.detach(), "nelbo": (rec + kl_sum).detach().float(), "t": t,
-               "z0": z0.detach(), "mu_abs": z0.detach().abs().mean()}
-        return self._with_auxiliary(batch, z0, z, loss, out)
-
     # ----------------------------------------------------------------- inference
     @torch.no_grad()
     def encode(self, batch) -> torch.Tensor:
@@ -227,15 +213,16 @@ class DiLED(nn.Module):
         """z1 [n x D] from the prior: DDIM (eta = 0) on ``steps`` strided steps, or DDPM ancestral
         (eta = 1; all T steps if ``steps`` is None)."""
         check_sampler_name(sampler)
-        if z_T is None:
-            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-                raise ValueError(f"n must be a positive integer, got {n!r}")
-            z_T = torch.randn((n, self.latent_dim), generator=generator, device="cpu").to(self.device)
-        if self.objective == "vae":  # the VAE's prior is N(0, I) itself: no network to run
-            return z_T
+        z_T = self._noise(n, generator) if z_T is None else z_T
         eta = (0.0 if sampler == "ddim" else 1.0) if eta is None else eta
         return ddim_sample(self.diffusion, self.denoiser, z_T, self._steps(steps, sampler), eta=eta,
                            generator=generator)
+
+    def _noise(self, n: int, generator: torch.Generator | None) -> torch.Tensor:
+        """z_T ~ N(0, I) [n x D], drawn on the CPU (the same numbers on every device) and moved."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be a positive integer, got {n!r}")
+        return torch.randn((n, self.latent_dim), generator=generator, device="cpu").to(self.device)
 
     @torch.no_grad()
     def generate(self, n: int, steps: int | None = None, sampler: str = "ddim", seed: int | None = None,
@@ -251,9 +238,7 @@ class DiLED(nn.Module):
 
     @torch.no_grad()
     def invert(self, batch, steps: int | None = None) -> torch.Tensor:
-        """Deterministic DDIM codes z_T [N x D] of the inputs' encoder means (a VAE's code is its mean)."""
-        if self.objective == "vae":
-            return self.encode(batch)
+        """Deterministic DDIM codes z_T [N x D] of the inputs' encoder means."""
         return ddim_invert(self.diffusion, self.denoiser, self.encode(batch), self._steps(steps))
 
     @torch.no_grad()
@@ -263,9 +248,7 @@ class DiLED(nn.Module):
         if via == "latent":
             return self.encode(batch)
         if via == "inversion":
-            if self.objective == "vae":
-                return self.encode(batch)
-            return ddim_sample(self.diffusion, self.denoiser, self.invert(batch, steps=steps), self._steps(steps))
+            return self._through_prior(self.encode(batch), steps)
         raise ValueError(f"unknown via {via!r}; valid values: latent, inversion")
 
     @torch.no_grad()
@@ -284,14 +267,22 @@ class DiLED(nn.Module):
         alphas = torch.linspace(0, 1, num).tolist()
         if via == "latent":
             return torch.cat([(1 - s) * za + s * zb for s in alphas])
-        if via == "inversion" and self.objective == "vae":  # slerp between the means, no prior network
-            return torch.cat([slerp(za, zb, s) for s in alphas])
         if via == "inversion":
-            ts = self._steps(steps)
-            codes = ddim_invert(self.diffusion, self.denoiser, torch.cat([za, zb]), ts)
-            z_T = torch.cat([slerp(codes[:1], codes[1:], s) for s in alphas])
-            return ddim_sample(self.diffusion, self.denoiser, z_T, ts)
+            return self._slerp_through_prior(za, zb, alphas, steps)
         raise ValueError(f"unknown via {via!r}; valid values: latent, inversion")
+
+    def _through_prior(self, z0: torch.Tensor, steps: int | None) -> torch.Tensor:
+        """Encoder means [N x D] DDIM-inverted to z_T and sampled back to z1 with the prior."""
+        ts = self._steps(steps)
+        return ddim_sample(self.diffusion, self.denoiser, ddim_invert(self.diffusion, self.denoiser, z0, ts), ts)
+
+    def _slerp_through_prior(self, za: torch.Tensor, zb: torch.Tensor, alphas: list[float],
+                             steps: int | None) -> torch.Tensor:
+        """Slerp between the DDIM codes of two means [1 x D], each point sampled back: [len(alphas) x D]."""
+        ts = self._steps(steps)
+        codes = ddim_invert(self.diffusion, self.denoiser, torch.cat([za, zb]), ts)
+        z_T = torch.cat([slerp(codes[:1], codes[1:], s) for s in alphas])
+        return ddim_sample(self.diffusion, self.denoiser, z_T, ts)
 
     @torch.no_grad()
     def interpolate(self, a, b, num: int = 5, steps: int | None = None, via: Via = "inversion",

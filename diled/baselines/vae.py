@@ -4,13 +4,21 @@ posterior collapse as options: KL annealing (the weight rises linearly from 0) a
 al. 2016: each latent dimension's batch-mean KL counts at least ``free_bits`` nats).
 
     loss = mean_N[ L_rec(z) ] + beta(step) * sum_d max(mean_N KL_d, free_bits),   z ~ q(z | x)
+
+``VAE`` is that model on any DiLED codec: a ``DiLED`` subclass, so that it trains, saves, loads and
+serves through the same code; a saved config with ``"objective": "vae"`` builds it.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 import torch
+from torch import nn
+
+from diled.diffusion import LatentDiffusion, check_sampler_name
+from diled.model import DiLED, ZeroLinear, slerp
 
 
 @dataclass(frozen=True)
@@ -62,3 +70,61 @@ def kl_term(kl: torch.Tensor, options: VAEOptions) -> torch.Tensor:
     if options.free_bits > 0:
         per_dim = per_dim.clamp(min=options.free_bits)
     return per_dim.sum()
+
+
+class VAE(DiLED):
+    """The VAE baseline on a DiLED codec: the codec's encoder mean and a log-variance predicted from it
+    (``vae_logvar``, starting at N(mu, I)) give q(z | x); the loss is the module docstring's; the prior is
+    N(0, I) itself, so sampling decodes Gaussian noise and inversion / interpolation work on the means.
+
+    The denoiser and diffusion are kept, frozen and unused, so that the model has DiLED's layout (the
+    trainer, checkpoints and the comparison harness treat both alike). ``forward`` returns DiLED's dict:
+    ``diff`` is the KL to N(0, I) (summed over dimensions), ``nelbo`` = rec + KL, ``t`` is 1.
+    """
+
+    objectives = ("vae",)
+
+    def __init__(self, codec, denoiser: nn.Module, diffusion: LatentDiffusion, w: float = 8.0,
+                 objective: str = "vae", vae: VAEOptions | dict | None = None):
+        super().__init__(codec, denoiser, diffusion, w=w, objective=objective)
+        self.vae = vae if isinstance(vae, VAEOptions) else VAEOptions.from_dict(vae)
+        self.vae_logvar = ZeroLinear(self.latent_dim, self.latent_dim)
+        self.register_buffer("vae_step", torch.zeros((), dtype=torch.long))  # for KL annealing; checkpointed
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "vae": self.vae.to_dict()}
+
+    def forward(self, batch, t: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """z ~ N(mu, exp(logvar)), reconstruction + annealed, free-bits KL (``t`` is not used)."""
+        batch = self.prepare_batch(batch)
+        z0 = self.codec.encode(batch)
+        logvar = self.vae_logvar(z0)
+        z = z0 + (0.5 * logvar).exp() * torch.randn_like(z0)
+        rec = self.codec.reconstruction_loss(batch, z)
+        kl = gaussian_kl(z0, logvar)
+        if self.training:
+            self.vae_step += 1
+        loss = rec.mean() + kl_weight(int(self.vae_step), self.vae) * kl_term(kl, self.vae)
+        kl_sum = kl.sum(1)
+        t = torch.ones(z0.shape[0], dtype=torch.long, device=z0.device)  # no diffusion step: reported as 1
+        out = {"rec": rec, "diff": kl_sum.detach(), "nelbo": (rec + kl_sum).detach().float(), "t": t,
+               "z0": z0.detach(), "mu_abs": z0.detach().abs().mean()}
+        return self._with_auxiliary(batch, z0, z, loss, out)
+
+    @torch.no_grad()
+    def sample_latents(self, n: int, steps: int | None = None, sampler: str = "ddim", eta: float | None = None,
+                       generator: torch.Generator | None = None, z_T: torch.Tensor | None = None) -> torch.Tensor:
+        """z ~ N(0, I) [n x D]: the VAE's prior needs no network (``steps``, ``eta`` are not used)."""
+        check_sampler_name(sampler)
+        return self._noise(n, generator) if z_T is None else z_T
+
+    @torch.no_grad()
+    def invert(self, batch, steps: int | None = None) -> torch.Tensor:
+        """A VAE's code is its mean."""
+        return self.encode(batch)
+
+    def _through_prior(self, z0: torch.Tensor, steps: int | None) -> torch.Tensor:
+        return z0
+
+    def _slerp_through_prior(self, za, zb, alphas, steps):
+        return torch.cat([slerp(za, zb, s) for s in alphas])

@@ -67,14 +67,15 @@ def test_protein_report_samples_every_model_with_a_prior(tmp_path, objective, sa
     import torch
 
     from diled import DiLED, LatentDiffusion, MLPSkipNet
+    from diled.baselines import VAE
     from diled.codecs.protein import ProteinCodec
     from diled_platform.protein import protein_report
 
     torch.manual_seed(0)
     codec = ProteinCodec(latent_dim=4, max_length=6, dim=16, layers=1, heads=2, decoder_hidden=16,
                          decoder_layers=1, fitness_hidden=8)
-    model = DiLED(codec, MLPSkipNet(4, hidden=16, depth=1, time_dim=8), LatentDiffusion("constant", 20),
-                  objective=objective)
+    model = (VAE if objective == "vae" else DiLED)(codec, MLPSkipNet(4, hidden=16, depth=1, time_dim=8),
+                                                   LatentDiffusion("constant", 20), objective=objective)
     model.save_pretrained(tmp_path / "model")
     rng = torch.Generator().manual_seed(0)
     seqs = ["".join("ACDEFG"[i] for i in torch.randint(0, 6, (6,), generator=rng)) for _ in range(40)]

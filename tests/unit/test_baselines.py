@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from diled import DiLED, LatentDiffusion, MLPSkipNet, VectorCodec
-from diled.baselines.vae import VAEOptions, gaussian_kl, kl_term, kl_weight
+from diled.baselines.vae import VAE, VAEOptions, gaussian_kl, kl_term, kl_weight
 from diled.data.toy import gaussian_ring
 from diled.training import infinite_batches, train
 
@@ -14,8 +14,7 @@ from diled.training import infinite_batches, train
 def tiny_vae(**vae):
     torch.manual_seed(0)
     codec = VectorCodec(data_dim=2, latent_dim=3, hidden=16, depth=1)
-    return DiLED(codec, MLPSkipNet(3, hidden=16, depth=2, time_dim=8), LatentDiffusion("constant", 10),
-                 objective="vae", vae=vae)
+    return VAE(codec, MLPSkipNet(3, hidden=16, depth=2, time_dim=8), LatentDiffusion("constant", 10), vae=vae)
 
 
 def test_gaussian_kl_known_values():
@@ -41,6 +40,19 @@ def test_bad_options_are_named():
         VAEOptions.from_dict({"gamma": 1})
     with pytest.raises(ValueError, match="objective 'vae'"):
         DiLED(VectorCodec(2, 3), MLPSkipNet(3, 8, 1), LatentDiffusion("constant", 10), vae={"beta": 1})
+    with pytest.raises(ValueError, match="objective 'vae' is trained by diled.baselines.VAE, not DiLED"):
+        DiLED(VectorCodec(2, 3), MLPSkipNet(3, 8, 1), LatentDiffusion("constant", 10), objective="vae")
+    with pytest.raises(ValueError, match="objective 'diled' is trained by diled.DiLED, not VAE"):
+        VAE(VectorCodec(2, 3), MLPSkipNet(3, 8, 1), LatentDiffusion("constant", 10), objective="diled")
+
+
+def test_a_config_that_names_the_vae_builds_the_vae_class():
+    config = tiny_vae(beta=0.5).get_config()
+    assert config["objective"] == "vae" and config["vae"]["beta"] == 0.5
+    built = DiLED.from_config(config)
+    assert type(built) is VAE and built.vae == VAEOptions(beta=0.5)
+    config.pop("vae")
+    assert type(DiLED.from_config({**config, "objective": "diled"})) is DiLED
 
 
 def test_vae_loss_is_reconstruction_plus_weighted_kl():
@@ -70,5 +82,5 @@ def test_vae_trains_freezes_the_prior_and_samples_without_it(tmp_path):
     assert len(mid) == 4 and not calls
     model.save_pretrained(tmp_path / "vae")
     back = DiLED.from_pretrained(tmp_path / "vae")
-    assert back.objective == "vae" and back.vae == model.vae and int(back.vae_step) == 300
+    assert type(back) is VAE and back.objective == "vae" and back.vae == model.vae and int(back.vae_step) == 300
     assert torch.equal(back.encode({"x": x[:5]}), model.encode({"x": x[:5]}))
