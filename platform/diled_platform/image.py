@@ -61,6 +61,7 @@ def _halves_distance(features: torch.Tensor) -> float:
     return frechet_distance(features[:half], features[half:])
 
 
+@torch.no_grad()
 def image_report(model_dir: Path, splits: dict, out_dir: Path, classifier=None, classifier_info=None,
                  n_eval: int = 2000, n_samples: int = 2000, n_paths: int = 16, frames: int = 9,
                  steps: int = 50, seed: int = 0) -> dict[str, Any]:
