@@ -139,7 +139,7 @@ def main() -> None:
     import ray
     from ray.cluster_utils import Cluster
 
-    from diled_platform.text import gpt2_ranks_file
+    from diled_platform.datatypes.text import gpt2_ranks_file
     from diled.codecs.text import gpt2_tokenizer_from_tiktoken
 
     out = Path(args.out)

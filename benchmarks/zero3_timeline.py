@@ -62,7 +62,7 @@ def worker(rank: int, world: int, args, tokenizer_dir: str) -> None:
 
     from diled_platform.config import load_config
     from diled_platform.memory import _reset_peak, use_mmap_for_large_allocations
-    from diled_platform.text import prepare_tokenizer
+    from diled_platform.datatypes.text import prepare_tokenizer
     from diled_platform.train import WorkerContext, setup_model_and_engine
     from diled_platform.zero import import_model_libraries
 

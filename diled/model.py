@@ -18,7 +18,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from diled.codecs.base import Codec, build_codec
+from diled.codecs.base import Codec, build_codec, codec_reference
 from diled.denoiser import MLPSkipNet
 from diled.diffusion import LatentDiffusion, check_sampler_name, ddim_invert, ddim_sample
 from diled.persistence import (DEFAULT_SHARD_BYTES, INDEX_NAME, WEIGHTS_NAME, has_weights, load_into,
@@ -109,7 +109,7 @@ class DiLED(nn.Module):
     # ----------------------------------------------------------------- config
     def get_config(self) -> dict[str, Any]:
         return {"format_version": FORMAT_VERSION, "w": self.w, "objective": self.objective,
-                "codec": {"name": self.codec.name, **self.codec.get_config()},
+                "codec": {"name": codec_reference(type(self.codec)), **self.codec.get_config()},
                 "denoiser": {"name": "mlp_skip", **self.denoiser.get_config()},
                 "diffusion": self.diffusion.get_config()}
 

@@ -20,8 +20,6 @@ from torch import nn
 
 InputKind = Literal["strings", "arrays"]
 CODECS: dict[str, type["Codec"]] = {}
-# codecs that need heavier imports (transformers) register themselves when their module is imported
-_LAZY_CODECS = {"text": "diled.codecs.text", "protein": "diled.codecs.protein", "image": "diled.codecs.image"}
 
 
 def register_codec(cls: type["Codec"]) -> type["Codec"]:
@@ -32,17 +30,59 @@ def register_codec(cls: type["Codec"]) -> type["Codec"]:
     return cls
 
 
+def codec_class(name: str) -> type["Codec"]:
+    """The codec class a config names: a registered name; a built-in codec by its file
+    (``diled/codecs/<name>.py``, imported on first use: a new codec is one new file, no table to edit);
+    or an out-of-tree codec by import path, ``"package.module:ClassName"``."""
+    import importlib
+
+    if name in CODECS:
+        return CODECS[name]
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"a codec name must be a non-empty string, got {name!r}")
+    if ":" in name:
+        module, _, attr = name.partition(":")
+        try:
+            cls = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as e:
+            raise ValueError(f"codec {name!r}: cannot import {attr} from {module} ({e})") from None
+        if not (isinstance(cls, type) and issubclass(cls, Codec)):
+            raise ValueError(f"codec {name!r} is not a Codec subclass")
+        return cls
+    if name.isidentifier() and name != "base":
+        try:
+            importlib.import_module(f"diled.codecs.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"diled.codecs.{name}":
+                raise
+    if name not in CODECS:
+        raise ValueError(f"unknown codec {name!r}; built-in codecs: {', '.join(builtin_codec_names())} "
+                         f"(or an import path, 'package.module:ClassName')")
+    return CODECS[name]
+
+
+def builtin_codec_names() -> list[str]:
+    """The codecs shipped in ``diled/codecs/`` (one file each) and any registered since."""
+    import pkgutil
+
+    import diled.codecs
+
+    files = {m.name for m in pkgutil.iter_modules(diled.codecs.__path__) if m.name != "base"}
+    return sorted(files | set(CODECS))
+
+
+def codec_reference(cls: type["Codec"]) -> str:
+    """What a saved config calls ``cls``: its ``name`` where that finds it again in any process (a
+    built-in codec), else its import path (a codec defined outside ``diled.codecs``)."""
+    if cls.__module__ in ("diled.codecs.base", f"diled.codecs.{cls.name}"):
+        return cls.name
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
 def build_codec(config: dict, directory: str | Path | None = None) -> "Codec":
     """Build a codec from ``{"name": ..., **kwargs}``; ``directory`` holds any saved extras (tokenizer)."""
     config = dict(config)
-    name = config.pop("name", None)
-    if name not in CODECS and name in _LAZY_CODECS:
-        import importlib
-
-        importlib.import_module(_LAZY_CODECS[name])
-    if name not in CODECS:
-        raise ValueError(f"unknown codec {name!r}; registered codecs: {', '.join(sorted(set(CODECS) | set(_LAZY_CODECS)))}")
-    return CODECS[name].from_config(config, directory=directory)
+    return codec_class(config.pop("name", None)).from_config(config, directory=directory)
 
 
 class Codec(nn.Module, metaclass=abc.ABCMeta):

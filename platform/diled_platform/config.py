@@ -73,42 +73,33 @@ class DiffusionConfig:
 
 
 @dataclass
-class DataConfig:
-    # ring: synthetic 2-D points; files: parquet/arrow; hf_disk: a saved `datasets` folder;
-    # text_corpus: the offline text corpus (DESIGN.md section 4); text_files: a user's .txt/.csv/.jsonl/
-    # .parquet/.arrow file or saved datasets folder, cleaned like the corpus; gb1: the GB1 protein fitness
-    # set (its own split); protein_files: a user's .csv/.tsv/.fasta of sequences with fitness
-    # fashion_mnist: the Debian package's idx files; image_folder: a user's folder of images
-    source: Literal["ring", "files", "hf_disk", "text_corpus", "text_files", "gb1", "protein_files",
-                    "fashion_mnist", "image_folder"] = "ring"
-    path: str | None = None
-    column: str = "x"                           # the column that holds one example
-    label_column: str | None = None             # text_files: an optional label column (e.g. sentiment)
-    fitness_column: str | None = "fitness"      # protein_files (CSV): the fitness column, or none
-    image_size: int = 28                        # image_folder: images are resized to this (square)
-    image_channels: int = 1                     # image_folder: 1 (grey) or 3 (colour)
+class DataOptions:
+    """What every data type's options share. Each data type (``diled_platform.datatypes``) subclasses this
+    with its own sources and fields; the job config's ``data`` section is one of them, chosen by ``type``
+    (a litgpt-style discriminated union: ``data: {type: text, source: text_corpus, ...}``)."""
+
+    type: str = "vector"                        # the data type: a module of diled_platform.datatypes, or module:Class
+    source: str = ""                            # where the examples come from: one of the data type's sources
+    path: str | None = None                     # a file or folder, for the sources that read one
     val_fraction: float = 0.1
-    test_fraction: float = 0.0                  # text sources: held out for the job's final evaluation
-    n_train: int = 8000                         # ring only: number of synthetic points (train + val)
-    min_words: int = 3                          # text sources: length filter, in words
-    max_words: int = 30
-    max_examples: int | None = None             # text and protein sources: keep at most this many training examples
+    test_fraction: float = 0.0                  # held out for the job's final evaluation
     batch_size: int = 128                       # per worker (DeepSpeed's micro batch)
     # > 1: draw this many batches at a time and regroup them by example length (text: less padding); 0/1: off
     length_buckets: int = 0
     seed: int = 0
 
+    #: the sources that read ``path`` (it is then required)
+    path_sources: typing.ClassVar[tuple[str, ...]] = ()
+
     def validate(self):
-        _positive(self, "batch_size", "n_train", "min_words", "max_words")
+        _positive(self, "batch_size")
         if self.length_buckets < 0:
             raise ConfigError(f"data.length_buckets must be >= 0, got {self.length_buckets}")
         if not 0 < self.val_fraction < 1 or not 0 <= self.test_fraction < 1 or self.val_fraction + self.test_fraction >= 1:
             raise ConfigError(f"data.val_fraction ({self.val_fraction}) and data.test_fraction ({self.test_fraction}) "
                               f"must be fractions that leave a training split")
-        if self.source in ("files", "hf_disk", "text_files", "protein_files", "image_folder") and not self.path:
+        if self.source in self.path_sources and not self.path:
             raise ConfigError(f"data.path is required when data.source is {self.source!r}")
-        if self.min_words > self.max_words:
-            raise ConfigError(f"data.min_words ({self.min_words}) > data.max_words ({self.max_words})")
 
 
 @dataclass
@@ -214,7 +205,7 @@ class RunConfig:
 class JobConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
-    data: DataConfig = field(default_factory=DataConfig)
+    data: DataOptions = field(default_factory=lambda: _data_options({}))
     optim: OptimConfig = field(default_factory=OptimConfig)
     scaling: ScalingConfig = field(default_factory=ScalingConfig)
     run: RunConfig = field(default_factory=RunConfig)
@@ -234,7 +225,8 @@ class JobConfig:
         unknown = sorted(set(data) - set(sections))
         if unknown:
             raise ConfigError(f"unknown config section(s) {unknown}; valid sections: {', '.join(sections)}")
-        built = {name: _build_section(name, sections[name].default_factory, data.get(name) or {})
+        built = {name: _build_section(name, _data_options_class(data.get(name) or {}) if name == "data"
+                                      else sections[name].default_factory, data.get(name) or {})
                  for name in sections}
         return cls(**built)
 
@@ -248,6 +240,23 @@ class JobConfig:
                 "diffusion": {"schedule": self.diffusion.schedule, "T": self.diffusion.T}}
 
 
+def _data_options_class(values: dict) -> type[DataOptions]:
+    """The options class of the data type ``values`` names (``type``; without one, the built-in data
+    type that has ``source`` among its sources, else the vector type)."""
+    from diled_platform.datatypes import datatype_class, type_of_source
+
+    if not isinstance(values, dict):
+        raise ConfigError(f"config section 'data' must be a mapping, got {type(values).__name__}")
+    try:
+        return datatype_class(values.get("type") or type_of_source(values.get("source"))).Options
+    except ValueError as e:
+        raise ConfigError(f"data.type: {e}") from None
+
+
+def _data_options(values: dict) -> DataOptions:
+    return _build_section("data", _data_options_class(values), values)
+
+
 def _positive(section, *names):
     for name in names:
         value = getattr(section, name)
@@ -256,7 +265,7 @@ def _positive(section, *names):
 
 
 def _section_name(section) -> str:
-    return type(section).__name__.removesuffix("Config").lower()
+    return "data" if isinstance(section, DataOptions) else type(section).__name__.removesuffix("Config").lower()
 
 
 def _build_section(name: str, factory, values: dict):
@@ -379,6 +388,6 @@ def replace(cfg: JobConfig, **sections: dict[str, Any]) -> JobConfig:
     return JobConfig.from_dict(data)
 
 
-__all__ = ["ConfigError", "JobConfig", "ModelConfig", "DiffusionConfig", "DataConfig", "OptimConfig",
+__all__ = ["ConfigError", "JobConfig", "ModelConfig", "DiffusionConfig", "DataOptions", "OptimConfig",
            "ScalingConfig", "RunConfig", "load_config", "load_preset", "apply_overrides", "preset_names",
            "deepspeed_config_path", "replace"]

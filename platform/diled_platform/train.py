@@ -489,19 +489,28 @@ def write_memory_record(cfg: JobConfig, ctx: WorkerContext, engine, meter, start
 
 
 # ----------------------------------------------------------------------------- the driver side
-def build_trainer(cfg: JobConfig, datasets: dict | None = None, callbacks: list | None = None):
-    """A ``TorchTrainer`` for ``cfg`` (Ray Train V2 API); ``callbacks`` go to its RunConfig (a Tune
-    trial passes ``TuneReportCallback``)."""
+def prepare(cfg: JobConfig, datatype=None):
+    """The data type of ``cfg`` (``datatype``, if the caller already has it with its splits loaded) and
+    the config to train with, after the data type's preparation (text: the tokenizer, trained on the
+    training split into the run folder; a no-op for a config already prepared, e.g. a sweep's trials)."""
+    from diled_platform.datatypes import datatype_for
+
+    datatype = datatype_for(cfg) if datatype is None else datatype
+    return datatype, datatype.prepare(cfg, Path(cfg.run.storage_path) / cfg.run.name)
+
+
+def build_trainer(cfg: JobConfig, callbacks: list | None = None, datatype=None):
+    """A ``TorchTrainer`` for ``cfg`` (Ray Train V2 API) on its data type's datasets; ``callbacks`` go to
+    its RunConfig (a Tune trial passes ``TuneReportCallback``)."""
     import ray.data
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from diled_platform.data import build_datasets
-
     # our own per-interval log line replaces Ray Data's per-dataset progress bars, which would repeat
     # on every worker and every epoch (a dataset keeps the context it was created with: set it first)
     ray.data.DataContext.get_current().enable_progress_bars = False
-    datasets = build_datasets(cfg.data) if datasets is None else datasets
+    datatype, cfg = prepare(cfg, datatype)
+    datasets = datatype.datasets()
     scaling = ray.train.ScalingConfig(
         num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
         resources_per_worker={"CPU": cfg.scaling.cpus_per_worker, **({"GPU": 1} if cfg.scaling.use_gpu else {})})
@@ -576,17 +585,20 @@ class TrainOutcome:
     best_model_dir: Path | None   # the consolidated model of the best checkpoint (by val_loss)
     metrics: dict[str, Any]       # the latest checkpoint's metrics
     result: Any                   # ray.train.Result
+    config: JobConfig             # the config it trained with (after the data type's preparation)
 
 
-def fit(cfg: JobConfig) -> TrainOutcome:
-    """Train (or resume, if a run with this name exists in ``run.storage_path``) and export the model."""
+def fit(cfg: JobConfig, datatype=None) -> TrainOutcome:
+    """Train (or resume, if a run with this name exists in ``run.storage_path``) and export the model.
+    ``datatype``: the config's data type with its splits already loaded (else it is built here)."""
     import shutil
 
     cfg = absolute_storage(cfg)
     check_storage_reaches_every_node(cfg.run.storage_path)
     sep = "" if cfg.run.storage_path.endswith("/") else "/"
     print(f"run folder: {cfg.run.storage_path}{sep}{cfg.run.name}", flush=True)
-    result = build_trainer(cfg).fit()
+    datatype, cfg = prepare(cfg, datatype)
+    result = build_trainer(cfg, datatype=datatype).fit()
     if result.error is not None:
         raise result.error
     if result.checkpoint is None:
@@ -606,4 +618,4 @@ def fit(cfg: JobConfig) -> TrainOutcome:
         best = result.get_best_checkpoint("val_loss", "min") if result.best_checkpoints else result.checkpoint
         best_dir = Path(best.path) / "model"
         (run_dir / "metrics.json").write_text(json.dumps(result.metrics, indent=2) + "\n")
-    return TrainOutcome(run_dir, model_dir, best_dir, dict(result.metrics or {}), result)
+    return TrainOutcome(run_dir, model_dir, best_dir, dict(result.metrics or {}), result, cfg)

@@ -206,10 +206,15 @@ def run_sweep(sweep: SweepConfig, base: dict | None = None) -> SweepOutcome:
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
+    from diled_platform.datatypes import datatype_for
+
     base = base if base is not None else sweep.base()
     storage = Path(sweep.storage_path).expanduser().resolve()
     sweep_dir = storage / sweep.name
     sweep_dir.mkdir(parents=True, exist_ok=True)
+    # the data type's preparation once, for every trial (text: one tokenizer trained on the training split)
+    base_cfg = JobConfig.from_dict(base)
+    base = datatype_for(base_cfg).prepare(base_cfg, sweep_dir).to_dict()
     meta = {"sweep": {k: getattr(sweep, k) for k in sweep.__dataclass_fields__}, "base": base,
             "train_storage": str(sweep_dir / "trials")}
     trainable = tune.with_resources(tune.with_parameters(trial_driver, meta=meta), {"CPU": DRIVER_CPUS})

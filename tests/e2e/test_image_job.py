@@ -21,7 +21,7 @@ def test_image_job_tiny_with_the_two_stage_baseline(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     out = subprocess.run(args, capture_output=True, text=True, timeout=850, env=env, cwd=tmp_path)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
-    joint, stage1, two = tmp_path / "tiny", tmp_path / "tiny-stage1", tmp_path / "tiny-two-stage"
+    joint, stage1, two = tmp_path / "tiny", tmp_path / "tiny-two-stage-stage1", tmp_path / "tiny-two-stage"
     for name in ("model/model.safetensors", "samples.png", "reconstructions.png", "interpolations.png", "eval.json",
                  "feature_classifier.safetensors", "feature_classifier.json", "comparison.md"):
         assert (joint / name).is_file(), name
@@ -35,4 +35,4 @@ def test_image_job_tiny_with_the_two_stage_baseline(tmp_path):
     # the second stage kept the first stage's codec: same reconstructions
     s1 = json.loads((stage1 / "metrics.json").read_text())
     assert abs(b["train"]["val_rec"] - s1["val_rec"]) < 0.05 * abs(s1["val_rec"]) + 1.0
-    assert "| reconstruction PSNR (dB) |" in out.stdout
+    assert "| model | rec. PSNR (dB) ↑ |" in out.stdout and "| two-stage |" in out.stdout

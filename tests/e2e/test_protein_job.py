@@ -31,4 +31,4 @@ def test_protein_job_tiny_with_the_autoencoder_baseline(tmp_path):
         for key in ("residue_accuracy", "mutated_residue_accuracy", "fitness_mse", "fitness_pearson", "fitness_spearman"):
             assert isinstance(m[key], float)
         assert m["optimize_gradient"]["valid"] == 1.0 and m["optimize_sampling"]["valid"] == 1.0
-    assert "| residue accuracy |" in out.stdout and "diled" in out.stdout and "autoencoder" in out.stdout
+    assert "| model | residue acc. ↑ |" in out.stdout and "| diled |" in out.stdout and "| autoencoder |" in out.stdout

@@ -1,4 +1,4 @@
-"""jobs/sweep_text.py interrupted with Ctrl-C and run again: the sweep resumes instead of starting over."""
+"""jobs/sweep.py interrupted with Ctrl-C and run again: the sweep resumes instead of starting over."""
 
 import json
 import os
@@ -21,7 +21,7 @@ def test_interrupted_sweep_resumes(tmp_path):
                            "data.n_train": 2000, "run.val_batches": 2},
              "space": {"model.w": {"loguniform": [0.1, 10.0]}, "optim.lr": {"loguniform": [3.0e-4, 3.0e-3]}}}
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(sweep))
-    cmd = [sys.executable, str(ROOT / "jobs" / "sweep_text.py"), "--sweep", str(tmp_path / "sweep.yaml"),
+    cmd = [sys.executable, str(ROOT / "jobs" / "sweep.py"), "--sweep", str(tmp_path / "sweep.yaml"),
            "--storage-path", str(tmp_path)]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     trials = tmp_path / "resume" / "trials"

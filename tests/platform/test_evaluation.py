@@ -4,9 +4,10 @@ import csv
 
 import pytest
 
+from diled_platform.baselines import stages
 from diled_platform.config import load_config
-from diled_platform.evaluation import (Metric, best_models, markdown_table, model_runs, plot_summary, summarize,
-                                      write_csv)
+from diled_platform.datatypes import Metric
+from diled_platform.evaluation import best_models, markdown_table, plot_summary, summarize, write_csv
 
 METRICS = [Metric("bleu", "BLEU", True), Metric("ppl", "PPL", False), Metric("nested.x", "x", True)]
 RESULTS = {"diled": [{"bleu": 10.0, "ppl": 50.0, "nested": {"x": 1}}, {"bleu": 12.0, "ppl": 70.0, "nested": {"x": 3}}],
@@ -47,17 +48,18 @@ def test_plot_takes_the_same_values_as_the_table(tmp_path):
 
 
 def test_baselines_are_config_changes_of_one_job():
-    cfg = load_config("vector-cpu", ["--run.storage_path=/tmp/x"])
-    (d,) = model_runs(cfg, "diled", 3, {})
-    (v,) = model_runs(cfg, "vae", 3, {"beta": 0.1})
-    ae, prior = model_runs(cfg, "two-stage", 3, {})
-    assert (d.model.objective, v.model.objective, ae.model.objective, prior.model.objective) == \
-        ("diled", "vae", "autoencoder", "prior_only")
+    cfg = load_config("vector-cpu", ["--run.storage_path=/tmp/x", "--run.seed=3"])
+    (d,) = stages(cfg, "diled", "d")
+    (a,) = stages(cfg, "autoencoder", "a")
+    (v,) = stages(cfg, "vae", "v", {"beta": 0.1})
+    ae, prior = stages(cfg, "two-stage", "t")
+    assert (d.model.objective, a.model.objective, v.model.objective, ae.model.objective, prior.model.objective) == \
+        ("diled", "autoencoder", "vae", "autoencoder", "prior_only")
     assert v.model.vae == {"beta": 0.1} and d.run.seed == v.run.seed == prior.run.seed == 3
-    assert prior.model.init_from == "/tmp/x/two-stage-ae-seed3/model"
+    assert (ae.run.name, prior.run.name) == ("t-stage1", "t") and prior.model.init_from == "/tmp/x/t-stage1/model"
     assert d.optim == v.optim == ae.optim == prior.optim and d.model.codec_args == v.model.codec_args
     with pytest.raises(ValueError, match="unknown model 'gan'"):
-        model_runs(cfg, "gan", 0, {})
+        stages(cfg, "gan", "g")
 
 
 @pytest.mark.parametrize("objective,samples", [("autoencoder", False), ("prior_only", True), ("vae", True),
@@ -69,7 +71,7 @@ def test_protein_report_samples_every_model_with_a_prior(tmp_path, objective, sa
     from diled import DiLED, LatentDiffusion, MLPSkipNet
     from diled.baselines import VAE
     from diled.codecs.protein import ProteinCodec
-    from diled_platform.protein import protein_report
+    from diled_platform.datatypes.protein import protein_report
 
     torch.manual_seed(0)
     codec = ProteinCodec(latent_dim=4, max_length=6, dim=16, layers=1, heads=2, decoder_hidden=16,
@@ -87,7 +89,7 @@ def test_protein_report_samples_every_model_with_a_prior(tmp_path, objective, sa
 
 
 def test_text_outputs_keep_one_sample_per_line_whatever_the_decoder_emits(tmp_path):
-    from diled_platform.text import write_text_outputs
+    from diled_platform.datatypes.text import write_text_outputs
 
     nasty = ["a\x1cb", "tab\there", "c\r\nd", "e\u2028f\x85g", ""]
     write_text_outputs(tmp_path, refs=nasty[:2], recons=["x\x0by", "z"], samples=nasty,
@@ -98,16 +100,14 @@ def test_text_outputs_keep_one_sample_per_line_whatever_the_decoder_emits(tmp_pa
     assert (tmp_path / "interpolations.txt").read_text().splitlines()[:3] == ["# p q  ->  r", "  0.00  s t", "  1.00  u"]
 
 
-def test_the_image_floor_is_known_after_prepare_without_an_evaluate_first(monkeypatch, tmp_path):
-    """ImageTask.reference() (the test-half-vs-half Frechet floor) depends on the data and the feature
-    classifier only, so it is there once prepare() has run: no call-order state."""
+def test_the_image_floor_needs_only_the_data_and_the_classifier(monkeypatch, tmp_path):
+    """ImageData's reference row (the test-half-vs-half Frechet floor) comes from its tools (the data and
+    the feature classifier) alone: no report has to run first, no call-order state."""
     import numpy as np
     import torch
 
-    import diled_platform.data
-    import diled_platform.image
+    import diled_platform.datatypes.image as image
     from diled.metrics.image import frechet_distance
-    from diled_platform.evaluation import ImageTask
 
     images = np.random.default_rng(0).integers(0, 256, size=(64, 28, 28), dtype=np.uint8)
     splits = {"train": (images, np.zeros(64, dtype=np.int64)), "test": (images[::-1].copy(), None)}
@@ -116,18 +116,21 @@ def test_the_image_floor_is_known_after_prepare_without_an_evaluate_first(monkey
         def features(self, x):
             return x.flatten(1)[:, ::196]  # 4 pixels as the 4-d "features"
 
-    monkeypatch.setattr(diled_platform.data, "image_splits", lambda cfg: splits)
-    monkeypatch.setattr(diled_platform.image, "feature_classifier", lambda s, out: (Features(), {"fake": True}))
-    task = ImageTask()
-    task.prepare(load_config("image-cpu"), tmp_path)
+    monkeypatch.setattr(image.ImageData, "load_splits", lambda self: splits)
+    monkeypatch.setattr(image, "feature_classifier", lambda s, out: (Features(), {"fake": True}))
+    datatype = image.ImageData(load_config("image-cpu").data)
     f = torch.as_tensor(splits["test"][0]).float().div(255).unsqueeze(1).flatten(1)[:, ::196]
-    assert task.reference() == {"frechet_classifier_features": {"samples_vs_test": frechet_distance(f[:32], f[32:])}}
+    assert datatype.reference(tools=datatype.tools(tmp_path)) == {
+        "frechet_classifier_features": {"samples_vs_test": frechet_distance(f[:32], f[32:])}}
 
 
-def test_the_job_comparison_table_reads_dotted_keys_as_the_summaries_do():
-    from diled_platform.reports import comparison_table, lookup
+def test_a_job_comparison_is_the_harness_table_with_one_seed():
+    from diled_platform.evaluation import comparison_table
+    from diled_platform.reports import lookup
 
     results = {"diled": {"a": {"b": 0.5}, "n": 3}, "autoencoder": {"n": 4}}
+    metrics = [Metric("a.b", "nested", True), Metric("n", "count", False)]
     assert lookup(results["diled"], "a.b") == 0.5 and lookup(results["autoencoder"], "a.b") is None
-    assert comparison_table(results, [("a.b", "nested"), ("n", "count")]).splitlines() == [
-        "| metric | diled | autoencoder |", "| --- | --- | --- |", "| nested | 0.500 | n/a |", "| count | 3 | 4 |"]
+    assert comparison_table(results, metrics).splitlines() == [
+        "| model | nested ↑ | count ↓ |", "| --- | --- | --- |", "| diled | **0.500 ± 0.000** | **3.000 ± 0.000** |",
+        "| autoencoder | n/a | 4.000 ± 0.000 |"]

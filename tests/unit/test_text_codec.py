@@ -208,7 +208,7 @@ def test_reconstruction_improves_and_generation_comes_from_the_decoder(tokenizer
 
     # the job's reconstruction scores, against the same with another sentence's latent (batches of 5: the
     # other latent also comes from across a batch boundary)
-    from diled_platform.text import reconstruct_texts
+    from diled_platform.datatypes.text import reconstruct_texts
 
     model.eval()
     with torch.no_grad():

@@ -1,17 +1,89 @@
-"""The protein job's evaluation: reconstruction, fitness prediction, generation and latent-space
-optimisation on the held-out split, written to the run folder."""
+"""Proteins: sequences with a measured fitness (GB1 in its own split; a user's .csv/.tsv/.fasta), and the
+report a finished run writes: reconstruction, fitness prediction, generation and latent-space
+optimisation on the held-out split."""
 
 from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
 
+from diled_platform.config import ConfigError, DataOptions
+from diled_platform.datatypes.base import DataType, Metric, replace_options
+
 log = logging.getLogger("diled")
+
+
+@dataclass
+class ProteinOptions(DataOptions):
+    type: str = "protein"
+    # gb1: the GB1 fitness set (its own train/test split); protein_files: a user's .csv/.tsv/.fasta
+    source: Literal["gb1", "protein_files"] = "gb1"
+    column: str = "sequence"                    # protein_files (CSV): the sequence column
+    fitness_column: str | None = "fitness"      # protein_files (CSV): the fitness column, or none
+    max_examples: int | None = None             # keep at most this many training sequences
+
+    path_sources: ClassVar[tuple[str, ...]] = ("protein_files",)
+
+
+class ProteinData(DataType):
+    name, Options, preset, harness_steps = "protein", ProteinOptions, "protein-cpu", 1500
+    metrics = (
+        Metric("residue_accuracy", "residue acc.", True),
+        Metric("mutated_residue_accuracy", "acc. at mutated positions", True),
+        Metric("fitness_mse", "fitness MSE", False),
+        Metric("fitness_pearson", "fitness Pearson", True),
+        Metric("fitness_spearman", "fitness Spearman", True),
+        Metric("optimize_gradient.predicted_gain", "gradient ascent: predicted gain", True),
+        Metric("optimize_gradient.novel", "gradient ascent: novel", True),
+        Metric("optimize_gradient.measured_gain", "optimisation gain (measured in GB1)", True),
+        Metric("optimize_sampling.predicted_gain", "sampling: predicted gain", True),
+        Metric("samples_valid", "samples valid", True),
+        Metric("samples_novel", "samples novel", True),
+        Metric("samples_unique", "samples unique", True),
+    )
+    outputs = ("reconstructions.tsv", "samples.txt", "optimized.tsv", "eval.json", "latents_fitness.png")
+
+    def load_splits(self):
+        """Train / val / test Arrow tables (columns sequence, fitness): GB1 in its own split, a user's file
+        in a seeded random one."""
+        from diled.data.protein import read_gb1, read_protein_file, split_protein_table
+
+        opts = self.options
+        try:
+            if opts.source == "gb1":
+                return read_gb1(opts.path, max_train=opts.max_examples, seed=opts.seed)
+            table = read_protein_file(opts.path, sequence_column=opts.column, fitness_column=opts.fitness_column)
+            splits = split_protein_table(table, opts.val_fraction, opts.test_fraction, opts.seed)
+        except (FileNotFoundError, ValueError) as e:
+            raise ConfigError(f"data: {e}") from None
+        if opts.max_examples:
+            splits["train"] = splits["train"].slice(0, opts.max_examples)
+        return splits
+
+    def datasets(self):
+        import ray.data
+
+        return {name: ray.data.from_arrow(self.splits[name].select(["sequence", "fitness"])) for name in ("train", "val")}
+
+    def tools(self, directory: Path, full: bool = False, **options) -> dict[str, Any]:
+        """The complete data set's splits as the reference: for GB1 all 530k variants, so that "novel"
+        means "not among GB1's training variants" and optimised proposals that GB1 measured get their
+        measured fitness (a training subset, ``max_examples``, would miss most)."""
+        if self.options.source == "gb1" and self.options.max_examples:
+            return {"reference": ProteinData(replace_options(self.options, max_examples=None)).splits}
+        return {"reference": self.splits}
+
+    def report(self, model_dir: Path, out_dir: Path, cfg, *, seed: int = 0, tools: dict | None = None) -> dict[str, Any]:
+        tools = self.tools(out_dir) if tools is None else tools
+        sizes = {k: v for k, v in (("n_eval", cfg.run.report_examples), ("n_samples", cfg.run.report_samples))
+                 if v is not None}  # protein decodes mu directly: no DDIM steps in reconstruction
+        return protein_report(model_dir, self.splits, out_dir, reference=tools["reference"], seed=seed, **sizes)
 
 
 def _batches(items: list, size: int):
@@ -149,15 +221,3 @@ def _latent_plot(z: torch.Tensor, fitness: np.ndarray, path: Path, title: str) -
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
-
-# the rows of the comparison the job prints (reports.comparison_table)
-PROTEIN_COMPARISON = [
-    ("residue_accuracy", "residue accuracy"),
-    ("mutated_residue_accuracy", "residue accuracy at mutated positions"),
-    ("fitness_mse", "fitness MSE"), ("fitness_pearson", "fitness Pearson"), ("fitness_spearman", "fitness Spearman"),
-    ("optimize_gradient.predicted_gain", "gradient ascent: predicted gain"),
-    ("optimize_gradient.novel", "gradient ascent: novel"),
-    ("optimize_gradient.measured_gain", "gradient ascent: measured gain (in GB1)"),
-    ("optimize_sampling.predicted_gain", "sampling: predicted gain"),
-    ("samples_valid", "prior samples: valid"), ("samples_novel", "prior samples: novel")]

@@ -1,17 +1,107 @@
-"""The image job's evaluation: grids of samples, reconstructions and interpolations, and metrics in the
-feature space of a small classifier trained on the training split (saved with the run)."""
+"""Images: Fashion-MNIST (Debian's idx files) or a user's folder of images, and the report a finished run
+writes: grids of samples, reconstructions and interpolations, and metrics in the feature space of a small
+classifier trained on the training split (saved with the run)."""
 
 from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
 
+from diled_platform.config import ConfigError, DataOptions
+from diled_platform.datatypes.base import DataType, Metric
+
 log = logging.getLogger("diled")
+
+
+@dataclass
+class ImageOptions(DataOptions):
+    type: str = "image"
+    # fashion_mnist: the Debian package's idx files (path: another folder of them); image_folder: a user's images
+    source: Literal["fashion_mnist", "image_folder"] = "fashion_mnist"
+    image_size: int = 28                        # image_folder: images are resized to this (square)
+    image_channels: Literal[1, 3] = 1           # image_folder: 1 (grey) or 3 (colour)
+    max_examples: int | None = None             # keep at most this many training images
+
+    path_sources: ClassVar[tuple[str, ...]] = ("image_folder",)
+
+
+class ImageData(DataType):
+    name, Options, preset, harness_steps = "image", ImageOptions, "image-cpu", 1000
+    metrics = (
+        Metric("reconstruction_psnr_db", "rec. PSNR (dB)", True),
+        Metric("reconstruction_mse", "rec. MSE", False),
+        Metric("frechet_classifier_features.samples_vs_test", "Frechet distance, samples vs test (classifier features)", False),
+        Metric("interpolation.path_length_ratio", "interp. path-length ratio (1 = straight)", False),
+        Metric("interpolation.max_step_share", "interp. largest step share (1/8 = even)", False),
+        Metric("interpolation.class_switches", "interp. class switches", False),
+        Metric("samples_nearest_train_l2", "samples: median L2 to nearest training image", True),
+    )
+    outputs = ("samples.png", "reconstructions.png", "interpolations.png", "eval.json")
+
+    def load_splits(self) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
+        """``{split: (uint8 images, labels or None)}``: Fashion-MNIST's 60k training images split into
+        train/val (seeded), its 10k test set as test; a user's folder split at random."""
+        opts = self.options
+        from diled.data.image import fashion_mnist, read_image_folder
+
+        try:
+            if opts.source == "fashion_mnist":
+                x, y = fashion_mnist("train", opts.path)
+                test = fashion_mnist("test", opts.path)
+            elif opts.source == "image_folder":
+                x, _ = read_image_folder(opts.path, opts.image_size, opts.image_channels)
+                y, test = None, None
+            else:
+                raise ConfigError(f"data.source {opts.source!r} is not an image source")
+        except (FileNotFoundError, ValueError) as e:
+            raise ConfigError(f"data: {e}") from None
+        order = np.random.default_rng(opts.seed).permutation(len(x))
+        n_val = max(1, int(round(len(x) * opts.val_fraction)))
+        n_test = 0 if test is not None else int(round(len(x) * opts.test_fraction))
+        if len(x) - n_val - n_test < 1:
+            raise ConfigError(f"data: {len(x)} images are too few for the validation/test fractions")
+        pick = lambda idx: (x[np.sort(idx)], None if y is None else y[np.sort(idx)])  # noqa: E731
+        splits = {"val": pick(order[:n_val]), "train": pick(order[n_val + n_test:])}
+        splits["test"] = test if test is not None else pick(order[n_val:n_val + n_test])
+        if opts.max_examples:
+            splits["train"] = tuple(None if a is None else a[:opts.max_examples] for a in splits["train"])
+        return splits
+
+    def datasets(self):
+        import ray.data
+
+        # materialised here: a lazy rename would run as a Ray Data task inside the training workers, and
+        # with the workers holding the CPUs that task never gets scheduled
+        return {name: ray.data.from_numpy(self.splits[name][0].reshape(len(self.splits[name][0]), -1))
+                .rename_columns({"data": "x"}).materialize() for name in ("train", "val")}
+
+    def tools(self, directory: Path, full: bool = False, **options) -> dict[str, Any]:
+        """The feature classifier the metrics use (trained on the training split, or loaded from
+        ``directory``), and the data's own floor in its features (one test half against the other)."""
+        classifier, info = feature_classifier(self.splits, Path(directory))
+        floor = None if classifier is None else test_half_vs_half(classifier, self.splits)
+        return {"classifier": classifier, "classifier_info": info, "test_half_vs_half": floor}
+
+    def report(self, model_dir: Path, out_dir: Path, cfg, *, seed: int = 0, tools: dict | None = None) -> dict[str, Any]:
+        tools = self.tools(out_dir) if tools is None else tools
+        sizes = {k: v for k, v in (("n_eval", cfg.run.report_examples), ("n_samples", cfg.run.report_samples))
+                 if v is not None}
+        return image_report(model_dir, self.splits, out_dir, tools["classifier"], tools["classifier_info"],
+                            steps=cfg.run.report_ddim_steps, seed=seed, **sizes)
+
+    def reference(self, tools: dict | None = None) -> dict | None:
+        if not tools or tools.get("test_half_vs_half") is None:
+            return None
+        return {"frechet_classifier_features": {"samples_vs_test": tools["test_half_vs_half"]}}
+
+    def describe(self, tools: dict | None = None) -> dict:
+        return {"feature_classifier": (tools or {}).get("classifier_info")}
 
 
 def _tensor(images: np.ndarray) -> torch.Tensor:
@@ -120,14 +210,3 @@ def image_report(model_dir: Path, splits: dict, out_dir: Path, classifier=None, 
         metrics["interpolation"] = interpolation_smoothness(classifier, paths)
     (out_dir / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
-
-
-# the rows of the comparison the job prints (reports.comparison_table)
-IMAGE_COMPARISON = [
-    ("reconstruction_psnr_db", "reconstruction PSNR (dB)"), ("reconstruction_mse", "reconstruction MSE"),
-    ("frechet_classifier_features.samples_vs_test", "Frechet distance, samples vs test (classifier features)"),
-    ("frechet_classifier_features.test_half_vs_half", "  same, test half vs half (floor)"),
-    ("interpolation.path_length_ratio", "interpolation path-length ratio (1 = straight)"),
-    ("interpolation.max_step_share", "interpolation largest step share (1/8 = even)"),
-    ("interpolation.class_switches", "interpolation class switches"),
-    ("samples_nearest_train_l2", "samples: median L2 to nearest training image")]
