@@ -170,8 +170,7 @@ class DiLED(nn.Module):
             with torch.no_grad():
                 rec = self.codec.reconstruction_loss(batch, z1)
             diff = self.diffusion.training_losses(self.denoiser, z0, z1, t)["diff"]
-            return {"loss": self.w * diff.mean(), "rec": rec, "diff": diff, "nelbo": self._nelbo(rec, diff, t),
-                    "t": t, "z0": z0, "mu_abs": z0.abs().mean()}
+            return self.outputs(self.w * diff.mean(), rec, diff, self._nelbo(rec, diff, t), t, z0)
         rec = self.codec.reconstruction_loss(batch, z1)
         if self.objective == "diled":
             diff = self.diffusion.training_losses(self.denoiser, z0, z1, t)["diff"]
@@ -180,19 +179,23 @@ class DiLED(nn.Module):
             with torch.no_grad():
                 diff = self.diffusion.training_losses(self.denoiser, z0.detach(), z1.detach(), t)["diff"]
             loss = rec.mean()
-        out = {"rec": rec, "diff": diff, "nelbo": self._nelbo(rec.detach(), diff.detach(), t), "t": t,
-               "z0": z0.detach(), "mu_abs": z0.detach().abs().mean()}
-        return self._with_auxiliary(batch, z0, z1, loss, out)
+        return self.outputs(loss, rec, diff, self._nelbo(rec.detach(), diff.detach(), t), t, z0, (batch, z1))
 
     def _nelbo(self, rec: torch.Tensor, diff: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         # sum_t lambda_t [L_rec / (T lambda_t) + L_diff_t] estimated at the drawn t: comparable across w
         return rec.float() + diff.float() / self.diffusion.rec_weight(t).float()
 
-    def _with_auxiliary(self, batch, z0, z1, loss, out) -> dict[str, torch.Tensor]:
-        # codec-specific supervised terms (e.g. the protein fitness head), each [N] with its weight
-        for name, (term, weight) in self.codec.auxiliary_losses(batch, z0, z1).items():
-            loss = loss + weight * term.mean()
-            out[name] = term
+    def outputs(self, loss: torch.Tensor, rec: torch.Tensor, diff: torch.Tensor, nelbo: torch.Tensor,
+                t: torch.Tensor, z0: torch.Tensor, auxiliary: tuple | None = None) -> dict[str, torch.Tensor]:
+        """The one output dict of ``forward`` (and of its subclasses'): ``diff`` is the prior's term per
+        example (DiLED: L_diff, or L_align where t == 1; the VAE: its KL). ``auxiliary``: ``(batch, z1)``
+        to add the codec's supervised terms (e.g. the protein fitness head), each [N] with its weight."""
+        out = {"rec": rec, "diff": diff, "nelbo": nelbo, "t": t, "z0": z0.detach(), "mu_abs": z0.detach().abs().mean()}
+        if auxiliary is not None:
+            batch, z1 = auxiliary
+            for name, (term, weight) in self.codec.auxiliary_losses(batch, z0, z1).items():
+                loss = loss + weight * term.mean()
+                out[name] = term
         return {"loss": loss, **out}
 
     # ----------------------------------------------------------------- inference

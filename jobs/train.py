@@ -26,7 +26,7 @@ from diled_platform.config import load_config, preset_names
 from diled_platform.datatypes import datatype_for
 from diled_platform.evaluation import comparison_table
 from diled_platform.runtime import init_ray
-from diled_platform.train import absolute_storage, fit, prepare
+from diled_platform.train import absolute_storage, fit
 
 
 def main(argv=None, default_preset: str | None = None, aliases: dict[str, list[str]] | None = None) -> int:
@@ -46,10 +46,10 @@ def main(argv=None, default_preset: str | None = None, aliases: dict[str, list[s
     cfg = absolute_storage(load_config(args.preset, overrides))
     datatype = datatype_for(cfg)
     print(f"data ({datatype.name}): {datatype.summary()}", flush=True)
-    datatype, cfg = prepare(cfg, datatype)  # text: the tokenizer, before Ray starts
     init_ray()
     t1 = time.perf_counter()
-    outcome = fit(cfg, datatype)
+    outcome = fit(cfg, datatype)  # prepares the data type first (text: the tokenizer)
+    cfg = outcome.config
     t2 = time.perf_counter()
     if not cfg.run.report or outcome.run_dir is None:
         print(f"training took {t2 - t1:.0f}s; no report (run.report=false or remote storage)\n"

@@ -107,9 +107,7 @@ class VAE(DiLED):
         loss = rec.mean() + kl_weight(int(self.vae_step), self.vae) * kl_term(kl, self.vae)
         kl_sum = kl.sum(1)
         t = torch.ones(z0.shape[0], dtype=torch.long, device=z0.device)  # no diffusion step: reported as 1
-        out = {"rec": rec, "diff": kl_sum.detach(), "nelbo": (rec + kl_sum).detach().float(), "t": t,
-               "z0": z0.detach(), "mu_abs": z0.detach().abs().mean()}
-        return self._with_auxiliary(batch, z0, z, loss, out)
+        return self.outputs(loss, rec, kl_sum.detach(), (rec + kl_sum).detach().float(), t, z0, (batch, z))
 
     @torch.no_grad()
     def sample_latents(self, n: int, steps: int | None = None, sampler: str = "ddim", eta: float | None = None,

@@ -41,14 +41,9 @@ def codec_class(name: str) -> type["Codec"]:
     if not isinstance(name, str) or not name:
         raise ValueError(f"a codec name must be a non-empty string, got {name!r}")
     if ":" in name:
-        module, _, attr = name.partition(":")
-        try:
-            cls = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError) as e:
-            raise ValueError(f"codec {name!r}: cannot import {attr} from {module} ({e})") from None
-        if not (isinstance(cls, type) and issubclass(cls, Codec)):
-            raise ValueError(f"codec {name!r} is not a Codec subclass")
-        return cls
+        from diled.plugins import import_class
+
+        return import_class(name, Codec, "codec")
     if name.isidentifier() and name != "base":
         try:
             importlib.import_module(f"diled.codecs.{name}")

@@ -149,11 +149,9 @@ def datatype_class(name: str) -> type[DataType]:
     if not isinstance(name, str) or not name:
         raise ValueError(f"a data type name must be a non-empty string, got {name!r}")
     if ":" in name:
-        module, _, attr = name.partition(":")
-        try:
-            cls = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError) as e:
-            raise ValueError(f"{name!r}: cannot import {attr} from {module} ({e}); is it on PYTHONPATH?") from None
+        from diled.plugins import import_class
+
+        cls = import_class(name, DataType, "data type")
     else:
         if name not in builtin_names():
             raise ValueError(f"unknown data type {name!r}; built-in: {', '.join(builtin_names())} "
