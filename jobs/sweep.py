@@ -5,9 +5,17 @@
     python jobs/sweep.py --sweep text-cpu --num-samples 12 --name my-sweep
     ray job submit --working-dir . -- python jobs/sweep.py --sweep text-cpu
 
+    python jobs/sweep.py --sweep text-pareto --serve   # two objectives: the Pareto front, then serve a point
+
 Writes to ``<storage_path>/<name>/``: results.csv (one row per trial: sampled values, reports, whether
-ASHA stopped it, metrics), sweep.png (the metric against w per schedule), best.json and best_model/ (a
-save_pretrained folder: ``python jobs/serve.py --model <name>/best_model``). Interrupted (Ctrl-C, a crash),
+ASHA stopped it, metrics, whether it is on the Pareto front), sweep.png (one objective: the metric
+against w per schedule) or pareto.png (several: the front, w and the schedule in the markers),
+sensitivity.png (each objective against each parameter), best.json and best_model/ (a save_pretrained
+folder: ``python jobs/serve.py --model <name>/best_model``; its provenance.json names the trial, which
+GET /healthz shows). ``--pick TRIAL`` promotes that trial (of the front) instead of the default (the best
+trial; with several objectives, the front's balanced point). ``--serve`` then starts the Serve app on
+it, as ``jobs/serve.py`` would (until Ctrl-C). Every trial is an MLflow run in the experiment named
+after the sweep (``diled_platform.tracking``). Interrupted (Ctrl-C, a crash),
 the same command resumes the sweep: finished trials are kept, unfinished ones continue from their last
 checkpoint.
 """
@@ -32,6 +40,9 @@ def main(argv=None, default_sweep: str | None = None) -> int:
     parser.add_argument("--num-samples", type=int, help="override the number of trials")
     parser.add_argument("--storage-path", help="override where sweeps are written (default runs)")
     parser.add_argument("--max-concurrent-trials", type=int, help="default: what the cluster's CPUs/GPUs hold")
+    parser.add_argument("--pick", help="promote this trial id (with several objectives: one on the Pareto front)")
+    parser.add_argument("--serve", action="store_true", help="then serve the promoted model (jobs/serve.py)")
+    parser.add_argument("--port", type=int, default=8000, help="with --serve")
     args = parser.parse_args(argv)
     try:
         sweep = SweepConfig.load(args.sweep, name=args.name, num_samples=args.num_samples,
@@ -42,17 +53,31 @@ def main(argv=None, default_sweep: str | None = None) -> int:
         raise SystemExit(f"error: {e}") from None
     init_ray()
     try:
-        outcome = run_sweep(sweep, base)
+        outcome = run_sweep(sweep, base, pick=args.pick)
     except SweepInterrupted as e:
         print(f"interrupted: {e}", file=sys.stderr)
         return 130
-    keys = ["trial_id", *sweep.space, "reports", "stopped_early", f"best_{sweep.metric}"]
+    except ConfigError as e:
+        raise SystemExit(f"error: {e}") from None
+    objectives = [f"last_{m}" for m in sweep.metrics] if sweep.multi else [f"best_{sweep.metrics[0]}"]
+    keys = ["trial_id", *sweep.space, "reports", "stopped_early", *objectives, *(["pareto"] if sweep.multi else [])]
     print(" | ".join(keys))
-    for row in sorted(outcome.rows, key=lambda r: r[f"best_{sweep.metric}"], reverse=sweep.mode == "max"):
-        print(" | ".join(f"{row[k]:.4g}" if isinstance(row[k], float) else str(row[k]) for k in keys))
-    print(f"best: {json.dumps(outcome.best['params'])} {sweep.metric}={outcome.best['value']:.4f} "
-          f"(trial {outcome.best['trial_id']})")
-    print(f"sweep folder: {outcome.sweep_dir}\n  {outcome.table}\n  {outcome.plot}\n  {outcome.best_model_dir}")
+    first, reverse = objectives[0], sweep.modes[0] == "max"
+    rows = sorted(outcome.rows, key=lambda r: (r[first] if r[first] == r[first] else float("inf")) * (-1 if reverse else 1))
+    for row in rows:
+        print(" | ".join(f"{row.get(k):.4g}" if isinstance(row.get(k), float) else str(row.get(k)) for k in keys))
+    stopped = sum(r["stopped_early"] for r in outcome.rows)
+    print(f"ASHA stopped {stopped} of {len(outcome.rows)} trials early; reports used "
+          f"{sum(r['reports'] for r in outcome.rows)} of {len(outcome.rows) * sweep.reports_per_trial(base)}")
+    if sweep.multi:
+        print(f"Pareto front ({', '.join(sweep.metrics)}): {', '.join(outcome.front)}")
+    print(f"promoted: trial {outcome.best['trial_id']} ({outcome.best['chosen_by']}) {json.dumps(outcome.best['params'])}")
+    print(f"sweep folder: {outcome.sweep_dir}\n  {outcome.table}\n  {outcome.plot}\n  {outcome.sensitivity}\n"
+          f"  {outcome.best_model_dir}")
+    if args.serve:
+        import serve
+
+        return serve.main(["--model", str(outcome.best_model_dir), "--port", str(args.port)])
     print(f"serve it: python jobs/serve.py --model {outcome.best_model_dir}")
     return 0
 

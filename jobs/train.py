@@ -26,6 +26,7 @@ from diled_platform.config import load_config, preset_names
 from diled_platform.datatypes import datatype_for
 from diled_platform.evaluation import comparison_table
 from diled_platform.runtime import init_ray
+from diled_platform.tracking import log_report
 from diled_platform.train import absolute_storage, fit
 
 
@@ -61,6 +62,7 @@ def main(argv=None, default_preset: str | None = None, aliases: dict[str, list[s
     metrics["seconds"] = {"prepare": round(t1 - t0), "train": round(t2 - t1), "evaluate": round(time.perf_counter() - t2)}
     metrics["train"] = outcome.metrics
     (outcome.run_dir / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    log_report(cfg, outcome.run_dir, metrics, list(datatype.outputs))  # to the run's MLflow run
     print(json.dumps({"train": outcome.metrics, "eval": metrics}, indent=2), flush=True)
     results, folders = {"diled": metrics}, {"diled": outcome.run_dir}
     for model in args.compare:

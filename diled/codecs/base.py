@@ -91,6 +91,8 @@ class Codec(nn.Module, metaclass=abc.ABCMeta):
     input_kind: ClassVar[InputKind] = "arrays"
     #: the keyword options ``decode`` takes (e.g. a text decoder's strategy); none by default
     decode_options: ClassVar[tuple[str, ...]] = ()
+    #: the names of the terms ``auxiliary_losses`` returns (reported as ``val_<name>``); none by default
+    auxiliary_terms: ClassVar[tuple[str, ...]] = ()
 
     @abc.abstractmethod
     def encode(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:

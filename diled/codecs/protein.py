@@ -70,6 +70,7 @@ class ProteinCodec(Codec):
     name = "protein"
     input_kind = "strings"
 
+    auxiliary_terms = ("fitness_mse",)
     def __init__(self, latent_dim: int = 30, max_length: int = 55, dim: int = 128, layers: int = 2, heads: int = 4,
                  decoder_hidden: int = 128, decoder_layers: int = 2, fitness_hidden: int = 64,
                  fitness_weight: float = 1.0, dropout: float = 0.0, rec_reduction: str = "sum",

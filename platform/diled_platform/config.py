@@ -178,6 +178,10 @@ class RunConfig:
     report_examples: int | None = None          # held-out examples reconstructed (text 300, protein/image/vector 2000)
     report_samples: int | None = None           # samples generated (text/protein 200, image/vector 2000)
     report_ddim_steps: int = 50                 # DDIM steps of sampling, inversion and interpolation
+    # experiment tracking (diled_platform.tracking): MLflow in a local store beside the runs by default
+    tracking: Literal["mlflow", "none"] = "mlflow"
+    tracking_uri: str | None = None             # a shared MLflow server; None: <storage_path>/mlflow.db
+    experiment: str = "diled"                   # the MLflow experiment (a sweep uses its own name)
 
     def report_kwargs(self, examples: str = "n_eval", samples: str = "n_samples", steps: str = "ddim_steps") -> dict:
         """The report function's size arguments that this config sets, under that function's names."""

@@ -132,6 +132,17 @@ class InterpolateResponse(BaseModel):
     outputs: list[Any]
 
 
+def _provenance(model_dir) -> dict | None:
+    """Where a promoted model came from (a sweep writes ``provenance.json`` into ``best_model/``): the
+    sweep, trial, its configuration and objective values, for ``/healthz``."""
+    path = Path(model_dir) / "provenance.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return {k: data.get(k) for k in ("sweep", "trial_id", "params", "metric", "value", "chosen_by")}
+
+
 class BadRequest(ValueError):
     """A request that passed the schema but not the model's own checks (a 422 with this message)."""
 
@@ -293,8 +304,9 @@ class DiLEDService:
         from diled import DiLED
 
         model = DiLED.from_pretrained(model_dir).eval()
+        provenance = _provenance(model_dir)
         with self._lock:
-            self.model, self.model_dir = model, str(model_dir)
+            self.model, self.model_dir, self.provenance = model, str(model_dir), provenance
         log.info(f"serving {model_dir} ({model.codec.name}, latent {model.latent_dim}, T {model.diffusion.T})")
 
     def reconfigure(self, config: dict) -> None:
@@ -422,7 +434,8 @@ class DiLEDService:
         return {"status": "ok", "model_dir": self.model_dir, "codec": m.codec.name, "input_kind": m.codec.input_kind,
                 "decode_options": [k for k in DecodeOptions.model_fields if k in m.codec.decode_options],
                 "latent_dim": m.latent_dim,
-                "T": m.diffusion.T, "schedule": m.diffusion.schedule, "pid": os.getpid(), "batching": {**getattr(self, "batching", {}), **self.stats}}
+                "T": m.diffusion.T, "schedule": m.diffusion.schedule, "pid": os.getpid(), "batching": {**getattr(self, "batching", {}), **self.stats},
+                **({"provenance": self.provenance} if self.provenance else {})}
 
     @app.post("/encode", response_model=EncodeResponse)
     async def encode(self, req: EncodeRequest) -> EncodeResponse:

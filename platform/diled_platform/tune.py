@@ -14,6 +14,9 @@ A sweep file (``platform/sweeps/*.yaml``)::
     overrides: {optim.max_steps: 300, run.checkpoint_every: 75}
     metric: val_nelbo                 # w-free negative ELBO (val_loss depends on w: not comparable)
     mode: min
+    # or several objectives, a multi-objective search with a Pareto front (ASHA stops on the first):
+    # metric: [val_rec, val_prior_fd]
+    # mode: [min, min]
     num_samples: 8
     seed: 0                           # Optuna's sampler seed
     asha: {grace_period: 1, reduction_factor: 2}
@@ -41,7 +44,9 @@ log = logging.getLogger("diled")
 SWEEPS_DIR = Path(__file__).resolve().parents[1] / "sweeps"
 DRIVER_CPUS = 0.1            # the per-trial driver function; its TorchTrainer's workers hold the rest
 DISTRIBUTIONS = ("loguniform", "uniform", "choice", "randint")
-METRICS = ("val_nelbo", "val_rec", "val_diff", "val_loss")
+# what every run reports at each validation (diled_platform.train.evaluate); a codec's own terms come as
+# val_<name> (protein: val_fitness_mse) and are accepted too
+METRICS = ("val_nelbo", "val_rec", "val_diff", "val_loss", "val_prior_fd")
 
 
 @dataclass
@@ -50,8 +55,8 @@ class SweepConfig:
     preset: str
     space: dict[str, dict[str, list]]
     overrides: dict[str, Any] = field(default_factory=dict)
-    metric: str = "val_nelbo"
-    mode: str = "min"
+    metric: str | list[str] = "val_nelbo"     # one metric, or a list: a multi-objective sweep
+    mode: str | list[str] = "min"
     num_samples: int = 8
     seed: int = 0
     asha: dict[str, Any] = field(default_factory=lambda: {"grace_period": 1, "reduction_factor": 2})
@@ -84,11 +89,34 @@ class SweepConfig:
         sweep.validate()
         return sweep
 
+    @property
+    def metrics(self) -> list[str]:
+        return [self.metric] if isinstance(self.metric, str) else list(self.metric)
+
+    @property
+    def modes(self) -> list[str]:
+        return [self.mode] * len(self.metrics) if isinstance(self.mode, str) else list(self.mode)
+
+    @property
+    def multi(self) -> bool:
+        return len(self.metrics) > 1
+
     def validate(self) -> None:
-        if self.metric not in METRICS:
-            raise ConfigError(f"sweep metric {self.metric!r} is not reported; valid: {list(METRICS)}")
-        if self.mode not in ("min", "max"):
-            raise ConfigError(f"sweep mode must be 'min' or 'max', got {self.mode!r}")
+        metrics = self.metrics
+        if not metrics or len(set(metrics)) != len(metrics):
+            raise ConfigError(f"sweep metric must be a name or a list of distinct names, got {self.metric!r}")
+        from diled.codecs import codec_class
+
+        try:
+            terms = codec_class(self.base().get("model", {}).get("codec", "vector")).auxiliary_terms
+        except ValueError as e:
+            raise ConfigError(f"sweep preset {self.preset!r}: {e}") from None
+        reported = [*METRICS, *(f"val_{t}" for t in terms)]
+        for m in metrics:
+            if m not in reported:
+                raise ConfigError(f"sweep metric {m!r} is not reported; valid: {reported}")
+        if len(self.modes) != len(metrics) or any(m not in ("min", "max") for m in self.modes):
+            raise ConfigError(f"sweep mode must be 'min' or 'max' (one per metric), got {self.mode!r}")
         if not isinstance(self.num_samples, int) or self.num_samples < 1:
             raise ConfigError(f"sweep num_samples must be a positive integer, got {self.num_samples!r}")
         if not self.space:
@@ -155,7 +183,8 @@ def _example(spec: dict) -> Any:
 # ----------------------------------------------------------------------------- the per-trial driver
 def trial_driver(config: dict[str, Any], meta: dict[str, Any]) -> None:
     """One Tune trial: build this trial's TorchTrainer and fit it (its reports go to Tune). The inner run
-    is named after the trial id, so a resumed trial resumes its own Train checkpoints."""
+    is named after the trial id, so a resumed trial resumes its own Train checkpoints; its MLflow run is
+    in the sweep's experiment."""
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -164,7 +193,8 @@ def trial_driver(config: dict[str, Any], meta: dict[str, Any]) -> None:
     params, sweep_meta = dict(config), meta
     trial_id = tune.get_context().get_trial_id()
     cfg = SweepConfig(**sweep_meta["sweep"]).job_config(
-        {**params, "run.storage_path": sweep_meta["train_storage"]}, base=sweep_meta["base"], run_name=trial_id)
+        {**params, "run.storage_path": sweep_meta["train_storage"], "run.experiment": sweep_meta["sweep"]["name"],
+         "run.tracking_uri": sweep_meta["tracking_uri"]}, base=sweep_meta["base"], run_name=trial_id)
     trainer = build_trainer(cfg, callbacks=[TuneReportCallback()])
     result = trainer.fit()
     if result.error is not None:
@@ -176,10 +206,12 @@ def trial_driver(config: dict[str, Any], meta: dict[str, Any]) -> None:
 class SweepOutcome:
     sweep_dir: Path
     table: Path                 # results.csv
-    plot: Path                  # sweep.png
-    best_model_dir: Path        # save_pretrained folder of the best trial's best checkpoint
+    plot: Path                  # sweep.png (one metric) or pareto.png (several)
+    best_model_dir: Path        # save_pretrained folder of the promoted trial's checkpoint
     best: dict[str, Any]        # its trial id, parameters and metrics
     rows: list[dict[str, Any]]
+    front: list[str] = field(default_factory=list)   # trial ids on the Pareto front (several metrics)
+    sensitivity: Path | None = None
 
 
 def concurrent_trials(cfg: JobConfig) -> int:
@@ -197,11 +229,14 @@ def concurrent_trials(cfg: JobConfig) -> int:
     return fit
 
 
-def run_sweep(sweep: SweepConfig, base: dict | None = None) -> SweepOutcome:
-    """Run (or resume) the sweep; write results.csv, sweep.png and best_model/ into its folder.
+def run_sweep(sweep: SweepConfig, base: dict | None = None, pick: str | None = None) -> SweepOutcome:
+    """Run (or resume) the sweep; write results.csv, the plots and best_model/ into its folder.
 
-    Needs Ray's dashboard (the state API): Train V2 inside a Tune trial watches its controller through
-    it, and without it a trial never finishes. ``init_ray()`` and clusters have it."""
+    One metric: Optuna's TPE on it, ASHA on it, the best trial promoted. Several: Optuna's multi-objective
+    sampler (NSGA-II) on all of them, ASHA on the first (a scheduler stops on one number), the Pareto
+    front reported, and ``pick`` (a trial id on the front; default the balanced point, ``pareto_front``)
+    promoted. Needs Ray's dashboard (the state API): Train V2 inside a Tune trial watches its controller
+    through it, and without it a trial never finishes. ``init_ray()`` and clusters have it."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
@@ -215,8 +250,10 @@ def run_sweep(sweep: SweepConfig, base: dict | None = None) -> SweepOutcome:
     # the data type's preparation once, for every trial (text: one tokenizer trained on the training split)
     base_cfg = JobConfig.from_dict(base)
     base = datatype_for(base_cfg).prepare(base_cfg, sweep_dir).to_dict()
+    # every trial tracked in the sweep's experiment of the store beside the runs (or the base's server)
+    uri = base_cfg.run.tracking_uri or f"sqlite:///{storage / 'mlflow.db'}"
     meta = {"sweep": {k: getattr(sweep, k) for k in sweep.__dataclass_fields__}, "base": base,
-            "train_storage": str(sweep_dir / "trials")}
+            "train_storage": str(sweep_dir / "trials"), "tracking_uri": uri}
     trainable = tune.with_resources(tune.with_parameters(trial_driver, meta=meta), {"CPU": DRIVER_CPUS})
     tune_dir = sweep_dir / "tune"
     if tune.Tuner.can_restore(str(tune_dir)):
@@ -226,13 +263,20 @@ def run_sweep(sweep: SweepConfig, base: dict | None = None) -> SweepOutcome:
     else:
         cfg = JobConfig.from_dict(base)
         max_t = sweep.reports_per_trial(base)
+        if sweep.multi:
+            import optuna
+
+            searcher = OptunaSearch(metric=sweep.metrics, mode=sweep.modes,
+                                    sampler=optuna.samplers.NSGAIISampler(seed=sweep.seed))
+        else:
+            searcher = OptunaSearch(metric=sweep.metrics[0], mode=sweep.modes[0], seed=sweep.seed)
         tuner = tune.Tuner(
             trainable,
             param_space=sweep.param_space(),
             tune_config=tune.TuneConfig(
-                metric=sweep.metric, mode=sweep.mode, num_samples=sweep.num_samples,
-                search_alg=OptunaSearch(seed=sweep.seed),
-                scheduler=ASHAScheduler(time_attr="training_iteration", max_t=max_t, **sweep.asha),
+                num_samples=sweep.num_samples, search_alg=searcher,
+                scheduler=ASHAScheduler(metric=sweep.metrics[0], mode=sweep.modes[0], time_attr="training_iteration",
+                                        max_t=max_t, **sweep.asha),
                 max_concurrent_trials=sweep.max_concurrent_trials or concurrent_trials(cfg),
                 trial_name_creator=lambda t: f"trial_{t.trial_id}",
                 trial_dirname_creator=lambda t: f"trial_{t.trial_id}"),
@@ -245,28 +289,38 @@ def run_sweep(sweep: SweepConfig, base: dict | None = None) -> SweepOutcome:
             _write_csv(_rows(sweep, grid, base), sweep_dir / "results.csv")
         raise SweepInterrupted(f"sweep {sweep.name} stopped with {finished} of {sweep.num_samples} trials "
                                f"finished; run the same command again to resume it ({tune_dir})")
-    return summarize(sweep, grid, sweep_dir, base)
+    return summarize(sweep, grid, sweep_dir, base, pick)
 
 
 class SweepInterrupted(RuntimeError):
     """The sweep stopped before all its trials finished; its state is saved and re-running resumes it."""
 
 
-def _best_checkpoint(trial_dir: Path, metric: str, mode: str) -> tuple[Path, dict] | None:
-    """The best checkpoint of one trial's Train run by ``metric`` (from its train_state.json)."""
-    best = None
+def _checkpoints(trial_dir: Path) -> list[tuple[Path, dict]]:
+    """A trial's checkpoints that hold a model, in step order, with their metrics (train_state.json)."""
+    out = []
     for state_file in sorted(trial_dir.glob("checkpoint_*/train_state.json")):
-        metrics = json.loads(state_file.read_text())["metrics"]
+        state = json.loads(state_file.read_text())
+        if (state_file.parent / "model").is_dir():
+            out.append((state_file.parent, state["metrics"]))
+    return sorted(out, key=lambda c: c[1].get("step", 0))
+
+
+def _best_checkpoint(trial_dir: Path, metric: str, mode: str) -> tuple[Path, dict] | None:
+    """The best checkpoint of one trial's Train run by ``metric``."""
+    best = None
+    for checkpoint, metrics in _checkpoints(trial_dir):
         value = metrics.get(metric)
-        if value is None or not math.isfinite(value) or not (state_file.parent / "model").is_dir():
+        if value is None or not math.isfinite(value):
             continue
         if best is None or (value < best[1][metric] if mode == "min" else value > best[1][metric]):
-            best = (state_file.parent, metrics)
+            best = (checkpoint, metrics)
     return best
 
 
 def _rows(sweep: SweepConfig, grid, base: dict) -> list[dict[str, Any]]:
-    """One row per trial: its sampled values, how often it reported, whether ASHA stopped it, metrics."""
+    """One row per trial: its sampled values, how often it reported, whether ASHA stopped it, and for
+    each objective its last and best reported value."""
     max_t = sweep.reports_per_trial(base)
     rows = []
     for result in grid:
@@ -274,44 +328,136 @@ def _rows(sweep: SweepConfig, grid, base: dict) -> list[dict[str, Any]]:
         params = {k: (result.config or {}).get(k) for k in sweep.space}  # no config: never started
         history = result.metrics_dataframe
         reports = 0 if history is None else len(history)
-        values = [] if history is None or sweep.metric not in history else history[sweep.metric].dropna().tolist()
-        best_value = (min(values) if sweep.mode == "min" else max(values)) if values else float("nan")
-        rows.append({"trial_id": trial_id, **params, "reports": reports,
-                     "stopped_early": result.error is None and 0 < reports < max_t,
-                     "status": "error" if result.error is not None else "done" if reports else "not run",
-                     f"last_{sweep.metric}": values[-1] if values else float("nan"),
-                     f"best_{sweep.metric}": best_value,
-                     **{f"last_{k}": (result.metrics or {}).get(k) for k in ("val_rec", "val_diff", "mu_abs", "active_dims")}})
+        row = {"trial_id": trial_id, **params, "reports": reports,
+               "stopped_early": result.error is None and 0 < reports < max_t,
+               "status": "error" if result.error is not None else "done" if reports else "not run"}
+        for metric, mode in zip(sweep.metrics, sweep.modes):
+            values = [] if history is None or metric not in history else history[metric].dropna().tolist()
+            row[f"last_{metric}"] = values[-1] if values else float("nan")
+            row[f"best_{metric}"] = (min(values) if mode == "min" else max(values)) if values else float("nan")
+        for k, v in (result.metrics or {}).items():  # every validation metric of the last report
+            if k.startswith("val_") or k in ("mu_abs", "active_dims"):
+                row.setdefault(f"last_{k}", v)
+        rows.append(row)
     return rows
 
 
-def summarize(sweep: SweepConfig, grid, sweep_dir: Path, base: dict) -> SweepOutcome:
+def pareto_front(points: dict[str, list[float]], modes: list[str]) -> list[str]:
+    """The keys of ``points`` that no other point dominates (at least as good in every objective and
+    better in one; ``modes`` says min or max per objective). Points with a non-finite value are left out."""
+    sign = [1.0 if m == "min" else -1.0 for m in modes]
+    finite = {k: [s * v for s, v in zip(sign, vals)] for k, vals in points.items()
+              if all(isinstance(v, (int, float)) and math.isfinite(v) for v in vals)}
+
+    def dominates(a, b):
+        return all(x <= y for x, y in zip(a, b)) and any(x < y for x, y in zip(a, b))
+
+    return [k for k, v in finite.items() if not any(dominates(o, v) for j, o in finite.items() if j != k)]
+
+
+def balanced_point(points: dict[str, list[float]], modes: list[str], front: list[str]) -> str:
+    """The front point nearest the ideal one (each objective's best value on the front), with every
+    objective scaled to [0, 1] over the front: the default promotion of a multi-objective sweep, neither
+    extreme of the trade-off (ties: the first)."""
+    def scaled(k: str) -> float:
+        total = 0.0
+        for i, mode in enumerate(modes):
+            values = [points[j][i] for j in front]
+            lo, hi = min(values), max(values)
+            gap = (points[k][i] - lo if mode == "min" else hi - points[k][i]) / (hi - lo) if hi > lo else 0.0
+            total += gap ** 2
+        return total
+
+    return min(front, key=scaled)
+
+
+def summarize(sweep: SweepConfig, grid, sweep_dir: Path, base: dict, pick: str | None = None) -> SweepOutcome:
     rows = _rows(sweep, grid, base)
     if not rows:
         raise RuntimeError(f"sweep {sweep.name}: no trial results")
     table = sweep_dir / "results.csv"
-    _write_csv(rows, table)
-    plot = sweep_dir / "sweep.png"
-    _plot(rows, sweep, plot)
-
-    # promote: the best checkpoint of the best trial (by the metric, whether or not ASHA stopped it)
-    ranked = sorted((r for r in rows if math.isfinite(r[f"best_{sweep.metric}"])),
-                    key=lambda r: r[f"best_{sweep.metric}"], reverse=sweep.mode == "max")
-    for row in ranked:
-        found = _best_checkpoint(sweep_dir / "trials" / row["trial_id"], sweep.metric, sweep.mode)
-        if found is not None:
-            break
+    front: list[str] = []
+    if sweep.multi:
+        # the front over the trials that ran the whole budget (ASHA's stopped ones were measured earlier
+        # in training: not comparable); over all trials if fewer than two finished
+        full = [r for r in rows if r["status"] == "done" and not r["stopped_early"]]
+        pool = full if len(full) >= 2 else [r for r in rows if r["status"] == "done"]
+        points = {r["trial_id"]: [r[f"last_{m}"] for m in sweep.metrics] for r in pool}
+        front = pareto_front(points, sweep.modes)
+        for r in rows:
+            r["pareto"] = r["trial_id"] in front
+        if not front:
+            raise RuntimeError(f"sweep {sweep.name}: no trial reported every objective {sweep.metrics}")
+        if pick is not None and pick not in front:
+            raise ConfigError(f"--pick {pick}: not on the Pareto front ({', '.join(front)})")
+        chosen = pick or balanced_point(points, sweep.modes, front)
+        found = (_checkpoints(sweep_dir / "trials" / chosen) or [None])[-1]  # the checkpoint the front point is
+        if found is None:
+            raise RuntimeError(f"sweep {sweep.name}: trial {chosen} left no checkpoint with a model")
+        row = next(r for r in rows if r["trial_id"] == chosen)
     else:
-        raise RuntimeError(f"sweep {sweep.name}: no trial left a checkpoint with a model")
+        metric, mode = sweep.metrics[0], sweep.modes[0]
+        # promote: the best checkpoint of the best trial (by the metric, whether or not ASHA stopped it)
+        ranked = sorted((r for r in rows if math.isfinite(r[f"best_{metric}"])),
+                        key=lambda r: r[f"best_{metric}"], reverse=mode == "max")
+        if pick is not None:
+            ranked = [r for r in ranked if r["trial_id"] == pick]
+        for row in ranked:
+            found = _best_checkpoint(sweep_dir / "trials" / row["trial_id"], metric, mode)
+            if found is not None:
+                break
+        else:
+            raise RuntimeError(f"sweep {sweep.name}: no trial left a checkpoint with a model")
+    _write_csv(rows, table)
     checkpoint, metrics = found
     best_model = sweep_dir / "best_model"
     if best_model.exists():
         shutil.rmtree(best_model)
     shutil.copytree(checkpoint / "model", best_model)
-    best = {"trial_id": row["trial_id"], "checkpoint": str(checkpoint), "metric": sweep.metric,
-            "value": metrics[sweep.metric], "params": {k: row[k] for k in sweep.space}, "metrics": metrics}
+    best = {"sweep": sweep.name, "trial_id": row["trial_id"], "checkpoint": str(checkpoint),
+            "metric": sweep.metric, "value": [metrics.get(m) for m in sweep.metrics] if sweep.multi
+            else metrics[sweep.metrics[0]], "params": {k: row[k] for k in sweep.space}, "metrics": metrics,
+            "pareto_front": front, "chosen_by": ("--pick" if pick else "balanced point of the Pareto front")
+            if sweep.multi else ("--pick" if pick else f"best {sweep.metrics[0]}")}
     (sweep_dir / "best.json").write_text(json.dumps(best, indent=2) + "\n")
-    return SweepOutcome(sweep_dir, table, plot, best_model, best, rows)
+    # the served model says where it came from (GET /healthz shows it)
+    (best_model / "provenance.json").write_text(json.dumps(best, indent=2) + "\n")
+    from diled_platform.sweep_plots import pareto_plot, sensitivity_plot, sweep_plot
+
+    plot = sweep_dir / ("pareto.png" if sweep.multi else "sweep.png")
+    (pareto_plot if sweep.multi else sweep_plot)(rows, sweep, plot)
+    sensitivity = sweep_dir / "sensitivity.png"
+    sensitivity_plot(rows, sweep, sensitivity)
+    _track(sweep, base, sweep_dir, best, [table, plot, sensitivity, sweep_dir / "best.json"])
+    return SweepOutcome(sweep_dir, table, plot, best_model, best, rows, front, sensitivity)
+
+
+def _track(sweep: SweepConfig, base: dict, sweep_dir: Path, best: dict, files: list[Path]) -> None:
+    """The sweep itself as one MLflow run in its experiment (beside its trials): the promoted trial and
+    the tables and plots as artifacts."""
+    from diled_platform.tracking import tracking_uri
+
+    storage = sweep_dir.parent
+    cfg = JobConfig.from_dict({**base, "run": {**base.get("run", {}), "storage_path": str(storage),
+                                               "experiment": sweep.name}})
+    uri = tracking_uri(cfg)
+    if uri is None:
+        return
+    try:
+        import mlflow
+
+        from diled_platform.tracking import _experiment_id
+
+        mlflow.set_tracking_uri(uri)
+        with mlflow.start_run(experiment_id=_experiment_id(mlflow, cfg), run_name=f"{sweep.name} (sweep)",
+                              tags={"diled.sweep": sweep.name, "diled.promoted_trial": best["trial_id"]}):
+            mlflow.log_params({"space": json.dumps(sweep.space)[:500], "metric": str(sweep.metric),
+                               "num_samples": sweep.num_samples, "promoted_trial": best["trial_id"]})
+            for f in files:
+                if f.is_file():
+                    mlflow.log_artifact(str(f))
+    except Exception as e:  # noqa: BLE001 -- tracking never fails a finished sweep
+        log.warning(f"MLflow: could not log the sweep {sweep.name}: {e}")
 
 
 def _write_csv(rows: list[dict], path: Path) -> None:
@@ -322,39 +468,3 @@ def _write_csv(rows: list[dict], path: Path) -> None:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
-
-
-def _plot(rows: list[dict], sweep: SweepConfig, path: Path) -> None:
-    """The metric against w (log scale), one colour per schedule; hollow markers: stopped by ASHA."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    key = f"best_{sweep.metric}"
-    x_key = "model.w" if "model.w" in sweep.space else next(iter(sweep.space))
-    fig, ax = plt.subplots(figsize=(6, 4))
-    groups: dict[str, list[dict]] = {}
-    for r in rows:
-        groups.setdefault(str(r.get("diffusion.schedule", "all")), []).append(r)
-    for (name, members), colour in zip(sorted(groups.items()), plt.rcParams["axes.prop_cycle"].by_key()["color"] * 4):
-        for stopped in (False, True):
-            pts = [(r[x_key], r[key]) for r in members if r["stopped_early"] == stopped and math.isfinite(r[key])]
-            if pts:
-                ax.scatter(*zip(*pts), label=f"{name}{' (stopped early)' if stopped else ''}",
-                           facecolors="none" if stopped else colour, edgecolors=colour, s=50)
-    if sweep.space.get(x_key, {}).get("loguniform"):
-        from matplotlib.ticker import NullFormatter
-
-        ax.set_xscale("log")
-        ax.xaxis.set_minor_formatter(NullFormatter())
-    values = [r[key] for r in rows if math.isfinite(r[key])]
-    if values and max(values) - min(values) > 100 * max(1e-9, min(abs(v) for v in values) or 1):
-        ax.set_yscale("symlog", linthresh=1.0)  # bad trials are orders of magnitude off
-    ax.set_xlabel(x_key)
-    ax.set_ylabel(f"{sweep.metric} (best report, {sweep.mode})")
-    ax.set_title(f"sweep {sweep.name}: {len(rows)} trials")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)

@@ -43,7 +43,11 @@ def test_sweep_file_errors_name_the_problem(tmp_path, change, message):
 
 
 def test_shipped_sweep_files_are_valid():
-    for name in ("text-cpu", "vector-cpu"):
+    from diled_platform.tune import SWEEPS_DIR
+
+    names = sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml"))
+    assert {"text-cpu", "vector-cpu", "text-pareto", "protein-pareto"} <= set(names)
+    for name in names:
         sweep = SweepConfig.load(name)
         assert "model.w" in sweep.space and sweep.reports_per_trial(sweep.base()) >= 2
 
@@ -110,3 +114,92 @@ def test_optuna_asha_sweep_promotes_a_servable_model(ray_with_dashboard, tmp_pat
         assert answer.json()["outputs"] == model.eval().generate(3, steps=10, seed=0)
     finally:
         serve.shutdown()
+
+
+def test_pareto_front_keeps_exactly_the_non_dominated_points():
+    from diled_platform.tune import balanced_point, pareto_front
+
+    points = {"a": [1.0, 5.0], "b": [2.0, 2.0], "c": [3.0, 3.0], "d": [5.0, 1.0], "e": [2.0, 2.0],
+              "nan": [float("nan"), 0.0]}
+    front = pareto_front(points, ["min", "min"])
+    assert sorted(front) == ["a", "b", "d", "e"]           # c is dominated by b; equal points both stay
+    assert pareto_front({"x": [1.0, 1.0], "y": [2.0, 0.5]}, ["max", "min"]) == ["y"]
+    assert balanced_point(points, ["min", "min"], ["a", "b", "d"]) == "b"
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"metric": ["val_rec", "val_rec"]}, "distinct"),
+    ({"metric": ["val_rec", "val_prior_fd"], "mode": ["min"]}, "one per metric"),
+    ({"metric": ["val_rec", "val_fitness_mse"]}, "val_fitness_mse"),      # a protein term, not the vector codec's
+])
+def test_multi_objective_sweep_file_errors(tmp_path, change, message):
+    with pytest.raises(ConfigError, match=message):
+        tiny_sweep(tmp_path, **change)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_two_objective_sweep_reports_a_pareto_front_and_serves_a_point_of_it(ray_with_dashboard, tmp_path):
+    from mlflow.tracking import MlflowClient
+    from ray import serve
+
+    from diled_platform.serve import deploy, serve_config
+    from diled_platform.tune import pareto_front
+
+    sweep = tiny_sweep(tmp_path, name="pareto", num_samples=6, metric=["val_rec", "val_prior_fd"],
+                       mode=["min", "min"])
+    outcome = run_sweep(sweep)
+    rows = outcome.rows
+    assert len(rows) == 6 and outcome.plot.name == "pareto.png" and outcome.plot.stat().st_size > 0
+    assert outcome.sensitivity.stat().st_size > 0
+    assert any(r["stopped_early"] for r in rows) and all(r["status"] == "done" for r in rows)  # ASHA acted
+
+    # the front: no front point dominates another, and every other full-budget trial is dominated by one
+    full = [r for r in rows if not r["stopped_early"]]
+    value = {r["trial_id"]: (r["last_val_rec"], r["last_val_prior_fd"]) for r in full}
+    front = set(outcome.front)
+    assert front and front <= set(value)
+    dominated = lambda a, b: all(x <= y for x, y in zip(b, a)) and b != a  # noqa: E731  (b dominates a)
+    for k in front:
+        assert not any(dominated(value[k], value[j]) for j in value if j != k)
+    for k in set(value) - front:
+        assert any(dominated(value[k], value[j]) for j in front)
+    assert set(pareto_front({k: list(v) for k, v in value.items()}, ["min", "min"])) == front
+    assert {r["trial_id"] for r in rows if r.get("pareto")} == front
+
+    # a promoted Pareto point (not the default one, when the front has two) loads and serves, and says so
+    pick = sorted(front)[-1]
+    outcome = run_sweep(sweep, pick=pick)  # the finished sweep resumes with nothing to run: only promotion
+    best = json.loads((outcome.sweep_dir / "best.json").read_text())
+    assert best["trial_id"] == pick and best["chosen_by"] == "--pick"
+    model = DiLED.from_pretrained(outcome.best_model_dir)
+    assert model.w == pytest.approx(best["params"]["model.w"])
+    config = serve_config(outcome.best_model_dir, port=8458)
+    dep = config["applications"][0]["deployments"][0]
+    dep["autoscaling_config"].update(min_replicas=1, max_replicas=1)
+    dep["ray_actor_options"]["num_cpus"] = 0.5
+    try:
+        deploy(config)
+        health = requests.get("http://127.0.0.1:8458/healthz", timeout=60).json()
+        assert health["provenance"]["trial_id"] == pick and health["provenance"]["sweep"] == "pareto"
+        assert health["provenance"]["params"]["model.w"] == pytest.approx(model.w)
+    finally:
+        serve.shutdown()
+
+    # every trial is an MLflow run of the sweep's experiment in the store beside the runs, with its
+    # config, per-step metrics and, for the sweep itself, the plots as artifacts
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("pareto")
+    runs = client.search_runs([experiment.experiment_id])
+    trial_runs = {r.info.run_name: r for r in runs if "diled.sweep" not in r.data.tags}
+    assert set(trial_runs) == {r["trial_id"] for r in rows}
+    one = trial_runs[pick]
+    assert float(one.data.params["model.w"]) == pytest.approx(best["params"]["model.w"])
+    history = client.get_metric_history(one.info.run_id, "val_rec")
+    assert [m.step for m in history] == [40, 80, 120, 160]
+    assert len(client.get_metric_history(one.info.run_id, "train_loss")) == 4
+    sweep_runs = [r for r in runs if "diled.sweep" in r.data.tags]  # one per promotion
+    assert {r.data.tags["diled.promoted_trial"] for r in sweep_runs} >= {pick}
+    for run in sweep_runs:
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"pareto.png", "sensitivity.png", "results.csv", "best.json"} <= artifacts
