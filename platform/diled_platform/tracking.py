@@ -8,6 +8,10 @@ it with ``mlflow ui --backend-store-uri sqlite:///<run.storage_path>/mlflow.db``
 names a shared server instead (``http://mlflow.internal:5000``); ``run.tracking: none`` switches it off.
 The experiment is ``run.experiment`` (default ``diled``; a sweep uses its own name). A resumed run (same
 ``run.name``) continues the same MLflow run: its id is kept in the run folder (``mlflow_run_id``).
+
+Why MLflow's client and not Ray's ``setup_mlflow``: Ray's helper starts a new MLflow run each time a
+worker group starts, so a run that resumed after a crash would be split in two; Ray's Tune
+``MLflowLoggerCallback`` would log each sweep trial a second time beside its training run.
 """
 
 from __future__ import annotations

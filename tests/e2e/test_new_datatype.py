@@ -62,6 +62,18 @@ def test_a_new_data_type_trains_evaluates_and_serves_through_the_generic_jobs(tm
     saved = json.loads((run / "model" / "config.json").read_text())
     assert saved["codec"]["name"] == "sine_codec:SineCodec"  # found again by import path in any process
 
+    # the run is tracked in the local MLflow store beside the runs: config, metrics over steps, report files
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (tracked,) = client.search_runs([client.get_experiment_by_name("diled").experiment_id],
+                                    filter_string="attributes.run_name = 'sine'")
+    assert tracked.data.params["data.type"] == "sine_data:SineData" and tracked.data.params["optim.max_steps"] == "120"
+    assert [m.step for m in client.get_metric_history(tracked.info.run_id, "train_loss")] == [40, 80, 120]
+    assert [m.step for m in client.get_metric_history(tracked.info.run_id, "val_rec")] == [60, 120]
+    assert tracked.data.metrics["eval_reconstruction_mse"] == pytest.approx(metrics["reconstruction_mse"])
+    assert {"eval.json", "samples.csv"} <= {a.path for a in client.list_artifacts(tracked.info.run_id)}
+
     # the comparison harness, one seed
     _run([str(ROOT / "jobs/evaluate.py"), "--preset", PRESET, "--models", "diled", "autoencoder", "--seeds", "0",
           "--steps", "60", "--out", str(tmp_path / "eval")], tmp_path)
