@@ -38,7 +38,7 @@ def tracking_uri(cfg: JobConfig) -> str | None:
     return f"sqlite:///{Path(cfg.run.storage_path).resolve() / 'mlflow.db'}"
 
 
-def _experiment_id(mlflow, cfg: JobConfig) -> str:
+def experiment_id(mlflow, cfg: JobConfig) -> str:
     name = cfg.run.experiment
     found = mlflow.get_experiment_by_name(name)
     if found is not None:
@@ -86,7 +86,7 @@ class Tracker:
                 self.run_id = id_file.read_text().strip()  # a resumed run continues its MLflow run
                 self.client.update_run(self.run_id, status="RUNNING")
             else:
-                run = self.client.create_run(_experiment_id(mlflow, cfg), run_name=cfg.run.name,
+                run = self.client.create_run(experiment_id(mlflow, cfg), run_name=cfg.run.name,
                                              tags={"diled.run_dir": str(run_dir), **(tags or {})})
                 self.run_id = run.info.run_id
                 self.client.log_batch(self.run_id, params=[_param(k, v) for k, v in flat_params(cfg.to_dict()).items()])

@@ -62,6 +62,7 @@ class SweepConfig:
     asha: dict[str, Any] = field(default_factory=lambda: {"grace_period": 1, "reduction_factor": 2})
     storage_path: str = "runs"
     max_concurrent_trials: int | None = None   # None: as many as the cluster's CPUs/GPUs hold
+    report: bool = True                        # the data type's report on the promoted model (best_report/)
 
     @classmethod
     def load(cls, name_or_path: str, **changes) -> "SweepConfig":
@@ -419,9 +420,17 @@ def summarize(sweep: SweepConfig, grid, sweep_dir: Path, base: dict, pick: str |
             else metrics[sweep.metrics[0]], "params": {k: row[k] for k in sweep.space}, "metrics": metrics,
             "pareto_front": front, "chosen_by": ("--pick" if pick else "balanced point of the Pareto front")
             if sweep.multi else ("--pick" if pick else f"best {sweep.metrics[0]}")}
-    (sweep_dir / "best.json").write_text(json.dumps(best, indent=2) + "\n")
+    if sweep.report:  # the same report a training run writes, on the promoted model
+        from diled_platform.datatypes import datatype_for
+
+        cfg = JobConfig.from_dict(base)
+        report_dir = sweep_dir / "best_report"
+        report_dir.mkdir(exist_ok=True)
+        best["report"] = datatype_for(cfg).report(best_model, report_dir, cfg, seed=cfg.run.seed)
+    (sweep_dir / "best.json").write_text(json.dumps(best, indent=2, default=str) + "\n")
     # the served model says where it came from (GET /healthz shows it)
-    (best_model / "provenance.json").write_text(json.dumps(best, indent=2) + "\n")
+    (best_model / "provenance.json").write_text(json.dumps({k: v for k, v in best.items() if k != "report"},
+                                                           indent=2, default=str) + "\n")
     from diled_platform.sweep_plots import pareto_plot, sensitivity_plot, sweep_plot
 
     plot = sweep_dir / ("pareto.png" if sweep.multi else "sweep.png")
@@ -446,10 +455,10 @@ def _track(sweep: SweepConfig, base: dict, sweep_dir: Path, best: dict, files: l
     try:
         import mlflow
 
-        from diled_platform.tracking import _experiment_id
+        from diled_platform.tracking import experiment_id
 
         mlflow.set_tracking_uri(uri)
-        with mlflow.start_run(experiment_id=_experiment_id(mlflow, cfg), run_name=f"{sweep.name} (sweep)",
+        with mlflow.start_run(experiment_id=experiment_id(mlflow, cfg), run_name=f"{sweep.name} (sweep)",
                               tags={"diled.sweep": sweep.name, "diled.promoted_trial": best["trial_id"]}):
             mlflow.log_params({"space": json.dumps(sweep.space)[:500], "metric": str(sweep.metric),
                                "num_samples": sweep.num_samples, "promoted_trial": best["trial_id"]})

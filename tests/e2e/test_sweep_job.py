@@ -15,8 +15,12 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
-def test_interrupted_sweep_resumes(tmp_path):
+@pytest.mark.parametrize("objectives", [{"metric": "val_nelbo", "mode": "min"},
+                                        {"metric": ["val_rec", "val_prior_fd"], "mode": ["min", "min"]}],
+                         ids=["one-metric", "pareto"])
+def test_interrupted_sweep_resumes(tmp_path, objectives):
     sweep = {"name": "resume", "preset": "vector-cpu", "num_samples": 5, "seed": 0, "max_concurrent_trials": 1,
+             **objectives,
              "overrides": {"optim.max_steps": 160, "run.checkpoint_every": 40, "scaling.num_workers": 1,
                            "data.n_train": 2000, "run.val_batches": 2},
              "space": {"model.w": {"loguniform": [0.1, 10.0]}, "optim.lr": {"loguniform": [3.0e-4, 3.0e-3]}}}
@@ -58,3 +62,6 @@ def test_interrupted_sweep_resumes(tmp_path):
     rows = (tmp_path / "resume" / "results.csv").read_text().splitlines()
     assert len(rows) == 1 + 5
     assert (tmp_path / "resume" / "best_model" / "model.safetensors").is_file()
+    if isinstance(objectives["metric"], list):
+        assert "Pareto front (val_rec, val_prior_fd):" in second.stdout
+        assert (tmp_path / "resume" / "pareto.png").is_file() and (tmp_path / "resume" / "sensitivity.png").is_file()

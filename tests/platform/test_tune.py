@@ -1,6 +1,7 @@
 """Ray Tune sweeps: the sweep file's checks, and a real Optuna + ASHA sweep on 2 CPUs whose best model
 is promoted and answers through the Serve app."""
 
+import contextlib
 import csv
 import json
 
@@ -52,6 +53,24 @@ def test_shipped_sweep_files_are_valid():
         assert "model.w" in sweep.space and sweep.reports_per_trial(sweep.base()) >= 2
 
 
+@contextlib.contextmanager
+def serving(model_dir, port: int):
+    """The Serve app on ``model_dir`` with one replica on half a CPU, at 127.0.0.1:``port``."""
+    from ray import serve
+
+    from diled_platform.serve import deploy, serve_config
+
+    config = serve_config(model_dir, port=port)
+    dep = config["applications"][0]["deployments"][0]
+    dep["autoscaling_config"].update(min_replicas=1, max_replicas=1)
+    dep["ray_actor_options"]["num_cpus"] = 0.5
+    try:
+        deploy(config)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        serve.shutdown()
+
+
 @pytest.fixture(scope="module")
 def ray_with_dashboard():
     """Train V2 inside Tune asks Ray's state API (served by the dashboard) about its controller: without
@@ -69,9 +88,6 @@ def ray_with_dashboard():
 def test_optuna_asha_sweep_promotes_a_servable_model(ray_with_dashboard, tmp_path):
     import optuna
     from optuna.distributions import CategoricalDistribution, FloatDistribution
-    from ray import serve
-
-    from diled_platform.serve import deploy, serve_config
 
     sweep = tiny_sweep(tmp_path)
     outcome = run_sweep(sweep)
@@ -103,17 +119,10 @@ def test_optuna_asha_sweep_promotes_a_servable_model(ray_with_dashboard, tmp_pat
     assert best["value"] == min(r["best_val_nelbo"] for r in rows)
     model = DiLED.from_pretrained(outcome.best_model_dir)
     assert model.w == pytest.approx(best["params"]["model.w"])
-    config = serve_config(outcome.best_model_dir, port=8457)
-    dep = config["applications"][0]["deployments"][0]
-    dep["autoscaling_config"].update(min_replicas=1, max_replicas=1)
-    dep["ray_actor_options"]["num_cpus"] = 0.5
-    try:
-        deploy(config)
-        answer = requests.post("http://127.0.0.1:8457/generate", json={"n": 3, "seed": 0, "steps": 10}, timeout=60)
+    with serving(outcome.best_model_dir, 8457) as url:
+        answer = requests.post(url + "/generate", json={"n": 3, "seed": 0, "steps": 10}, timeout=60)
         assert answer.status_code == 200
         assert answer.json()["outputs"] == model.eval().generate(3, steps=10, seed=0)
-    finally:
-        serve.shutdown()
 
 
 def test_pareto_front_keeps_exactly_the_non_dominated_points():
@@ -141,9 +150,7 @@ def test_multi_objective_sweep_file_errors(tmp_path, change, message):
 @pytest.mark.timeout(900)
 def test_two_objective_sweep_reports_a_pareto_front_and_serves_a_point_of_it(ray_with_dashboard, tmp_path):
     from mlflow.tracking import MlflowClient
-    from ray import serve
 
-    from diled_platform.serve import deploy, serve_config
     from diled_platform.tune import pareto_front
 
     sweep = tiny_sweep(tmp_path, name="pareto", num_samples=6, metric=["val_rec", "val_prior_fd"],
@@ -172,19 +179,15 @@ def test_two_objective_sweep_reports_a_pareto_front_and_serves_a_point_of_it(ray
     outcome = run_sweep(sweep, pick=pick)  # the finished sweep resumes with nothing to run: only promotion
     best = json.loads((outcome.sweep_dir / "best.json").read_text())
     assert best["trial_id"] == pick and best["chosen_by"] == "--pick"
+    # the data type's own report on the promoted model, as a training run writes it
+    report = json.loads((outcome.sweep_dir / "best_report" / "eval.json").read_text())
+    assert report == best["report"] and report["reconstruction_mse"] < report["mean_predictor_mse"]
     model = DiLED.from_pretrained(outcome.best_model_dir)
     assert model.w == pytest.approx(best["params"]["model.w"])
-    config = serve_config(outcome.best_model_dir, port=8458)
-    dep = config["applications"][0]["deployments"][0]
-    dep["autoscaling_config"].update(min_replicas=1, max_replicas=1)
-    dep["ray_actor_options"]["num_cpus"] = 0.5
-    try:
-        deploy(config)
-        health = requests.get("http://127.0.0.1:8458/healthz", timeout=60).json()
+    with serving(outcome.best_model_dir, 8458) as url:
+        health = requests.get(url + "/healthz", timeout=60).json()
         assert health["provenance"]["trial_id"] == pick and health["provenance"]["sweep"] == "pareto"
         assert health["provenance"]["params"]["model.w"] == pytest.approx(model.w)
-    finally:
-        serve.shutdown()
 
     # every trial is an MLflow run of the sweep's experiment in the store beside the runs, with its
     # config, per-step metrics and, for the sweep itself, the plots as artifacts
