@@ -30,6 +30,14 @@ def _log_axis(ax, sweep, key: str, axis: str = "x") -> None:
         (ax.xaxis if axis == "x" else ax.yaxis).set_minor_formatter(NullFormatter())
 
 
+def _log_if_wide(ax, values: list[float], axis: str = "y") -> None:
+    """A log axis when positive values span more than two orders of magnitude (a bad trial is often
+    thousands of times off, and would flatten the rest into one line)."""
+    values = [v for v in values if _finite(v)]
+    if values and min(values) > 0 and max(values) / min(values) > 100:
+        (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
+
+
 def sweep_plot(rows: list[dict], sweep, path: Path) -> None:
     """The metric against w (log scale), one colour per schedule; hollow markers: stopped by ASHA."""
     plt = _plt()
@@ -71,17 +79,21 @@ def pareto_plot(rows: list[dict], sweep, path: Path) -> None:
     ws = [r.get("model.w") for r in rows if _finite(r.get("model.w"))]
     norm = LogNorm(min(ws), max(ws)) if ws and min(ws) > 0 and max(ws) > min(ws) else None
     cmap = plt.get_cmap("viridis")
-    seen = set()
+    seen = []
     for r in rows:
         x, y = r.get(f"last_{mx}"), r.get(f"last_{my}")
         if not _finite(x, y):
             continue
         schedule = str(r.get("diffusion.schedule", "constant"))
         colour = cmap(norm(r["model.w"])) if norm is not None and _finite(r.get("model.w")) else "tab:blue"
-        label = schedule if schedule not in seen else None
-        seen.add(schedule)
+        if schedule not in seen:
+            seen.append(schedule)
         ax.scatter([x], [y], marker=MARKERS.get(schedule, "D"), s=70, edgecolors=colour,
-                   facecolors="none" if r["stopped_early"] else colour, label=label, linewidths=1.5)
+                   facecolors="none" if r["stopped_early"] else colour, linewidths=1.5)
+    for schedule in seen:  # legend entries in grey: the colour is w's, not the schedule's
+        ax.scatter([], [], marker=MARKERS.get(schedule, "D"), s=70, color="grey", label=schedule)
+    _log_if_wide(ax, [r.get(f"last_{mx}") for r in rows], "x")
+    _log_if_wide(ax, [r.get(f"last_{my}") for r in rows], "y")
     front = sorted((r for r in rows if r.get("pareto")), key=lambda r: r[f"last_{mx}"])
     if front:
         ax.plot([r[f"last_{mx}"] for r in front], [r[f"last_{my}"] for r in front], "k--", lw=1,
@@ -118,6 +130,7 @@ def sensitivity_plot(rows: list[dict], sweep, path: Path) -> None:
                        and (not choice or str(r[key]) in levels)]
                 if pts:
                     ax.scatter(*zip(*pts), s=30, facecolors="none" if stopped else "tab:blue", edgecolors="tab:blue")
+            _log_if_wide(ax, [r.get(f"last_{metric}") for r in rows], "y")
             if choice:
                 ax.set_xticks(range(len(levels)), levels, fontsize=8)
             else:

@@ -63,6 +63,9 @@ class SweepConfig:
     storage_path: str = "runs"
     max_concurrent_trials: int | None = None   # None: as many as the cluster's CPUs/GPUs hold
     report: bool = True                        # the data type's report on the promoted model (best_report/)
+    # configurations tried first, before the sampler's own (e.g. the paper's w = 8 and w = 1), each a
+    # mapping of some or all space keys; they count among num_samples
+    points: list = field(default_factory=list)
 
     @classmethod
     def load(cls, name_or_path: str, **changes) -> "SweepConfig":
@@ -137,6 +140,14 @@ class SweepConfig:
             if key not in self.asha:
                 raise ConfigError(f"sweep asha needs {key}")
         self.job_config({k: _example(v) for k, v in self.space.items()})  # every key and value type is valid
+        if not isinstance(self.points, list) or len(self.points) > self.num_samples:
+            raise ConfigError(f"sweep points must be a list of at most num_samples ({self.num_samples}) mappings")
+        for point in self.points:
+            unknown = sorted(set(point) - set(self.space)) if isinstance(point, dict) else None
+            if unknown is None or unknown:
+                raise ConfigError(f"sweep points: {point!r} must map keys of the space ({', '.join(self.space)})"
+                                  + (f"; not in it: {unknown}" if unknown else ""))
+            self.job_config(point)
 
     # ------------------------------------------------------------------ configs
     def base(self) -> dict[str, Any]:
@@ -264,13 +275,15 @@ def run_sweep(sweep: SweepConfig, base: dict | None = None, pick: str | None = N
     else:
         cfg = JobConfig.from_dict(base)
         max_t = sweep.reports_per_trial(base)
+        points = [dict(p) for p in sweep.points] or None
         if sweep.multi:
             import optuna
 
-            searcher = OptunaSearch(metric=sweep.metrics, mode=sweep.modes,
+            searcher = OptunaSearch(metric=sweep.metrics, mode=sweep.modes, points_to_evaluate=points,
                                     sampler=optuna.samplers.NSGAIISampler(seed=sweep.seed))
         else:
-            searcher = OptunaSearch(metric=sweep.metrics[0], mode=sweep.modes[0], seed=sweep.seed)
+            searcher = OptunaSearch(metric=sweep.metrics[0], mode=sweep.modes[0], seed=sweep.seed,
+                                    points_to_evaluate=points)
         tuner = tune.Tuner(
             trainable,
             param_space=sweep.param_space(),
