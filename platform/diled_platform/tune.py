@@ -372,7 +372,8 @@ def pareto_front(points: dict[str, list[float]], modes: list[str]) -> list[str]:
 def balanced_point(points: dict[str, list[float]], modes: list[str], front: list[str]) -> str:
     """The front point nearest the ideal one (each objective's best value on the front), with every
     objective scaled to [0, 1] over the front: the default promotion of a multi-objective sweep, neither
-    extreme of the trade-off (ties: the first)."""
+    extreme of the trade-off. Ties (a front of two points is always one) go to the better first
+    objective, then to the smaller trial id: the same rows always promote the same trial."""
     def scaled(k: str) -> float:
         total = 0.0
         for i, mode in enumerate(modes):
@@ -382,7 +383,8 @@ def balanced_point(points: dict[str, list[float]], modes: list[str], front: list
             total += gap ** 2
         return total
 
-    return min(front, key=scaled)
+    first = 1.0 if modes[0] == "min" else -1.0
+    return min(front, key=lambda k: (round(scaled(k), 12), first * points[k][0], k))
 
 
 def summarize(sweep: SweepConfig, grid, sweep_dir: Path, base: dict, pick: str | None = None) -> SweepOutcome:
