@@ -23,7 +23,6 @@ checkpoint.
 import argparse
 import json
 import sys
-from pathlib import Path
 
 import _path  # noqa: F401  (repository on sys.path)
 

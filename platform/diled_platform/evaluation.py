@@ -14,7 +14,6 @@ import math
 import statistics
 import time
 from pathlib import Path
-from typing import Any
 
 from diled_platform.baselines import train
 from diled_platform.config import JobConfig, replace

@@ -84,7 +84,7 @@ class TextData(DataType):
         return splits
 
     def summary(self) -> str:
-        splits = self.splits
+        self.splits  # noqa: B018 -- reading the splits sets self.stats, the cleaning statistics
         return f"{self.stats.summary()}; " + super().summary()
 
     def datasets(self):
