@@ -292,7 +292,11 @@ def evaluate(engine, batches: list[dict], seed: int) -> dict[str, float]:
         metrics["mu_abs"] = float(stats[d:2 * d].sum() / (count * d))
         metrics["active_dims"] = int((cov.diagonal() > ACTIVE_DIM_THRESHOLD).sum())
         if getattr(module, "objective", "diled") != "autoencoder":  # the autoencoder's prior is not trained
-            metrics["val_prior_fd"] = prior_fit(module, mean, cov, seed)
+            # in eval mode and on a forked RNG: measuring must not change the training that follows
+            module.eval()
+            with torch.random.fork_rng(devices=[]):
+                metrics["val_prior_fd"] = prior_fit(module, mean, cov, seed)
+            module.train()
     return metrics
 
 
