@@ -66,65 +66,97 @@ def flat_params(data: dict, prefix: str = "") -> dict[str, str]:
 
 
 class Tracker:
-    """The MLflow run of one training run, written by rank 0 of the workers (a no-op elsewhere, when
-    tracking is off, or if MLflow cannot be reached: training never fails because of tracking)."""
+    """The MLflow run of one training run, written by rank 0 of the workers (a no-op elsewhere or when
+    tracking is off). All MLflow calls run on a background thread fed by a queue: training never waits
+    for the store (a slow or locked database, an unreachable server) and never fails because of it; at
+    the end ``close`` waits at most ``CLOSE_TIMEOUT_S`` for what is still queued."""
+
+    CLOSE_TIMEOUT_S = 30.0
 
     def __init__(self, cfg: JobConfig, rank: int, tags: dict[str, str] | None = None):
-        self.client = self.run_id = None
+        import queue
+        import threading
+
+        self.queue = None
         uri = tracking_uri(cfg) if rank == 0 else None
         if uri is None:
             return
-        try:
-            import mlflow
-            from mlflow.tracking import MlflowClient
-
-            mlflow.set_tracking_uri(uri)
-            self.client = MlflowClient(uri)
-            run_dir = Path(cfg.run.storage_path) / cfg.run.name
-            id_file = run_dir / RUN_ID_FILE
-            if id_file.is_file() and self._exists(id_file.read_text().strip()):
-                self.run_id = id_file.read_text().strip()  # a resumed run continues its MLflow run
-                self.client.update_run(self.run_id, status="RUNNING")
-            else:
-                run = self.client.create_run(experiment_id(mlflow, cfg), run_name=cfg.run.name,
-                                             tags={"diled.run_dir": str(run_dir), **(tags or {})})
-                self.run_id = run.info.run_id
-                self.client.log_batch(self.run_id, params=[_param(k, v) for k, v in flat_params(cfg.to_dict()).items()])
-                run_dir.mkdir(parents=True, exist_ok=True)
-                id_file.write_text(self.run_id + "\n")
-        except Exception as e:  # noqa: BLE001 -- tracking is an aid, not a reason to lose a run
-            log.warning(f"MLflow tracking off for this run ({uri}): {type(e).__name__}: {e}")
-            self.client = self.run_id = None
-
-    def _exists(self, run_id: str) -> bool:
-        try:
-            self.client.get_run(run_id)
-            return True
-        except Exception:  # noqa: BLE001
-            return False
+        self.queue = queue.Queue()
+        self.thread = threading.Thread(target=self._work, args=(cfg, uri, tags or {}), daemon=True,
+                                       name="mlflow-tracker")
+        self.thread.start()
 
     def log_metrics(self, step: int, values: dict[str, float]) -> None:
-        if self.run_id is None:
-            return
-        import time
-
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        # TensorBoard's tags as MLflow names: train/loss -> train_loss, val/val_rec -> val_rec
-        metrics = [Metric(k.split("/", 1)[1] if k.startswith("val/") else k.replace("/", "_"), float(v), now, step)
-                   for k, v in values.items() if isinstance(v, (int, float))]
-        try:
-            self.client.log_batch(self.run_id, metrics=metrics)
-        except Exception as e:  # noqa: BLE001
-            log.warning(f"MLflow: could not log metrics at step {step}: {e}")
+        if self.queue is not None:
+            self.queue.put(("metrics", step, dict(values)))
 
     def close(self, status: str = "FINISHED") -> None:
-        if self.run_id is not None:
+        if self.queue is not None:
+            self.queue.put(("close", status, None))
+            self.thread.join(timeout=self.CLOSE_TIMEOUT_S)
+            if self.thread.is_alive():
+                log.warning(f"MLflow: the tracker did not finish within {self.CLOSE_TIMEOUT_S:.0f}s; some metrics may be missing")
+            self.queue = None
+
+    # ------------------------------------------------------------------ the background thread
+    def _work(self, cfg: JobConfig, uri: str, tags: dict[str, str]) -> None:
+        try:
+            client, run_id = self._start(cfg, uri, tags)
+        except Exception as e:  # noqa: BLE001 -- tracking is an aid, not a reason to lose a run
+            log.warning(f"MLflow tracking off for this run ({uri}): {type(e).__name__}: {e}")
+            client = run_id = None
+        while True:
+            kind, a, b = self.queue.get()
+            if run_id is None:
+                if kind == "close":
+                    return
+                continue
             try:
-                self.client.set_terminated(self.run_id, status=status)
-            except Exception:  # noqa: BLE001
+                if kind == "metrics":
+                    client.log_batch(run_id, metrics=_metrics(a, b))
+                else:
+                    client.set_terminated(run_id, status=a)
+                    return
+            except Exception as e:  # noqa: BLE001
+                log.warning(f"MLflow: {kind} at {a}: {type(e).__name__}: {e}")
+                if kind == "close":
+                    return
+
+    @staticmethod
+    def _start(cfg: JobConfig, uri: str, tags: dict[str, str]):
+        """The MLflow run of this training run: the one its folder names (a resumed run), else a new one
+        with the config as parameters."""
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        mlflow.set_tracking_uri(uri)
+        client = MlflowClient(uri)
+        run_dir = Path(cfg.run.storage_path) / cfg.run.name
+        id_file = run_dir / RUN_ID_FILE
+        if id_file.is_file():
+            run_id = id_file.read_text().strip()
+            try:
+                client.update_run(run_id, status="RUNNING")  # a resumed run continues its MLflow run
+                return client, run_id
+            except Exception:  # noqa: BLE001 -- gone from the store: start a new one
                 pass
+        run = client.create_run(experiment_id(mlflow, cfg), run_name=cfg.run.name,
+                                tags={"diled.run_dir": str(run_dir), **tags})
+        client.log_batch(run.info.run_id, params=[_param(k, v) for k, v in flat_params(cfg.to_dict()).items()])
+        run_dir.mkdir(parents=True, exist_ok=True)
+        id_file.write_text(run.info.run_id + "\n")
+        return client, run.info.run_id
+
+
+def _metrics(step: int, values: dict[str, float]) -> list:
+    """TensorBoard's tags as MLflow metrics: train/loss -> train_loss, val/val_rec -> val_rec."""
+    import time
+
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    return [Metric(k.split("/", 1)[1] if k.startswith("val/") else k.replace("/", "_"), float(v), now, step)
+            for k, v in values.items() if isinstance(v, (int, float))]
 
 
 def _param(key: str, value: str):

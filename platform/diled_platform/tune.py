@@ -64,7 +64,7 @@ class SweepConfig:
     max_concurrent_trials: int | None = None   # None: as many as the cluster's CPUs/GPUs hold
     report: bool = True                        # the data type's report on the promoted model (best_report/)
     # configurations tried first, before the sampler's own (e.g. the paper's w = 8 and w = 1), each a
-    # mapping of some or all space keys; they count among num_samples
+    # value for every key of the space; they count among num_samples
     points: list = field(default_factory=list)
 
     @classmethod
@@ -142,11 +142,11 @@ class SweepConfig:
         self.job_config({k: _example(v) for k, v in self.space.items()})  # every key and value type is valid
         if not isinstance(self.points, list) or len(self.points) > self.num_samples:
             raise ConfigError(f"sweep points must be a list of at most num_samples ({self.num_samples}) mappings")
-        for point in self.points:
-            unknown = sorted(set(point) - set(self.space)) if isinstance(point, dict) else None
-            if unknown is None or unknown:
-                raise ConfigError(f"sweep points: {point!r} must map keys of the space ({', '.join(self.space)})"
-                                  + (f"; not in it: {unknown}" if unknown else ""))
+        for point in self.points:  # Optuna takes a point only with a value for every key of the space
+            if not isinstance(point, dict) or set(point) != set(self.space):
+                keys = sorted(set(point) ^ set(self.space)) if isinstance(point, dict) else []
+                raise ConfigError(f"sweep points: {point!r} must give a value for every key of the space "
+                                  f"({', '.join(self.space)}); missing or not in it: {keys}")
             self.job_config(point)
 
     # ------------------------------------------------------------------ configs

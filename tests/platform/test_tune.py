@@ -140,8 +140,9 @@ def test_pareto_front_keeps_exactly_the_non_dominated_points():
     ({"metric": ["val_rec", "val_rec"]}, "distinct"),
     ({"metric": ["val_rec", "val_prior_fd"], "mode": ["min"]}, "one per metric"),
     ({"metric": ["val_rec", "val_fitness_mse"]}, "val_fitness_mse"),      # a protein term, not the vector codec's
-    ({"points": [{"model.wx": 1.0}]}, "not in it"),
-    ({"points": [{"model.w": "big"}]}, "model.w"),
+    ({"points": [{"model.wx": 1.0}]}, "every key of the space"),
+    ({"points": [{"model.w": 1.0}]}, "missing or not in it.*diffusion.T"),
+    ({"points": [{"model.w": "big", "diffusion.schedule": "linear", "diffusion.T": 100, "optim.lr": 1e-3}]}, "model.w"),
     ({"points": [{}] * 9}, "at most num_samples"),
 ])
 def test_multi_objective_sweep_file_errors(tmp_path, change, message):
@@ -157,7 +158,8 @@ def test_two_objective_sweep_reports_a_pareto_front_and_serves_a_point_of_it(ray
     from diled_platform.tune import pareto_front
 
     sweep = tiny_sweep(tmp_path, name="pareto", num_samples=6, metric=["val_rec", "val_prior_fd"],
-                       mode=["min", "min"], points=[{"model.w": 8.0, "diffusion.schedule": "constant"}])
+                       mode=["min", "min"], points=[{"model.w": 8.0, "diffusion.schedule": "constant",
+                                                     "diffusion.T": 1000, "optim.lr": 1e-3}])
     outcome = run_sweep(sweep)
     rows = outcome.rows
     assert [r for r in rows if r["model.w"] == 8.0 and r["diffusion.schedule"] == "constant"]  # the given point ran
