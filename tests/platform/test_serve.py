@@ -300,9 +300,9 @@ def test_a_model_with_a_bert_decoder_serves_unchanged(service, models, tmp_path,
 
 
 def test_a_replica_killed_under_load_is_replaced_and_no_request_hangs(service, models):
-    """SIGKILL of the only replica while 4 clients keep posting: every request ends (a 200, or a 5xx for
-    those in flight; a request that waited more than 30 s would raise here), Serve starts a new replica
-    and the endpoint answers again."""
+    """SIGKILL of the only replica while 4 clients keep posting: every request ends (a 200, or for those in
+    flight a 5xx or a dropped connection; a request that waited more than 30 s would raise here), Serve
+    starts a new replica and the endpoint answers again."""
     import os
     import signal
 
@@ -314,7 +314,12 @@ def test_a_replica_killed_under_load_is_replaced_and_no_request_hangs(service, m
     def client():
         codes = []
         while time.monotonic() < stop:
-            codes.append(requests.post(service + "/encode", json={"inputs": SENTENCES[:2]}, timeout=30).status_code)
+            try:
+                codes.append(requests.post(service + "/encode", json={"inputs": SENTENCES[:2]}, timeout=30).status_code)
+            except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError):
+                # the reply of a request in flight cut off by the kill (seen once in CI: headers sent, body not):
+                # it ended, it did not hang (a timeout would raise ReadTimeout, not caught here)
+                codes.append("dropped")
         return codes
 
     with cf.ThreadPoolExecutor(4) as pool:
@@ -323,7 +328,8 @@ def test_a_replica_killed_under_load_is_replaced_and_no_request_hangs(service, m
         os.kill(pid, signal.SIGKILL)
         codes = [code for f in futures for code in f.result(timeout=180)]
     print("replica killed under load, status codes:", {c: codes.count(c) for c in set(codes)})
-    assert 200 in codes and all(c == 200 or 500 <= c < 600 for c in codes), sorted(set(codes))
+    assert 200 in codes and codes.count("dropped") <= 4, codes   # at most the 4 in flight are cut off
+    assert all(c in (200, "dropped") or 500 <= c < 600 for c in codes), set(codes)
     health = _health_when(service, lambda h: h["pid"] != pid, timeout=120)
     assert health["pid"] != pid and health["codec"] == "text"
     assert _post(service, "/encode", {"inputs": SENTENCES[:2]}).status_code == 200
