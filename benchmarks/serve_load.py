@@ -2,12 +2,16 @@
 vs off, alternating A/B rounds on the same replica (batching is switched through user_config, so the
 replica, its model and its warm caches stay the same).
 
-    .venv/bin/python benchmarks/serve_load.py                      # a text-cpu-sized model, ~3 minutes
+    .venv/bin/python benchmarks/serve_load.py                      # the text-cpu architecture, ~5 minutes
     .venv/bin/python benchmarks/serve_load.py --model runs/text-cpu/model --seconds 20
 
-Without --model it builds the text-cpu architecture (offline MiniLM encoder, 4 x 256 GPT-2 decoder, a
-BPE on 5,000 corpus sentences) with untrained decoder and prior: encoder cost is the real one; decoding
-runs to the maximum length (an untrained decoder never stops early), the worst case.
+Without --model it builds the text-cpu preset's architecture (the first 3 layers of the offline MiniLM as
+encoder, MiniLM's first layer as a causal decoder with an 8k BPE on 5,000 corpus sentences transplanted,
+the preset's prior) with its pretrained weights but untrained latent path: encoder cost is the real one;
+decoding runs to the maximum length when the decoder never says EOS, the worst case.
+
+The clients are asyncio tasks on one aiohttp session in this process (one thread: the load generator
+takes as little of the 2 cores as it can), each posting back to back; bounded by --seconds per round.
 """
 
 import argparse
@@ -15,7 +19,6 @@ import os
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -35,39 +38,45 @@ def build_default_model(directory: Path) -> Path:
     texts = default_corpus()[0].column("text").to_pylist()[:5000]
     tok = train_bpe(texts, 8000, directory / "tok")
     torch.manual_seed(0)
-    codec = TextCodec(latent_dim=64, tokenizer=str(tok), max_length=40, encoder_trainable_layers=0,
-                      decoder_config={"n_layer": 4, "n_embd": 256, "n_head": 4, "n_positions": 64})
+    codec = TextCodec(latent_dim=64, tokenizer=str(tok), max_length=40, encoder_layers=3, encoder_trainable_layers=1,
+                      decoder_kind="bert", decoder_layers=1)
     model = DiLED(codec, MLPSkipNet(64, hidden=512, depth=6, time_dim=128), LatentDiffusion("constant", 1000))
     return model.save_pretrained(directory / "model")
 
 
 def drive(url: str, path: str, body: dict, clients: int, seconds: float) -> dict:
-    """``clients`` threads posting ``body`` back to back for ``seconds``: latencies and throughput."""
-    import requests
+    """``clients`` asyncio tasks posting ``body`` back to back for ``seconds``: latencies, throughput, and
+    the status codes other than 200."""
+    import asyncio
 
-    latencies, errors, stop = [], [], time.monotonic() + seconds
-    lock = threading.Lock()
+    import aiohttp
 
-    def worker():
-        session = requests.Session()
+    latencies, errors = [], {}
+
+    async def client(session, stop):
         while time.monotonic() < stop:
             t = time.perf_counter()
-            r = session.post(url + path, json=body, timeout=120)
-            dt = time.perf_counter() - t
-            with lock:
-                (latencies if r.status_code == 200 else errors).append(dt)
+            async with session.post(url + path, json=body) as r:
+                await r.read()
+                status = r.status
+            if status == 200:
+                latencies.append(time.perf_counter() - t)
+            else:
+                errors[status] = errors.get(status, 0) + 1
 
-    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    async def run():
+        timeout = aiohttp.ClientTimeout(total=120)
+        async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=clients)) as session:
+            stop = time.monotonic() + seconds
+            await asyncio.gather(*(client(session, stop) for _ in range(clients)))
+
     t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    asyncio.run(run())
     wall = time.perf_counter() - t0
     latencies.sort()
     q = lambda p: latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000  # noqa: E731
-    return {"requests": len(latencies), "errors": len(errors), "rps": len(latencies) / wall,
-            "p50_ms": q(0.50), "p99_ms": q(0.99)}
+    return {"requests": len(latencies), "errors": sum(errors.values()), "statuses": errors,
+            "rps": len(latencies) / wall, "p50_ms": q(0.50), "p99_ms": q(0.99)}
 
 
 def main() -> int:
@@ -77,10 +86,16 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--rounds", type=int, default=2, help="A/B rounds per endpoint")
     parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--endpoints", nargs="+", default=["encode", "reconstruct", "generate"],
+                        choices=["encode", "reconstruct", "generate"])
+    parser.add_argument("--max-batch-size", type=int, default=16, help="batching on: the batch limit")
     args = parser.parse_args()
 
     import ray
+    from compute import matmul_peak
     from diled_platform.serve import deploy, serve_config
+
+    print(f"torch fp32 matmul on this machine: {matmul_peak() / 1e9:.0f} GFLOP/s (2048^3)", flush=True)
 
     tmp = tempfile.TemporaryDirectory()
     model_dir = Path(args.model) if args.model else build_default_model(Path(tmp.name))
@@ -95,9 +110,12 @@ def main() -> int:
         dep["max_ongoing_requests"] = 64
         return config
 
-    deploy(configure(16))
-    cases = [("/encode", {"inputs": ["the acting is wooden and the plot is thin, but the music is great."]}),
-             ("/generate", {"n": 1, "seed": 0, "steps": 10})]
+    deploy(configure(args.max_batch_size))
+    sentence = "the acting is wooden and the plot is thin, but the music is great."
+    cases = {"encode": ("/encode", {"inputs": [sentence]}),
+             "reconstruct": ("/reconstruct", {"inputs": [sentence]}),
+             "generate": ("/generate", {"n": 1, "seed": 0, "steps": 10})}
+    cases = [cases[name] for name in args.endpoints]
     print(f"model {model_dir}; {args.clients} concurrent clients, {args.seconds:.0f} s per round, "
           f"{args.rounds} alternating rounds per setting; one replica (1 CPU)", flush=True)
     print("| endpoint | batching | requests | req/s | p50 ms | p99 ms |\n| --- | --- | --- | --- | --- | --- |")
@@ -106,7 +124,7 @@ def main() -> int:
         drive(url, path, body, args.clients, 3.0)  # warm-up
         runs = {"on": [], "off": []}
         for _ in range(args.rounds):
-            for setting, size in (("off", 1), ("on", 16)):
+            for setting, size in (("off", 1), ("on", args.max_batch_size)):
                 deploy(configure(size))
                 time.sleep(1.0)  # the user_config update reaches the replica asynchronously
                 runs[setting].append(drive(url, path, body, args.clients, args.seconds))
@@ -116,7 +134,7 @@ def main() -> int:
             print(f"| {path} | {setting} | {sum(x['requests'] for x in r)} | {med['rps']:.1f} | "
                   f"{med['p50_ms']:.0f} | {med['p99_ms']:.0f} |", flush=True)
             if any(x["errors"] for x in r):
-                print(f"  ({sum(x['errors'] for x in r)} errors)")
+                print(f"  ({sum(x['errors'] for x in r)} errors: {[x['statuses'] for x in r]})")
         on = {k: statistics.median(x[k] for x in runs["on"]) for k in ("rps", "p50_ms", "p99_ms")}
         off = {k: statistics.median(x[k] for x in runs["off"]) for k in ("rps", "p50_ms", "p99_ms")}
         summary.append(f"{path}: throughput on/off {on['rps'] / off['rps']:.2f}x, "

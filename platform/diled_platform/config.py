@@ -148,8 +148,9 @@ class ScalingConfig:
     cpus_per_worker: float = 1.0
     deepspeed: str = "zero2"                    # platform/deepspeed/<name>.json, or a path to a JSON file
     # auto: bf16 on GPU, fp32 on CPU; bf16 on CPU is an explicit choice (fast where the CPU has AVX512-BF16
-    # or AMX, as measured in docs/scaling.md; emulated and slow elsewhere)
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    # or AMX, as measured in docs/scaling.md; emulated and slow elsewhere); bf16-if-native: bf16 on GPU and
+    # where every worker's CPU has AVX512-BF16 or AMX, else fp32 (decided by the workers at start)
+    precision: Literal["auto", "fp32", "bf16", "bf16-if-native"] = "auto"
 
     def validate(self):
         if self.num_workers < 1:

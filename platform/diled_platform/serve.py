@@ -13,7 +13,9 @@ unknown fields refused) and bounded (``MAX_ITEMS`` inputs, ``MAX_TEXT_CHARS`` ch
 samples, DDIM ``steps`` within 1..T); a bad request gets a 4xx that names the problem.
 
 Concurrent requests are batched (``@serve.batch``): encoder passes of different requests run as one
-forward, and so do greedy decodes. The batch size and wait, and the model folder itself, come from the
+forward; greedy /reconstruct requests are encoded and decoded together; DDIM /generate requests with
+greedy decoding are sampled and decoded together (each with its own seeded z_T, so a seed gives the
+same samples whatever else is in the batch). The batch size and wait, and the model folder itself, come from the
 deployment's ``user_config`` and can be changed without restarting a replica (``reconfigure``).
 
 Access: with an API key (``DILED_API_KEY`` or a file named by ``DILED_API_KEY_FILE``, or its SHA-256
@@ -296,7 +298,8 @@ class DiLEDService:
         self._lock = threading.Lock()
         self.model, self.model_dir = None, None
         # how many batched calls served how many requests (in /healthz: shows batching at work)
-        self.stats = {"encode_batches": 0, "encode_requests": 0, "decode_batches": 0, "decode_requests": 0}
+        self.stats = {f"{path}_{what}": 0 for path in ("encode", "decode", "generate", "reconstruct")
+                      for what in ("batches", "requests")}
         self._load(model_dir)
 
     # ------------------------------------------------------------------ lifecycle
@@ -323,7 +326,7 @@ class DiLEDService:
             self._load(config["model_dir"])
         self.batching = {**getattr(self, "batching", {}),
                          **{k: config[k] for k in ("max_batch_size", "batch_wait_timeout_s") if k in config}}
-        for method in (self._encode_batched, self._decode_batched):
+        for method in (self._encode_batched, self._decode_batched, self._generate_batched, self._reconstruct_batched):
             if "max_batch_size" in config:
                 method.set_max_batch_size(int(config["max_batch_size"]))
             if "batch_wait_timeout_s" in config:
@@ -421,6 +424,49 @@ class DiLEDService:
                 results[i] = part
         return results
 
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
+    async def _generate_batched(self, requests: list[tuple[torch.Tensor, int | None, dict]]) -> list[tuple]:
+        """DDIM sampling and greedy decoding of several /generate requests in one pass each. Every request
+        brings its own z_T, drawn from its own seeded generator before it joins, and DDIM with eta = 0
+        draws nothing more: a request's samples do not depend on the requests it shares a batch with."""
+        self.stats["generate_batches"] += 1
+        self.stats["generate_requests"] += len(requests)
+        results: list[tuple | None] = [None] * len(requests)
+        groups: dict[tuple, list[int]] = {}
+        for i, (_, steps, kw) in enumerate(requests):
+            groups.setdefault((steps, tuple(sorted(kw.items()))), []).append(i)
+
+        def sample_and_decode(z_T: torch.Tensor, steps: int | None, kw: dict) -> tuple[torch.Tensor, list]:
+            z = self.model.sample_latents(z_T.shape[0], steps=steps, sampler="ddim", z_T=z_T.to(self.model.device))
+            return z, self.model.codec.decode(z, **kw)
+
+        for (steps, key), idx in groups.items():
+            z, rows = await self._run(sample_and_decode, torch.cat([requests[i][0] for i in idx]), steps, dict(key))
+            sizes = [requests[i][0].shape[0] for i in idx]
+            for i, zs, part in zip(idx, torch.split(z, sizes), _split(rows, sizes)):
+                results[i] = (zs, part)
+        return results
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
+    async def _reconstruct_batched(self, requests: list[tuple[list, dict]]) -> list[list]:
+        """Encode and greedily decode several /reconstruct requests' inputs, one pass per decoding option
+        set (encoder means in, decodes out: nothing random)."""
+        self.stats["reconstruct_batches"] += 1
+        self.stats["reconstruct_requests"] += len(requests)
+        results: list[list | None] = [None] * len(requests)
+        groups: dict[tuple, list[int]] = {}
+        for i, (_, kw) in enumerate(requests):
+            groups.setdefault(tuple(sorted(kw.items())), []).append(i)
+
+        def encode_and_decode(items: list, kw: dict) -> list:
+            return self.model.codec.decode(self.model.encode(items), **kw)
+
+        for key, idx in groups.items():
+            rows = await self._run(encode_and_decode, [x for i in idx for x in requests[i][0]], dict(key))
+            for i, part in zip(idx, _split(rows, [len(requests[i][0]) for i in idx])):
+                results[i] = part
+        return results
+
     async def _decode(self, z: torch.Tensor, kwargs: dict, generator: torch.Generator) -> list:
         if kwargs.get("strategy") == "sample":
             # sampled decoding consumes the request's own generator: not batched with others
@@ -451,6 +497,8 @@ class DiLEDService:
         generator, _ = self._generator(req.seed)
         if req.latents is not None:
             z = self._check_latents(req.latents)
+        elif req.via == "latent" and kwargs.get("strategy", "greedy") == "greedy":
+            return OutputsResponse(outputs=await self._reconstruct_batched((self._check_inputs(req.inputs), kwargs)))
         elif req.via == "latent":
             z = await self._encode_batched(self._check_inputs(req.inputs))
         else:
@@ -463,9 +511,14 @@ class DiLEDService:
         self._check_steps(req.steps)
         kwargs = self._decode_kwargs(req)
         generator, seed = self._generator(req.seed)
-        z = await self._run(self.model.sample_latents, req.n, steps=req.steps, sampler=req.sampler,
-                            generator=generator)
-        outputs = await self._decode(z, kwargs, generator)
+        if req.sampler == "ddim" and kwargs.get("strategy", "greedy") == "greedy":
+            # the same z_T as the unbatched path draws (sample_latents' first draw from the generator)
+            z_T = torch.randn((req.n, self.model.latent_dim), generator=generator)
+            z, outputs = await self._generate_batched((z_T, req.steps, kwargs))
+        else:
+            z = await self._run(self.model.sample_latents, req.n, steps=req.steps, sampler=req.sampler,
+                                generator=generator)
+            outputs = await self._decode(z, kwargs, generator)
         return GenerateResponse(outputs=outputs, seed=seed, latents=z.tolist() if req.return_latents else None)
 
     @app.post("/interpolate", response_model=InterpolateResponse)

@@ -101,6 +101,20 @@ def use_bf16(cfg: JobConfig) -> bool:
     return cfg.scaling.use_gpu and cfg.scaling.precision == "auto"
 
 
+def native_precision(cfg: JobConfig) -> str:
+    """``bf16-if-native`` resolved on the workers: bf16 on GPUs, and on CPUs when every worker's CPU computes
+    bf16 matmuls in hardware; fp32 otherwise. The workers agree (a minimum over ranks): one ZeRO group
+    cannot mix precisions, and on a cluster the driver's CPU need not be the workers'."""
+    if cfg.scaling.use_gpu:
+        return "bf16"
+    import torch.distributed as dist
+
+    flag = torch.tensor([1.0 if cpu_has_native_bf16() else 0.0])
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return "bf16" if flag.item() == 1.0 else "fp32"
+
+
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bf16 matmuls in hardware (AVX512-BF16 or AMX): there bf16 is about 2.5x
     faster than fp32 (docs/scaling.md); elsewhere torch emulates it."""
@@ -145,6 +159,10 @@ def setup_model_and_engine(cfg: JobConfig, ctx: WorkerContext):
     # before the model: zero.Init and HfDeepSpeedConfig read the world size from DeepSpeed's comm layer
     # (it adopts the process group that Ray Train has already set up)
     deepspeed.init_distributed(dist_backend="nccl" if cfg.scaling.use_gpu else "gloo")
+    if cfg.scaling.precision == "bf16-if-native":
+        cfg.scaling.precision = native_precision(cfg)  # this worker's copy of the config
+        if ctx.rank == 0:
+            log.info(f"scaling.precision=bf16-if-native: {cfg.scaling.precision}")
     if use_bf16(cfg) and not cfg.scaling.use_gpu and ctx.rank == 0 and not cpu_has_native_bf16():
         log.warning("scaling.precision=bf16 on a CPU without AVX512-BF16 or AMX: torch emulates bf16 matmuls "
                     "there, which is slower than fp32; --scaling.precision=fp32 is the faster choice on this CPU")

@@ -240,6 +240,22 @@ def test_concurrent_requests_share_batches(service, direct, models):
     served = after["encode_requests"] - before["batching"]["encode_requests"]
     assert served == len(SENTENCES) and batches < served, (batches, served)
 
+    # /generate (DDIM, greedy) and /reconstruct (greedy) are batched end to end; each request's answer
+    # is the one the model gives it alone (its own seed, its own inputs), whatever it was batched with
+    with cf.ThreadPoolExecutor(8) as pool:
+        gen = [pool.submit(_post, service, "/generate", {"n": 1 + seed % 3, "steps": 5, "seed": seed})
+               for seed in range(8)]
+        rec = [pool.submit(_post, service, "/reconstruct", {"inputs": SENTENCES[i:i + 2]}) for i in range(0, 8, 2)]
+        generated = [f.result().json()["outputs"] for f in gen]
+        reconstructed = [f.result().json()["outputs"] for f in rec]
+    assert generated == [direct.generate(1 + seed % 3, steps=5, seed=seed) for seed in range(8)]
+    assert reconstructed == [direct.reconstruct(SENTENCES[i:i + 2]) for i in range(0, 8, 2)]
+    final = requests.get(service + "/healthz", timeout=30).json()["batching"]
+    for path, count in (("generate", 8), ("reconstruct", 4)):
+        served = final[f"{path}_requests"] - after[f"{path}_requests"]
+        batches = final[f"{path}_batches"] - after[f"{path}_batches"]
+        assert served == count and batches < served, (path, batches, served)
+
 
 def test_user_config_swaps_the_model_in_place(service, models):
     service, config = service
