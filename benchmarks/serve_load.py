@@ -89,8 +89,14 @@ def main() -> int:
     parser.add_argument("--endpoints", nargs="+", default=["encode", "reconstruct", "generate"],
                         choices=["encode", "reconstruct", "generate"])
     parser.add_argument("--max-batch-size", type=int, default=16, help="batching on: the batch limit")
+    parser.add_argument("--throughput-optimized", action="store_true",
+                        help="start Ray with RAY_SERVE_THROUGHPUT_OPTIMIZED=1 (Ray >= 2.56: gRPC between proxy and "
+                             "replicas, user code on the replica's own loop, gc frozen at start)")
     args = parser.parse_args()
 
+    if args.throughput_optimized:
+        os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
+        os.environ.setdefault("RAY_SERVE_ENABLE_DIRECT_INGRESS", "0")  # clients still go through the proxy
     import ray
     from compute import matmul_peak
     from diled_platform.serve import deploy, serve_config

@@ -155,3 +155,25 @@ def test_bf16_on_gpu(ray_local, tmp_path):
     out = fit(cfg)
     assert out.metrics["step"] == 20
     assert train_state(out.result.checkpoint.path)["config"]["scaling"]["use_gpu"] is True
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_if_native_follows_the_cpu(monkeypatch, tmp_path, native):
+    """precision bf16-if-native: bf16 where the CPU computes bf16 in hardware, fp32 elsewhere, bf16 on GPUs;
+    the DeepSpeed config then has bf16 exactly when the resolved precision is bf16."""
+    import diled_platform.train as train
+
+    cfg = tiny(tmp_path, "native", "--scaling.precision=bf16-if-native")
+    monkeypatch.setattr(train, "cpu_has_native_bf16", lambda: native)
+    assert train.native_precision(cfg) == ("bf16" if native else "fp32")
+    cfg.scaling.precision = train.native_precision(cfg)
+    assert ("bf16" in train.deepspeed_config(cfg, world_size=1)) == native
+    cfg.scaling.use_gpu, cfg.scaling.precision = True, "bf16-if-native"
+    assert train.native_precision(cfg) == "bf16"
+
+
+def test_an_unknown_precision_is_refused_by_name(tmp_path):
+    from diled_platform.config import ConfigError
+
+    with pytest.raises(ConfigError, match="precision"):
+        tiny(tmp_path, "bad", "--scaling.precision=bf17")
