@@ -110,6 +110,11 @@ class Codec(nn.Module, metaclass=abc.ABCMeta):
     def collate(self, examples: list) -> dict[str, torch.Tensor]:
         """Turn raw examples into a batch."""
 
+    def check_inputs(self, examples: list) -> None:
+        """Raise ValueError naming the examples that this codec cannot take (a service checks a request
+        with it before the request joins a shared batch): by default, whether ``collate`` takes them."""
+        self.collate(examples)
+
     def collate_columns(self, columns: dict[str, Any]) -> dict[str, torch.Tensor]:
         """Turn a columnar batch (a dict of arrays, as Ray Data yields) into a batch: by default the
         examples are the column ``"x"``."""

@@ -262,13 +262,19 @@ class TextCodec(Codec):
                     p.requires_grad_(True)
 
     # ----------------------------------------------------------------- batches
-    def collate(self, examples) -> dict[str, torch.Tensor]:
+    def check_inputs(self, examples) -> list[str]:
+        """The texts of ``examples`` (strings or ``{"text": ...}``); ValueError names the empty ones. Any
+        non-empty string can be tokenized, so this is all the check there is (no tokenizing)."""
         texts = [e["text"] if isinstance(e, dict) else e for e in examples]
         if not texts:
-            raise ValueError("TextCodec: collate got no examples")
+            raise ValueError("TextCodec: got no examples")
         bad = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
         if bad:
             raise ValueError(f"TextCodec: example(s) {bad[:5]} are empty or not strings")
+        return texts
+
+    def collate(self, examples) -> dict[str, torch.Tensor]:
+        texts = self.check_inputs(examples)
         enc = self.enc_tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
                                  return_tensors="pt")
         ids = self.tokenizer(texts, add_special_tokens=False, truncation=True,

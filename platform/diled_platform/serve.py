@@ -9,7 +9,7 @@
     GET  /docs, /openapi.json                                     (FastAPI's OpenAPI page)
 
 Inputs are strings for text models and lists of numbers for vector models. Requests are typed (pydantic,
-unknown fields refused) and bounded (``MAX_ITEMS`` inputs, ``MAX_TEXT_CHARS`` characters, ``MAX_N``
+unknown fields refused; ``serve_schema.py``) and bounded (``MAX_ITEMS`` inputs, ``MAX_TEXT_CHARS`` characters, ``MAX_N``
 samples, DDIM ``steps`` within 1..T); a bad request gets a 4xx that names the problem.
 
 Concurrent requests are batched (``@serve.batch``): encoder passes of different requests run as one
@@ -35,103 +35,24 @@ import os
 import secrets
 import threading
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from ray import serve
 from diled.persistence import check_pretrained_folder
+from diled_platform.serve_schema import (ERROR_RESPONSES, MAX_BODY_BYTES, DecodeOptions, EncodeRequest,
+                                         EncodeResponse, GenerateRequest, GenerateResponse, InterpolateRequest,
+                                         InterpolateResponse, OutputsResponse, ReconstructRequest)
 
 log = logging.getLogger("diled.serve")
 
-MAX_ITEMS = 64          # inputs or latents per request
-MAX_TEXT_CHARS = 2000   # characters per text input
-MAX_VECTOR_DIM = 4096   # numbers per vector input or latent
-# the largest valid body is 64 vectors of 4,096 numbers (~6.5 MB as JSON); anything larger is refused
-# before it is read (413)
-MAX_BODY_BYTES = 8 * 2**20
-MAX_N = 64              # samples per /generate
-MAX_NUM = 33            # points per /interpolate
-MAX_NEW_TOKENS = 256
 KEY_ENV, KEY_FILE_ENV = "DILED_API_KEY", "DILED_API_KEY_FILE"
 PUBLIC_PATHS = {"/healthz", "/docs", "/openapi.json", "/docs/oauth2-redirect", "/redoc"}
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 USER_CONFIG_KEYS = {"model_dir", "max_batch_size", "batch_wait_timeout_s", "api_key_sha256"}
-
-
-# ----------------------------------------------------------------------------- request/response models
-class _Strict(BaseModel):
-    # NaN and Infinity (which Python's json and many clients emit) are refused like any other bad number
-    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
-
-
-Text = Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS)]
-Vector = Annotated[list[float], Field(min_length=1, max_length=MAX_VECTOR_DIM)]
-# the bounds sit on each member of the union, so that the OpenAPI schema states them (minItems, maxItems):
-# pydantic does not write a Field's bounds on a union into the schema, though it enforces them
-Inputs = (Annotated[list[Text], Field(min_length=1, max_length=MAX_ITEMS)]
-          | Annotated[list[Vector], Field(min_length=1, max_length=MAX_ITEMS)])
-
-
-class DecodeOptions(_Strict):
-    """How text is decoded from a latent (ignored by non-text models only at their defaults)."""
-    strategy: Literal["greedy", "sample"] = "greedy"
-    temperature: float = Field(1.0, gt=0, le=10)
-    top_k: int = Field(0, ge=0, le=100_000)
-    top_p: float = Field(1.0, gt=0, le=1)
-    max_new_tokens: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS)
-
-
-class EncodeRequest(_Strict):
-    inputs: Inputs
-
-
-class EncodeResponse(BaseModel):
-    latents: list[list[float]]
-    latent_dim: int
-
-
-class ReconstructRequest(DecodeOptions):
-    inputs: Inputs | None = None
-    latents: list[Vector] | None = Field(None, min_length=1, max_length=MAX_ITEMS)
-    via: Literal["latent", "inversion"] = "latent"
-    steps: int | None = Field(None, ge=1)
-    seed: int | None = Field(None, ge=0, lt=2**63)
-
-
-class GenerateRequest(DecodeOptions):
-    n: int = Field(1, ge=1, le=MAX_N)
-    steps: int | None = Field(None, ge=1)
-    sampler: Literal["ddim", "ddpm"] = "ddim"
-    seed: int | None = Field(None, ge=0, lt=2**63)
-    return_latents: bool = False
-
-
-class InterpolateRequest(DecodeOptions):
-    a: Text | Vector
-    b: Text | Vector
-    num: int = Field(5, ge=2, le=MAX_NUM)
-    steps: int | None = Field(None, ge=1)
-    via: Literal["latent", "inversion"] = "inversion"
-    seed: int | None = Field(None, ge=0, lt=2**63)
-
-
-class OutputsResponse(BaseModel):
-    outputs: list[Any]
-
-
-class GenerateResponse(BaseModel):
-    outputs: list[Any]
-    seed: int
-    latents: list[list[float]] | None = None
-
-
-class InterpolateResponse(BaseModel):
-    alphas: list[float]
-    outputs: list[Any]
 
 
 def _provenance(model_dir) -> dict | None:
@@ -182,20 +103,6 @@ def check_bind(host: str, has_key: bool, insecure_no_auth: bool = False) -> None
 
 
 # ----------------------------------------------------------------------------- the FastAPI app
-class ErrorResponse(BaseModel):
-    """Every 4xx: ``detail`` says why (a sentence, or the list of fields that failed validation)."""
-    detail: str | list[dict[str, Any]]
-
-
-# documented for every operation, so that clients (and schemathesis) know each refusal the app can give
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorResponse, "description": "a body that cannot be parsed (e.g. JSON nested too deeply)"},
-    401: {"model": ErrorResponse, "description": "missing or wrong API key (when the app has one)"},
-    413: {"model": ErrorResponse, "description": "body larger than the limit (8 MiB)"},
-    415: {"model": ErrorResponse, "description": "body that is not JSON"},
-    422: {"model": ErrorResponse, "description": "a request the schema or the model cannot take; says which field"},
-}
-
 app = FastAPI(title="DiLED", description="Encode, reconstruct, generate and interpolate with a trained DiLED "
               "model (diffusion with a learnable encoder and decoder).", version="1", responses=ERROR_RESPONSES)
 
@@ -210,10 +117,16 @@ def set_api_key_digest(digest: str | None) -> None:
     _KEY["sha256"] = digest or None
 
 
-@app.middleware("http")
-async def _check_body(request: Request, call_next):
-    """Bodies are JSON and bounded: a 415 for another content type, a 413 above MAX_BODY_BYTES (by the
-    declared length, before anything is read)."""
+def _refusal(request: Request) -> JSONResponse | None:
+    """What the app refuses before routing, in this order: a missing or wrong API key (401, when the app
+    has one; not on the public paths), a POST body that is not JSON (415) or is declared larger than
+    MAX_BODY_BYTES (413, before anything is read). None when the request may go on."""
+    digest = _KEY["sha256"]
+    if digest and request.url.path not in PUBLIC_PATHS:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(key_digest(token.strip()), digest):
+            return JSONResponse({"detail": "missing or wrong API key (send 'Authorization: Bearer <key>')"},
+                                status_code=401, headers={"WWW-Authenticate": "Bearer"})
     if request.method == "POST":
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if kind != "application/json":
@@ -223,19 +136,25 @@ async def _check_body(request: Request, call_next):
         if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
             return JSONResponse({"detail": f"the body is {length} bytes; the limit is {MAX_BODY_BYTES}"},
                                 status_code=413)
-    return await call_next(request)
+    return None
 
 
-@app.middleware("http")
-async def _require_key(request: Request, call_next):
-    digest = _KEY["sha256"]
-    if digest and request.url.path not in PUBLIC_PATHS:
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(key_digest(token.strip()), digest):
-            return JSONResponse({"detail": "missing or wrong API key (send 'Authorization: Bearer <key>')"},
-                                status_code=401, headers={"WWW-Authenticate": "Bearer"})
-    return await call_next(request)
+class _Gate:
+    """``_refusal`` as pure ASGI middleware: Starlette's ``@app.middleware("http")`` wraps every request
+    in a task and a body stream, a cost paid on each request of a busy replica."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            refusal = _refusal(Request(scope))
+            if refusal is not None:
+                return await refusal(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+
+app.add_middleware(_Gate)
 
 
 @app.exception_handler(BadRequest)
@@ -269,6 +188,18 @@ async def _invalid_request(request: Request, exc: RequestValidationError):
     errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", ""),
                "input": _json_safe(e.get("input"))} for e in exc.errors()]
     return JSONResponse({"detail": errors}, status_code=422)
+
+
+def _groups(keys: list) -> dict[Any, list[int]]:
+    """The indices of the batched requests that share each key (their options): one pass per key."""
+    groups: dict[Any, list[int]] = {}
+    for i, key in enumerate(keys):
+        groups.setdefault(key, []).append(i)
+    return groups
+
+
+def _options_key(kwargs: dict) -> tuple:
+    return tuple(sorted(kwargs.items()))
 
 
 def _split(rows: list, sizes: list[int]) -> list[list]:
@@ -364,7 +295,7 @@ class DiLEDService:
             if wrong:
                 raise BadRequest(f"inputs {wrong[:5]} do not have {dim} numbers")
         try:  # the codec's own checks (e.g. invalid residues), here, before the input joins a shared batch
-            self.model.codec.collate(items)
+            self.model.codec.check_inputs(items)
         except ValueError as e:
             raise BadRequest(str(e)) from None
         return items
@@ -414,10 +345,7 @@ class DiLEDService:
         self.stats["decode_batches"] += 1
         self.stats["decode_requests"] += len(requests)
         results: list[list | None] = [None] * len(requests)
-        groups: dict[tuple, list[int]] = {}
-        for i, (_, kw) in enumerate(requests):
-            groups.setdefault(tuple(sorted(kw.items())), []).append(i)
-        for key, idx in groups.items():
+        for key, idx in _groups([_options_key(kw) for _, kw in requests]).items():
             z = torch.cat([requests[i][0] for i in idx])
             rows = await self._run(self.model.codec.decode, z, **dict(key))
             for i, part in zip(idx, _split(rows, [requests[i][0].shape[0] for i in idx])):
@@ -432,15 +360,12 @@ class DiLEDService:
         self.stats["generate_batches"] += 1
         self.stats["generate_requests"] += len(requests)
         results: list[tuple | None] = [None] * len(requests)
-        groups: dict[tuple, list[int]] = {}
-        for i, (_, steps, kw) in enumerate(requests):
-            groups.setdefault((steps, tuple(sorted(kw.items()))), []).append(i)
 
         def sample_and_decode(z_T: torch.Tensor, steps: int | None, kw: dict) -> tuple[torch.Tensor, list]:
             z = self.model.sample_latents(z_T.shape[0], steps=steps, sampler="ddim", z_T=z_T.to(self.model.device))
             return z, self.model.codec.decode(z, **kw)
 
-        for (steps, key), idx in groups.items():
+        for (steps, key), idx in _groups([(steps, _options_key(kw)) for _, steps, kw in requests]).items():
             z, rows = await self._run(sample_and_decode, torch.cat([requests[i][0] for i in idx]), steps, dict(key))
             sizes = [requests[i][0].shape[0] for i in idx]
             for i, zs, part in zip(idx, torch.split(z, sizes), _split(rows, sizes)):
@@ -454,14 +379,11 @@ class DiLEDService:
         self.stats["reconstruct_batches"] += 1
         self.stats["reconstruct_requests"] += len(requests)
         results: list[list | None] = [None] * len(requests)
-        groups: dict[tuple, list[int]] = {}
-        for i, (_, kw) in enumerate(requests):
-            groups.setdefault(tuple(sorted(kw.items())), []).append(i)
 
         def encode_and_decode(items: list, kw: dict) -> list:
             return self.model.codec.decode(self.model.encode(items), **kw)
 
-        for key, idx in groups.items():
+        for key, idx in _groups([_options_key(kw) for _, kw in requests]).items():
             rows = await self._run(encode_and_decode, [x for i in idx for x in requests[i][0]], dict(key))
             for i, part in zip(idx, _split(rows, [len(requests[i][0]) for i in idx])):
                 results[i] = part

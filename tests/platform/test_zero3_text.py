@@ -46,7 +46,8 @@ def test_zero3_text_is_built_partitioned_and_exports_the_trained_logits(ray_loca
 
     tok = train_bpe(TEXTS * 20, 300, tmp_path / "tok")
     cfg = load_config("text-cpu", [
-        f"--scaling.deepspeed={zero3_all_partitioned(tmp_path)}", "--model.prior_hidden=64", "--model.prior_depth=2",
+        f"--scaling.deepspeed={zero3_all_partitioned(tmp_path)}", "--scaling.precision=fp32",  # exact fp32 exports
+        "--model.prior_hidden=64", "--model.prior_depth=2",
         "--model.latent_dim=16", "--optim.decay=constant", "--optim.warmup_steps=0", "--optim.lr=1e-3",
         f"--model.codec_args={{tokenizer: {tok}, max_length: 16, encoder_layers: 2, encoder_trainable_layers: 1,"
         " decoder_trainable: paper, activation_checkpointing: true,"
@@ -94,7 +95,8 @@ def test_zero3_loads_a_pretrained_decoder_into_the_partitions(ray_local, tmp_pat
     pretrained = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=64, n_head=2, n_positions=32, vocab_size=vocab))
     pretrained.save_pretrained(tmp_path / "gpt2-tiny")
     cfg = load_config("text-cpu", [
-        f"--scaling.deepspeed={zero3_all_partitioned(tmp_path)}", "--model.prior_hidden=64", "--model.prior_depth=2",
+        f"--scaling.deepspeed={zero3_all_partitioned(tmp_path)}", "--scaling.precision=fp32",  # exact fp32 exports
+        "--model.prior_hidden=64", "--model.prior_depth=2",
         "--model.latent_dim=16", "--optim.decay=constant", "--optim.warmup_steps=0",
         f"--model.codec_args={{tokenizer: {tok}, decoder: {tmp_path / 'gpt2-tiny'}, max_length: 16, encoder_layers: 2,"
         " encoder_trainable_layers: 1, decoder_trainable: paper}"])

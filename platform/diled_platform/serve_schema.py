@@ -1,0 +1,104 @@
+"""The Serve app's request and response schema (pydantic): the limits on every request, the typed
+bodies of each endpoint, and the error body of every refusal. FastAPI turns them into the OpenAPI schema
+(``/openapi.json``) that clients and the suite's schemathesis run read."""
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+MAX_ITEMS = 64          # inputs or latents per request
+MAX_TEXT_CHARS = 2000   # characters per text input
+MAX_VECTOR_DIM = 4096   # numbers per vector input or latent
+# the largest valid body is 64 vectors of 4,096 numbers (~6.5 MB as JSON); anything larger is refused
+# before it is read (413)
+MAX_BODY_BYTES = 8 * 2**20
+MAX_N = 64              # samples per /generate
+MAX_NUM = 33            # points per /interpolate
+MAX_NEW_TOKENS = 256
+
+
+# ----------------------------------------------------------------------------- request/response models
+class _Strict(BaseModel):
+    # NaN and Infinity (which Python's json and many clients emit) are refused like any other bad number
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+Text = Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS)]
+Vector = Annotated[list[float], Field(min_length=1, max_length=MAX_VECTOR_DIM)]
+# the bounds sit on each member of the union, so that the OpenAPI schema states them (minItems, maxItems):
+# pydantic does not write a Field's bounds on a union into the schema, though it enforces them
+Inputs = (Annotated[list[Text], Field(min_length=1, max_length=MAX_ITEMS)]
+          | Annotated[list[Vector], Field(min_length=1, max_length=MAX_ITEMS)])
+
+
+class DecodeOptions(_Strict):
+    """How text is decoded from a latent (ignored by non-text models only at their defaults)."""
+    strategy: Literal["greedy", "sample"] = "greedy"
+    temperature: float = Field(1.0, gt=0, le=10)
+    top_k: int = Field(0, ge=0, le=100_000)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_new_tokens: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS)
+
+
+class EncodeRequest(_Strict):
+    inputs: Inputs
+
+
+class EncodeResponse(BaseModel):
+    latents: list[list[float]]
+    latent_dim: int
+
+
+class ReconstructRequest(DecodeOptions):
+    inputs: Inputs | None = None
+    latents: list[Vector] | None = Field(None, min_length=1, max_length=MAX_ITEMS)
+    via: Literal["latent", "inversion"] = "latent"
+    steps: int | None = Field(None, ge=1)
+    seed: int | None = Field(None, ge=0, lt=2**63)
+
+
+class GenerateRequest(DecodeOptions):
+    n: int = Field(1, ge=1, le=MAX_N)
+    steps: int | None = Field(None, ge=1)
+    sampler: Literal["ddim", "ddpm"] = "ddim"
+    seed: int | None = Field(None, ge=0, lt=2**63)
+    return_latents: bool = False
+
+
+class InterpolateRequest(DecodeOptions):
+    a: Text | Vector
+    b: Text | Vector
+    num: int = Field(5, ge=2, le=MAX_NUM)
+    steps: int | None = Field(None, ge=1)
+    via: Literal["latent", "inversion"] = "inversion"
+    seed: int | None = Field(None, ge=0, lt=2**63)
+
+
+class OutputsResponse(BaseModel):
+    outputs: list[Any]
+
+
+class GenerateResponse(BaseModel):
+    outputs: list[Any]
+    seed: int
+    latents: list[list[float]] | None = None
+
+
+class InterpolateResponse(BaseModel):
+    alphas: list[float]
+    outputs: list[Any]
+
+
+class ErrorResponse(BaseModel):
+    """Every 4xx: ``detail`` says why (a sentence, or the list of fields that failed validation)."""
+    detail: str | list[dict[str, Any]]
+
+
+# documented for every operation, so that clients (and schemathesis) know each refusal the app can give
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "a body that cannot be parsed (e.g. JSON nested too deeply)"},
+    401: {"model": ErrorResponse, "description": "missing or wrong API key (when the app has one)"},
+    413: {"model": ErrorResponse, "description": "body larger than the limit (8 MiB)"},
+    415: {"model": ErrorResponse, "description": "body that is not JSON"},
+    422: {"model": ErrorResponse, "description": "a request the schema or the model cannot take; says which field"},
+}
