@@ -2,6 +2,6 @@
 preparation, report and metrics (``base.py`` says what a data type is and how a config finds one)."""
 
 from diled_platform.datatypes.base import (DataType, Metric, builtin_names, datatype_class, datatype_for,
-                                           type_of_source)
+                                           driver_dataset, type_of_source)
 
-__all__ = ["DataType", "Metric", "builtin_names", "datatype_class", "datatype_for", "type_of_source"]
+__all__ = ["DataType", "Metric", "builtin_names", "datatype_class", "datatype_for", "driver_dataset", "type_of_source"]

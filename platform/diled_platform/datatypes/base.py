@@ -114,6 +114,23 @@ class DataType(ABC):
         return get_args(get_type_hints(cls.Options)["source"])
 
 
+def driver_dataset(table):
+    """A Ray dataset of ``table`` (a pyarrow Table, or ``{column: 2-D float array}``) whose one block this
+    process (the driver) puts into its own object store, with no Ray Data task behind it. Built-in data
+    types hand their splits to the trainer this way: during training the workers hold the CPUs, so a
+    lazy transform would never be scheduled, and a block made by a task on a worker node is lost with that
+    node, and recomputing it needs a CPU that the restarted workers hold (a node-loss test hung on exactly
+    that)."""
+    import pyarrow as pa
+    import ray.data
+
+    if not isinstance(table, pa.Table):
+        from ray.data.extensions import ArrowTensorArray
+
+        table = pa.table({name: ArrowTensorArray.from_numpy(values, column_name=name) for name, values in table.items()})
+    return ray.data.from_arrow(table)
+
+
 def replace_options(options: DataOptions, **changes) -> DataOptions:
     """A copy of data options with some fields changed, validated again."""
     import dataclasses

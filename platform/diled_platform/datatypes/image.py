@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from diled_platform.config import ConfigError, DataOptions
-from diled_platform.datatypes.base import DataType, Metric
+from diled_platform.datatypes.base import DataType, Metric, driver_dataset
 
 log = logging.getLogger("diled")
 
@@ -74,12 +74,8 @@ class ImageData(DataType):
         return splits
 
     def datasets(self):
-        import ray.data
-
-        # materialised here: a lazy rename would run as a Ray Data task inside the training workers, and
-        # with the workers holding the CPUs that task never gets scheduled
-        return {name: ray.data.from_numpy(self.splits[name][0].reshape(len(self.splits[name][0]), -1))
-                .rename_columns({"data": "x"}).materialize() for name in ("train", "val")}
+        return {name: driver_dataset({"x": self.splits[name][0].reshape(len(self.splits[name][0]), -1)})
+                for name in ("train", "val")}
 
     def tools(self, directory: Path, full: bool = False, **options) -> dict[str, Any]:
         """The feature classifier the metrics use (trained on the training split, or loaded from

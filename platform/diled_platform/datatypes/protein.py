@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from diled_platform.config import ConfigError, DataOptions
-from diled_platform.datatypes.base import DataType, Metric, replace_options
+from diled_platform.datatypes.base import DataType, Metric, driver_dataset, replace_options
 
 log = logging.getLogger("diled")
 
@@ -67,9 +67,7 @@ class ProteinData(DataType):
         return splits
 
     def datasets(self):
-        import ray.data
-
-        return {name: ray.data.from_arrow(self.splits[name].select(["sequence", "fitness"])) for name in ("train", "val")}
+        return {name: driver_dataset(self.splits[name].select(["sequence", "fitness"])) for name in ("train", "val")}
 
     def tools(self, directory: Path, full: bool = False, **options) -> dict[str, Any]:
         """The complete data set's splits as the reference: for GB1 all 530k variants, so that "novel"

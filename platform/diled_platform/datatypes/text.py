@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Literal
 import torch
 
 from diled_platform.config import ConfigError, DataOptions, JobConfig, _positive
-from diled_platform.datatypes.base import DataType, Metric
+from diled_platform.datatypes.base import DataType, Metric, driver_dataset
 from diled_platform.reports import loss_plot
 
 log = logging.getLogger("diled")
@@ -88,10 +88,7 @@ class TextData(DataType):
         return f"{self.stats.summary()}; " + super().summary()
 
     def datasets(self):
-        import ray.data
-
-        return {name: ray.data.from_arrow(self.splits[name].select(["text"]).rename_columns(["x"]))
-                for name in ("train", "val")}
+        return {name: driver_dataset(self.splits[name].select(["text"]).rename_columns(["x"])) for name in ("train", "val")}
 
     def prepare(self, cfg: JobConfig, run_dir: Path) -> JobConfig:
         """The tokenizer (``prepare_tokenizer``) trained on this training split, kept in ``run_dir``."""

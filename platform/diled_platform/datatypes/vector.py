@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from diled_platform.config import ConfigError, DataOptions, _positive
-from diled_platform.datatypes.base import DataType, Metric
+from diled_platform.datatypes.base import DataType, Metric, driver_dataset
 
 
 @dataclass
@@ -65,14 +65,15 @@ class VectorData(DataType):
         return ds.select_columns(["x"])
 
     def datasets(self) -> dict[str, Any]:
-        train, val = self._table().train_test_split(test_size=self.options.val_fraction, shuffle=True,
-                                                    seed=self.options.seed)
-        return {"train": train, "val": val}
+        return {name: driver_dataset({"x": self.splits[name]}) for name in ("train", "val")}
 
     def load_splits(self) -> dict[str, np.ndarray]:
-        """Ring: the training draw split as ``datasets`` splits it, and a fresh draw as test (the ring is a
-        distribution, not a finite set). Files: validation doubles as test."""
-        parts = {k: np.stack(list(d.to_pandas()["x"])).astype(np.float32) for k, d in self.datasets().items()}
+        """The table split into train and validation by Ray Data (seeded), then brought to the driver. Ring:
+        a fresh draw as test (the ring is a distribution, not a finite set). Files: validation doubles as
+        test."""
+        train, val = self._table().train_test_split(test_size=self.options.val_fraction, shuffle=True,
+                                                    seed=self.options.seed)
+        parts = {k: np.stack(list(d.to_pandas()["x"])).astype(np.float32) for k, d in {"train": train, "val": val}.items()}
         if self.options.source == "ring":
             from diled.data.toy import gaussian_ring
 

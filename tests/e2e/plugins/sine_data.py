@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from diled_platform.config import DataOptions
-from diled_platform.datatypes import DataType, Metric
+from diled_platform.datatypes import DataType, Metric, driver_dataset
 
 
 @dataclass
@@ -45,10 +45,7 @@ class SineData(DataType):
         return {"train": x[n_val:], "val": x[:n_val], "test": waves(500, o.length, o.seed + 1)}
 
     def datasets(self):
-        import ray.data
-
-        return {k: ray.data.from_numpy(self.splits[k]).rename_columns({"data": "x"}).materialize()
-                for k in ("train", "val")}
+        return {k: driver_dataset({"x": self.splits[k]}) for k in ("train", "val")}
 
     @torch.no_grad()
     def report(self, model_dir, out_dir, cfg, *, seed=0, tools=None):
