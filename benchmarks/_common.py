@@ -34,7 +34,7 @@ def corpus_texts(n: int) -> list[str]:
 
 def text_tokenizer(directory: Path, vocab_size: int = 8000, n_texts: int = 5000) -> Path:
     """A BPE trained on the first ``n_texts`` corpus sentences (what the CPU preset trains on its split)."""
-    from diled.codecs.text import train_bpe
+    from diled.text_tokenizers import train_bpe
 
     path = Path(directory) / f"bpe{vocab_size}"
     return path if path.is_dir() else train_bpe(corpus_texts(n_texts), vocab_size, path)

@@ -140,7 +140,7 @@ def main() -> None:
     from ray.cluster_utils import Cluster
 
     from diled_platform.datatypes.text import gpt2_ranks_file
-    from diled.codecs.text import gpt2_tokenizer_from_tiktoken
+    from diled.text_tokenizers import gpt2_tokenizer_from_tiktoken
 
     out = Path(args.out)
     tokenizer = out / "tokenizer"

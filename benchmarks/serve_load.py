@@ -32,7 +32,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 def build_default_model(directory: Path) -> Path:
     import torch
     from diled import DiLED, LatentDiffusion, MLPSkipNet
-    from diled.codecs.text import TextCodec, train_bpe
+    from diled.codecs.text import TextCodec
+    from diled.text_tokenizers import train_bpe
     from diled.data.text import default_corpus
 
     texts = default_corpus()[0].column("text").to_pylist()[:5000]

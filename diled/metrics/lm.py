@@ -67,7 +67,7 @@ class ReferenceLM:
     def load(cls, directory: str | Path) -> "ReferenceLM":
         from transformers import GPT2LMHeadModel
 
-        from diled.codecs.text import load_decoder_tokenizer
+        from diled.text_tokenizers import load_decoder_tokenizer
 
         directory = Path(directory)
         if not (directory / INFO_NAME).is_file():
@@ -82,7 +82,7 @@ class ReferenceLM:
         """Train on ``texts`` (a BPE of its own, then the LM), report perplexity on ``val_texts``, save."""
         from transformers import GPT2Config, GPT2LMHeadModel
 
-        from diled.codecs.text import load_decoder_tokenizer, train_bpe
+        from diled.text_tokenizers import load_decoder_tokenizer, train_bpe
 
         directory = Path(directory)
         t0 = time.perf_counter()

@@ -9,14 +9,14 @@
     GET  /docs, /openapi.json                                     (FastAPI's OpenAPI page)
 
 Inputs are strings for text models and lists of numbers for vector models. Requests are typed (pydantic,
-unknown fields refused; ``serve_schema.py``) and bounded (``MAX_ITEMS`` inputs, ``MAX_TEXT_CHARS`` characters, ``MAX_N``
-samples, DDIM ``steps`` within 1..T); a bad request gets a 4xx that names the problem.
+unknown fields refused; ``serve_schema.py``) and bounded (``MAX_ITEMS`` inputs, ``MAX_TEXT_CHARS``
+characters, ``MAX_N`` samples, DDIM ``steps`` within 1..T); a bad request gets a 4xx that names the problem.
 
 Concurrent requests are batched (``@serve.batch``): encoder passes of different requests run as one
 forward; greedy /reconstruct requests are encoded and decoded together; DDIM /generate requests with
 greedy decoding are sampled and decoded together (each with its own seeded z_T, so a seed gives the
-same samples whatever else is in the batch). The batch size and wait, and the model folder itself, come from the
-deployment's ``user_config`` and can be changed without restarting a replica (``reconfigure``).
+same samples whatever else is in the batch). The batch size and wait, and the model folder itself, come
+from the deployment's ``user_config`` and can be changed without restarting a replica (``reconfigure``).
 
 Access: with an API key (``DILED_API_KEY`` or a file named by ``DILED_API_KEY_FILE``, or its SHA-256
 given to ``build_app``), every POST needs ``Authorization: Bearer <key>``. Without a key the service is

@@ -224,7 +224,7 @@ class TextData(DataType):
     def vae_options(self, cfg: JobConfig) -> dict[str, Any]:
         """Optimus' KL weight 1 on the summed token NLL, free bits 0.5 nats per dimension; our reconstruction
         term is the NLL per token, so the same objective per token has beta = 1 / tokens per sentence."""
-        from diled.codecs.text import load_decoder_tokenizer
+        from diled.text_tokenizers import load_decoder_tokenizer
 
         tok = load_decoder_tokenizer(cfg.model.codec_args["tokenizer"])
         texts = self.splits["train"].column("text").to_pylist()[:5000]
@@ -256,7 +256,7 @@ def prepare_tokenizer(cfg: JobConfig, run_dir: Path, train_texts: list[str]) -> 
     50,257-token BPE there from the offline ranks file (``gpt2_ranks_file``). A bert decoder
     (``decoder_kind: bert``) with no ``tokenizer`` keeps its checkpoint's WordPiece: the config is returned
     unchanged; with one, its vocabulary is transplanted (``diled.codecs.text``)."""
-    from diled.codecs.text import gpt2_tokenizer_from_tiktoken, train_bpe
+    from diled.text_tokenizers import gpt2_tokenizer_from_tiktoken, train_bpe
 
     args = dict(cfg.model.codec_args)
     if args.get("decoder_kind") == "bert" and "tokenizer" not in args:  # the checkpoint's own WordPiece
