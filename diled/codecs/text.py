@@ -16,6 +16,13 @@ Either kind receives z twice:
   (a) as one extra key/value "memory" position per layer: ``latent -> hidden * n_layer``, the same vector
       as key and value, placed first in the KV cache;
   (b) as a vector added to every token embedding.
+With ``latent_slots`` K > 1 the latent is K slots of D / K numbers, each holding a stretch of the sentence:
+slot k pools the encoder states of the word pieces that fall in the decoder's tokens k W .. k W + W - 1
+(W = ``slot_tokens``; matched by character offsets, as the two tokenizers differ), the decoder sees all K
+slots as K memory positions (each with a learned slot embedding) and, added to the embedding at input
+position p, the slot of the token it predicts there (p // W, the last slot for the rest). The decoder
+then reads each stretch from its own slot instead of unpacking one vector; z stays one D-vector for the
+prior.
 ``L_rec = -log p(x0 | z)`` is the token NLL summed over the sentence and divided by its length.
 """
 
@@ -76,6 +83,9 @@ class TextCodec(Codec):
         decoder_layers: bert: keep only the checkpoint's first k layers (-1: all).
         decoder_init: bert: "pretrained" (the checkpoint's weights) or "random" (its shape only: the
             baseline a warm start is measured against).
+        latent_slots: K, the number of slots the latent is split into (1: one pooled vector, Optimus's; see
+            the module docstring); ``latent_dim`` must be a multiple of it.
+        slot_tokens: W, the decoder tokens per slot (K > 1).
         activation_checkpointing: in training, keep only each decoder block's input and recompute the block
             in the backward pass (torch's non-reentrant checkpoint): the activations of a deep decoder are
             one block's instead of all of them, for about one more forward of compute. A training-time
@@ -92,7 +102,8 @@ class TextCodec(Codec):
                  decoder_trainable: DecoderTrainable = "all",
                  latent_memory: bool = True, latent_embedding: bool = True, pool_norm: bool = False,
                  decoder_kind: DecoderKind = "gpt2", decoder_layers: int = -1, decoder_init: str = "pretrained",
-                 activation_checkpointing: bool = False, _directory: str | None = None):
+                 activation_checkpointing: bool = False, latent_slots: int = 1, slot_tokens: int = 5,
+                 _directory: str | None = None):
         super().__init__()
         from transformers import AutoConfig, AutoModel, AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
@@ -108,6 +119,12 @@ class TextCodec(Codec):
             raise ValueError(f"decoder_trainable must be one of all, paper, none; got {decoder_trainable!r}")
         if max_length < 2:
             raise ValueError(f"max_length must be >= 2, got {max_length}")
+        if latent_slots < 1 or latent_dim % latent_slots:
+            raise ValueError(f"latent_slots must be >= 1 and divide latent_dim={latent_dim}, got {latent_slots}")
+        if slot_tokens < 1:
+            raise ValueError(f"slot_tokens must be >= 1, got {slot_tokens}")
+        self.latent_slots, self.slot_tokens = int(latent_slots), int(slot_tokens)
+        self.slot_dim = latent_dim // self.latent_slots
         self.latent_dim, self.max_length = latent_dim, max_length
         self.decoder_kind, self.decoder_layers, self.decoder_init = decoder_kind, decoder_layers, decoder_init
         self.encoder_name = encoder or default_encoder_path()
@@ -173,9 +190,11 @@ class TextCodec(Codec):
             self.bos_id, self.eos_id = self.tokenizer.cls_token_id, self.tokenizer.sep_token_id
         else:
             self.bos_id = self.eos_id = self.tokenizer.eos_token_id
-        self.to_latent = nn.Linear(self.encoder.config.hidden_size, latent_dim)
-        self.latent_to_memory = nn.Linear(latent_dim, self.n_embd * self.n_layer)
-        self.latent_to_embedding = nn.Linear(latent_dim, self.n_embd)
+        self.to_latent = nn.Linear(self.encoder.config.hidden_size, self.slot_dim)
+        self.latent_to_memory = nn.Linear(self.slot_dim, self.n_embd * self.n_layer)
+        self.latent_to_embedding = nn.Linear(self.slot_dim, self.n_embd)
+        if self.latent_slots > 1:  # which slot a memory position is (keys of equal content still differ)
+            self.slot_embedding = nn.Parameter(0.02 * torch.randn(self.latent_slots, self.n_embd * self.n_layer))
         self._freeze()
         self.activation_checkpointing = False
         self.set_activation_checkpointing(bool(activation_checkpointing))
@@ -220,7 +239,8 @@ class TextCodec(Codec):
                 "decoder_trainable": self.decoder_trainable, "latent_memory": self.latent_memory,
                 "latent_embedding": self.latent_embedding, "pool_norm": self.pool_norm,
                 "decoder_kind": self.decoder_kind, "decoder_layers": self.decoder_layers,
-                "decoder_init": self.decoder_init, "activation_checkpointing": self.activation_checkpointing}
+                "decoder_init": self.decoder_init, "activation_checkpointing": self.activation_checkpointing,
+                "latent_slots": self.latent_slots, "slot_tokens": self.slot_tokens}
 
     @classmethod
     def from_config(cls, config, directory=None):
@@ -275,10 +295,12 @@ class TextCodec(Codec):
 
     def collate(self, examples) -> dict[str, torch.Tensor]:
         texts = self.check_inputs(examples)
+        slots = self.latent_slots > 1
         enc = self.enc_tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
-                                 return_tensors="pt")
-        ids = self.tokenizer(texts, add_special_tokens=False, truncation=True,
-                             max_length=self.max_length - 1)["input_ids"]
+                                 return_tensors="pt", return_offsets_mapping=slots)
+        tok = self.tokenizer(texts, add_special_tokens=False, truncation=True, max_length=self.max_length - 1,
+                             return_offsets_mapping=slots)
+        ids = tok["input_ids"]
         # decoder input: BOS + tokens; target: tokens + EOS; both padded to the longest
         length = max(len(s) for s in ids) + 1
         dec = torch.full((len(ids), length + 1), self.eos_id, dtype=torch.long)
@@ -287,7 +309,26 @@ class TextCodec(Codec):
         for i, s in enumerate(ids):
             dec[i, 1:len(s) + 1] = torch.tensor(s, dtype=torch.long)
             mask[i, :len(s) + 2] = 1
-        return {"enc_ids": enc["input_ids"], "enc_mask": enc["attention_mask"], "dec_ids": dec, "dec_mask": mask}
+        batch = {"enc_ids": enc["input_ids"], "enc_mask": enc["attention_mask"], "dec_ids": dec, "dec_mask": mask}
+        if slots:
+            batch["enc_slot"] = self._word_piece_slots(texts, enc["offset_mapping"].tolist(), tok["offset_mapping"],
+                                                       enc["attention_mask"])
+        return batch
+
+    def _word_piece_slots(self, texts: list[str], enc_offsets: list, dec_offsets: list,
+                          enc_mask: torch.Tensor) -> torch.Tensor:
+        """[N x L_enc]: the latent slot of each encoder word piece, that of the decoder token holding its
+        first character (-1: special, padding, or cut off with the decoder's truncated tokens)."""
+        out = torch.full(enc_mask.shape, -1, dtype=torch.long)
+        for i, text in enumerate(texts):
+            token_at = [-1] * (len(text) + 1)
+            for k, (a, b) in enumerate(dec_offsets[i]):
+                for c in range(a, b):
+                    token_at[c] = k
+            for j, (a, b) in enumerate(enc_offsets[i]):
+                if b > a and enc_mask[i, j] and token_at[a] >= 0:
+                    out[i, j] = min(token_at[a] // self.slot_tokens, self.latent_slots - 1)
+        return out
 
     def example_lengths(self, examples) -> list[int]:
         """Decoder tokens per text (the longer of the two padded sequences, as a rule)."""
@@ -298,11 +339,16 @@ class TextCodec(Codec):
     # ----------------------------------------------------------------- encoder
     def encode(self, batch) -> torch.Tensor:
         h = self.encoder(input_ids=batch["enc_ids"], attention_mask=batch["enc_mask"]).last_hidden_state
-        m = batch["enc_mask"].unsqueeze(-1).to(h.dtype)
-        pooled = (h * m).sum(1) / m.sum(1).clamp(min=1)
+        if self.latent_slots > 1:  # [N x L x K] one-hot slots of the word pieces, then a mean per slot
+            m = nn.functional.one_hot(batch["enc_slot"].clamp(min=0), self.latent_slots).to(h.dtype)
+            m = m * (batch["enc_slot"] >= 0).unsqueeze(-1).to(h.dtype)
+            pooled = torch.einsum("nlk,nlh->nkh", m, h) / m.sum(1).unsqueeze(-1).clamp(min=1)
+        else:
+            m = batch["enc_mask"].unsqueeze(-1).to(h.dtype)
+            pooled = (h * m).sum(1) / m.sum(1).clamp(min=1)
         if self.pool_norm:
             pooled = nn.functional.layer_norm(pooled, pooled.shape[-1:])
-        return self.to_latent(pooled)
+        return self.to_latent(pooled).flatten(1)
 
     # ----------------------------------------------------------------- decoder
     def _memory_cache(self, z: torch.Tensor | None, read_only: bool = False):
@@ -313,19 +359,29 @@ class TextCodec(Codec):
         cache = _read_only_memory_class()() if read_only else DynamicCache()
         if z is None or not self.latent_memory:
             return cache, 0
-        head_dim = self.n_embd // self.n_head
-        mem = self.latent_to_memory(z).view(z.shape[0], self.n_layer, self.n_head, 1, head_dim)
+        head_dim, k = self.n_embd // self.n_head, self.latent_slots
+        mem = self.latent_to_memory(z.view(z.shape[0], k, self.slot_dim))  # [N x K x n_layer * n_embd]
+        if k > 1:
+            mem = mem + self.slot_embedding.to(mem.dtype)
+        mem = mem.view(z.shape[0], k, self.n_layer, self.n_head, head_dim).permute(0, 2, 3, 1, 4)
         for layer in range(self.n_layer):
-            kv = mem[:, layer]
+            kv = mem[:, layer]  # [N x n_head x K x head_dim]
             cache.update(kv, kv, layer)
         if read_only:
             cache.frozen = True
-        return cache, 1
+        return cache, k
 
-    def _embed(self, ids: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
+    def _embed(self, ids: torch.Tensor, z: torch.Tensor | None, start: int = 0) -> torch.Tensor:
+        """Token embeddings of ``ids`` [N x L] at input positions start.. plus the latent: the whole of it, or
+        with slots the slot of the token each position predicts."""
         emb = self.decoder.get_input_embeddings()(ids)
         if z is not None and self.latent_embedding:
-            emb = emb + self.latent_to_embedding(z).unsqueeze(1)
+            if self.latent_slots == 1:
+                return emb + self.latent_to_embedding(z).unsqueeze(1)
+            per_slot = self.latent_to_embedding(z.view(z.shape[0], self.latent_slots, self.slot_dim))
+            slot = (torch.arange(start, start + ids.shape[1], device=ids.device) // self.slot_tokens).clamp(
+                max=self.latent_slots - 1)
+            emb = emb + per_slot[:, slot]
         return emb
 
     def decoder_logits(self, ids: torch.Tensor, mask: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
@@ -393,7 +449,7 @@ class TextCodec(Codec):
         out = []
         for pos in range(steps):
             attn = torch.cat([attn, attn.new_ones(n, 1)], dim=1)
-            res = self.decoder(inputs_embeds=self._embed(token, z), attention_mask=attn,
+            res = self.decoder(inputs_embeds=self._embed(token, z, start=pos), attention_mask=attn,
                                position_ids=torch.full((n, 1), pos, device=z.device),
                                past_key_values=cache, use_cache=True)
             cache = res.past_key_values

@@ -9,6 +9,16 @@ import torch
 ACTIVE_DIM_THRESHOLD = 0.01  # Var_x[mu_d] above this counts as an active unit (Burda et al. 2016)
 
 
+def active_dim_threshold(module) -> float:
+    """Var_x[mu_d] above which latent dimension d counts as active. DiLED's objectives encode with a fixed
+    noise, z1 = mu + sqrt(beta_1) eps: a dimension carries its input when its signal's variance exceeds
+    that noise's, beta_1 (0.008 for the constant schedule, about Burda et al.'s 0.01; 1e-4 for the linear
+    one, whose latents are correspondingly smaller). The VAE's noise is its own posterior's: Burda's 0.01."""
+    if getattr(module, "objective", "diled") == "vae":
+        return ACTIVE_DIM_THRESHOLD
+    return float(module.diffusion.encoder_noise_std) ** 2
+
+
 def all_reduce(x: torch.Tensor, op: str = "mean") -> torch.Tensor:
     """``x`` reduced over the ranks ("mean", "sum" or "min"); ``x`` itself outside a process group."""
     import torch.distributed as dist
@@ -62,7 +72,7 @@ def evaluate(engine, batches: list[dict], seed: int) -> dict[str, float]:
         mean = stats[:d] / count
         cov = stats[2 * d:].reshape(d, d) / count - torch.outer(mean, mean)
         metrics["mu_abs"] = float(stats[d:2 * d].sum() / (count * d))
-        metrics["active_dims"] = int((cov.diagonal() > ACTIVE_DIM_THRESHOLD).sum())
+        metrics["active_dims"] = int((cov.diagonal() > active_dim_threshold(module)).sum())
         if getattr(module, "objective", "diled") != "autoencoder":  # the autoencoder's prior is not trained
             # in eval mode and on a forked RNG: measuring must not change the training that follows
             module.eval()

@@ -232,3 +232,65 @@ def test_reconstruction_improves_and_generation_comes_from_the_decoder(tokenizer
     with torch.no_grad():  # a different decoder gives different text from the same latents
         model.codec.decoder.lm_head.weight.mul_(-1)
     assert model.generate(6, steps=10, seed=0) != samples
+
+
+# ----------------------------------------------------------------- latent slots
+def test_latent_slots_pool_stretches_of_the_sentence(tokenizer_dir):
+    codec = make_codec(tokenizer_dir, latent_slots=4, slot_tokens=3).eval()
+    text = "the movie was bad and boring."
+    batch = codec.collate([text, "it drags."])
+    # each word piece's slot is that of the decoder token holding its first character, // slot_tokens
+    dec = codec.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    enc = codec.enc_tokenizer(text, return_offsets_mapping=True)["offset_mapping"]
+    expected = [-1 if b == a else min(next(k for k, (s, e) in enumerate(dec) if s <= a < e) // 3, 3)
+                for a, b in enc]
+    assert batch["enc_slot"][0, :len(enc)].tolist() == expected
+    assert set(expected[1:-1]) == {0, 1, 2, 3} and batch["enc_slot"][1, len(enc):].eq(-1).all()
+    with torch.no_grad():
+        z = codec.encode(batch).view(2, 4, 2)
+    # "it drags." is shorter than the four slots: the slots after it are empty, and an empty slot is the map's bias
+    used = set(batch["enc_slot"][1].tolist()) - {-1}
+    empty = sorted(set(range(4)) - used)
+    assert 0 in used and empty and max(used) < min(empty)
+    torch.testing.assert_close(z[1, empty], codec.to_latent.bias.expand(len(empty), 2))
+
+
+def test_a_slot_is_read_where_its_tokens_are_predicted(tokenizer_dir):
+    codec = make_codec(tokenizer_dir, latent_slots=4, slot_tokens=3, latent_memory=False).eval()
+    batch = codec.collate(SENTENCES[:2])
+    ids, mask = batch["dec_ids"], batch["dec_mask"]
+    z = torch.randn(2, 8)
+    moved = z.clone().view(2, 4, 2)
+    moved[:, 1] += 1.0  # slot 1: the tokens at input positions 3, 4 and 5
+    with torch.no_grad():
+        a, b = codec.decoder_logits(ids, mask, z), codec.decoder_logits(ids, mask, moved.view(2, 8))
+    changed = (a - b).abs().amax(dim=(0, 2)) > 1e-5
+    assert not changed[:3].any() and changed[3:6].all()  # causal: later positions may change through attention
+    # with the memory on, every position sees every slot
+    codec = make_codec(tokenizer_dir, latent_slots=4, slot_tokens=3).eval()
+    with torch.no_grad():
+        a, b = codec.decoder_logits(ids, mask, z), codec.decoder_logits(ids, mask, moved.view(2, 8))
+    assert ((a - b).abs().amax(dim=(0, 2)) > 1e-5).all()
+
+
+def test_latent_slots_decode_with_the_cache_and_save(tokenizer_dir, tmp_path):
+    codec = make_codec(tokenizer_dir, latent_slots=4, slot_tokens=3).eval()
+    z = torch.randn(3, 8, generator=torch.Generator().manual_seed(1))
+    ids = torch.full((3, 1), codec.bos_id)
+    with torch.no_grad():
+        for _ in range(14):  # past the last slot's tokens: positions 12.. read the last slot
+            ids = torch.cat([ids, codec.decoder_logits(ids, torch.ones_like(ids), z)[:, -1:].argmax(-1)], dim=1)
+    naive = [row[: row.index(codec.eos_id)] if codec.eos_id in row else row for row in ids[:, 1:].tolist()]
+    assert codec.decode_ids(z, max_new_tokens=14) == naive
+    model = DiLED(codec, MLPSkipNet(8, hidden=16, depth=1, time_dim=8), LatentDiffusion("linear", 50)).eval()
+    loaded = DiLED.from_pretrained(model.save_pretrained(tmp_path / "m"))
+    assert loaded.codec.latent_slots == 4 and loaded.codec.slot_tokens == 3
+    torch.testing.assert_close(model.encode(SENTENCES[:3]), loaded.encode(SENTENCES[:3]))
+    assert model.codec.decode(z) == loaded.codec.decode(z)
+
+
+def test_bad_latent_slots_are_named(tokenizer_dir):
+    with pytest.raises(ValueError, match="latent_slots must be >= 1 and divide latent_dim=8, got 3"):
+        make_codec(tokenizer_dir, latent_slots=3)
+    with pytest.raises(ValueError, match="slot_tokens must be >= 1, got 0"):
+        make_codec(tokenizer_dir, latent_slots=2, slot_tokens=0)
