@@ -1,8 +1,9 @@
-"""What a training step of the ``text-cpu`` preset costs with each decoder it has had: the preset as it is
-(MiniLM's first layer warm-started as the decoder, the 8k BPE transplanted) against the same preset with
-the decoder it used before (a 2 x 256 GPT-2 from scratch on the same BPE), and the bert decoder with
+"""What a training step of the ``text-cpu`` preset costs with each decoder and latent it has had: the
+preset as it is (MiniLM's first layer warm-started as the decoder, the 8k BPE transplanted, the latent as
+8 slots of 32) against the same decoder with one 64-d latent (the preset of 2026-12-04/05), the decoder
+before that (a 2 x 256 GPT-2 from scratch on the same BPE, one 64-d latent), and the bert decoder with
 MiniLM's own 30,522-word WordPiece vocabulary. Single process, fp32, AdamW, on the same length-bucketed
-corpus batches of 32 (one Ray step: 2 workers x 16), steps alternated (A/B/C) and medians compared.
+corpus batches of 32 (one Ray step: 2 workers x 16), steps alternated (A/B/C/D) and medians compared.
 
     .venv/bin/python benchmarks/text_decoders.py            # ~3 minutes on 2 cores
     .venv/bin/python benchmarks/text_decoders.py --repeats 30 --threads 1
@@ -25,18 +26,25 @@ BERT_DECODER = {"decoder_kind": "bert", "decoder_layers": 1,
                 "decoder_config": {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}}
 
 
+ONE_VECTOR = {"latent_slots": 1, "latent_dim": 64}
+BASE = "gpt2 2 x 256 from scratch, BPE, one 64-d latent (text-cpu until 2026-12-04)"
+
+
 def variants(tokenizer: Path) -> dict[str, dict]:
-    """codec_args of each variant: the preset's own, with the decoder swapped."""
+    """codec_args (and latent_dim) of each variant: the preset's own, with the decoder or latent swapped."""
     from diled_platform.config import load_config
 
-    preset = dict(load_config("text-cpu").model.codec_args)
+    cfg = load_config("text-cpu")
+    preset = {**cfg.model.codec_args, "latent_dim": cfg.model.latent_dim}
     preset.pop("vocab_size", None)
     for key in ("decoder_kind", "decoder_layers", "decoder_config"):
         preset.pop(key, None)
-    return {"text-cpu now: bert 1 x 384 warm, BPE transplanted": {**preset, "tokenizer": str(tokenizer), **BERT_DECODER},
-            "text-cpu before: gpt2 2 x 256 from scratch, BPE": {**preset, "tokenizer": str(tokenizer), **OLD_DECODER},
-            "bert 1 x 384 warm, MiniLM WordPiece (30,522)": {**{k: v for k, v in preset.items() if k != "tokenizer"},
-                                                             **BERT_DECODER}}
+    bpe = {**preset, "tokenizer": str(tokenizer)}
+    return {"text-cpu now: bert 1 x 384 warm, BPE transplanted, 8 latent slots x 64": {**bpe, **BERT_DECODER},
+            "the same with one 64-d latent (text-cpu 2026-12-04/05)": {**bpe, **BERT_DECODER, **ONE_VECTOR},
+            BASE: {**bpe, **OLD_DECODER, **ONE_VECTOR},
+            "bert 1 x 384 warm, MiniLM WordPiece (30,522), one 64-d latent": {
+                **{k: v for k, v in preset.items() if k != "tokenizer"}, **BERT_DECODER, **ONE_VECTOR}}
 
 
 def build(codec_args: dict, seed: int = 0):
@@ -45,9 +53,9 @@ def build(codec_args: dict, seed: int = 0):
     from diled import DiLED
     from diled_platform.config import load_config
 
-    cfg = load_config("text-cpu")
-    config = cfg.model_config()
-    config["codec"] = {"name": "text", **codec_args, "latent_dim": cfg.model.latent_dim}
+    config = load_config("text-cpu").model_config()
+    config["codec"] = {"name": "text", **codec_args}
+    config["denoiser"] = {**config["denoiser"], "latent_dim": codec_args["latent_dim"]}
     torch.manual_seed(seed)
     return DiLED.from_config(config).train()
 
@@ -81,12 +89,12 @@ def main() -> None:
             steps[name], sizes[name] = step, n_trainable(model)
             tokens[name] = int(batch["dec_mask"].sum())
         times = alternate(steps, args.repeats)
-    base = median(times["text-cpu before: gpt2 2 x 256 from scratch, BPE"])
+    base = median(times[BASE])
     rows = [[name, f"{sizes[name] / 1e6:.1f} M", tokens[name], spread(times[name]), f"{median(times[name]) / base:.2f}"]
             for name in steps]
     print(f"torch threads {args.threads}, batch {args.batch}, {args.repeats} alternated steps each")
     print(markdown_table(["decoder", "trainable", "decoder tokens in the batch", "ms/step median (min-max)",
-                          "/ before"], rows))
+                          "/ GPT-2 one vector"], rows))
 
 
 if __name__ == "__main__":

@@ -17,9 +17,11 @@ def test_text_job_tiny(tmp_path):
     args = [sys.executable, str(ROOT / "jobs/train_text.py"), "--run.name=tiny", f"--run.storage_path={tmp_path}",
             "--data.max_examples=600", "--optim.max_steps=40", "--optim.warmup_steps=5", "--run.checkpoint_every=20", "--run.log_every=10",
             "--data.batch_size=8", "--model.prior_hidden=64", "--model.prior_depth=2",
-            # the preset's decoder kind: MiniLM's first layer, warm-started, with the trained BPE transplanted
-            "--model.codec_args={tokenizer: train, vocab_size: 500, max_length: 24, encoder_layers: 1,"
-            " encoder_trainable_layers: 1, decoder_kind: bert, decoder_layers: 1}"]
+            # the preset's decoder kind (MiniLM's first layer, warm-started, with the trained BPE transplanted)
+            # and its latent slots (8 x 4 here)
+            "--model.latent_dim=32", "--model.codec_args={tokenizer: train, vocab_size: 500, max_length: 24,"
+            " encoder_layers: 1, encoder_trainable_layers: 1, decoder_kind: bert, decoder_layers: 1,"
+            " latent_slots: 8, slot_tokens: 3}"]
     env = {**os.environ, "RAY_ADDRESS": ""}
     env.pop("RAY_ADDRESS")
     out = subprocess.run(args, capture_output=True, text=True, timeout=850, env=env, cwd=tmp_path)
