@@ -63,7 +63,8 @@ def test_a_text_model_with_a_bert_decoder(tmp_path, vocabulary):
     tok = str(train_bpe(["A warm and funny story.", "It drags on.", "@united late again"] * 20, 300, tmp_path / "tok")) \
         if vocabulary == "transplanted bpe" else None
     torch.manual_seed(0)
-    codec = TextCodec(latent_dim=4, decoder_kind="bert", decoder_layers=1, encoder_layers=1, max_length=16, tokenizer=tok)
+    codec = TextCodec(latent_dim=4, decoder_kind="bert", decoder_layers=1, encoder_layers=1, max_length=16, tokenizer=tok,
+                      latent_slots=2 if tok else 1, slot_tokens=8)  # the transplanted BPE with slots: the preset's form
     model = DiLED(codec, MLPSkipNet(4, hidden=16, depth=2, time_dim=8), LatentDiffusion("constant", 20), w=1.0).eval()
     path = model.save_pretrained(tmp_path / "bert")
     out = cli("reconstruct", "--model", str(path), "a warm and funny story.", "it drags on.")

@@ -295,13 +295,15 @@ def test_cli_calls_the_service(service, models, capsys):
         main(["generate", "--url", service, "-n", "1000"])
 
 
-@pytest.mark.parametrize("vocabulary", ["wordpiece", "transplanted bpe"])
+@pytest.mark.parametrize("vocabulary", ["wordpiece", "transplanted bpe, latent slots"])
 def test_a_model_with_a_bert_decoder_serves_unchanged(service, models, tmp_path, vocabulary):
     service, config = service
     torch.manual_seed(0)
-    tok = str(models[0].parent / "tok") if vocabulary == "transplanted bpe" else None
+    preset_form = vocabulary != "wordpiece"  # the text-cpu preset's: a transplanted BPE and latent slots
+    tok = str(models[0].parent / "tok") if preset_form else None
     codec = TextCodec(latent_dim=8, decoder_kind="bert", decoder_layers=1, encoder_layers=1,
-                      encoder_trainable_layers=0, max_length=24, tokenizer=tok)
+                      encoder_trainable_layers=0, max_length=24, tokenizer=tok,
+                      latent_slots=4 if preset_form else 1, slot_tokens=6)
     model = DiLED(codec, MLPSkipNet(8, hidden=32, depth=2, time_dim=16), LatentDiffusion("constant", 100), w=1.0)
     path = _train(model, codec.collate(SENTENCES), steps=20).save_pretrained(tmp_path / "bert")
     swap_model(config, path)
