@@ -1,6 +1,6 @@
 """What a training step of the ``text-cpu`` preset costs with each decoder and latent it has had: the
 preset as it is (MiniLM's first layer warm-started as the decoder, the 8k BPE transplanted, the latent as
-8 slots of 32) against the same decoder with one 64-d latent (the preset of 2026-12-04/05), the decoder
+8 slots of 64) against the same decoder with one 64-d latent (the preset of 2026-12-04/05), the decoder
 before that (a 2 x 256 GPT-2 from scratch on the same BPE, one 64-d latent), and the bert decoder with
 MiniLM's own 30,522-word WordPiece vocabulary. Single process, fp32, AdamW, on the same length-bucketed
 corpus batches of 32 (one Ray step: 2 workers x 16), steps alternated (A/B/C/D) and medians compared.
@@ -40,7 +40,9 @@ def variants(tokenizer: Path) -> dict[str, dict]:
     for key in ("decoder_kind", "decoder_layers", "decoder_config"):
         preset.pop(key, None)
     bpe = {**preset, "tokenizer": str(tokenizer)}
-    return {"text-cpu now: bert 1 x 384 warm, BPE transplanted, 8 latent slots x 64": {**bpe, **BERT_DECODER},
+    slots = preset.get("latent_slots", 1)
+    now = f"text-cpu now: bert 1 x 384 warm, BPE transplanted, {slots} latent slots x {preset['latent_dim'] // slots}"
+    return {now: {**bpe, **BERT_DECODER},
             "the same with one 64-d latent (text-cpu 2026-12-04/05)": {**bpe, **BERT_DECODER, **ONE_VECTOR},
             BASE: {**bpe, **OLD_DECODER, **ONE_VECTOR},
             "bert 1 x 384 warm, MiniLM WordPiece (30,522), one 64-d latent": {
