@@ -71,10 +71,12 @@ def serving(model_dir, port: int):
         serve.shutdown()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def ray_with_dashboard():
     """Train V2 inside Tune asks Ray's state API (served by the dashboard) about its controller: without
-    the dashboard a trial never finishes. So this module's Ray has it, on 127.0.0.1."""
+    the dashboard a trial never finishes. So this module's Ray has it, on 127.0.0.1. One Ray per test
+    (a few seconds each): with one per module, the second sweep once waited on its trial until the
+    900 s timeout in CI, after the first test's Serve app had been shut down in the same Ray."""
     import ray
 
     ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1",
