@@ -80,6 +80,15 @@ def drive(url: str, path: str, body: dict, clients: int, seconds: float) -> dict
             "rps": len(latencies) / wall, "p50_ms": q(0.50), "p99_ms": q(0.99)}
 
 
+def batch_stats(url: str, path: str) -> tuple[int, int]:
+    """The replica's count of batched calls and of the requests they served on ``path`` (``/healthz``)."""
+    import requests
+
+    stats = requests.get(url + "/healthz", timeout=30).json()["batching"]
+    name = path.strip("/")
+    return stats[f"{name}_batches"], stats[f"{name}_requests"]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="a save_pretrained folder (default: build a text-cpu-sized one)")
@@ -125,7 +134,8 @@ def main() -> int:
     cases = [cases[name] for name in args.endpoints]
     print(f"model {model_dir}; {args.clients} concurrent clients, {args.seconds:.0f} s per round, "
           f"{args.rounds} alternating rounds per setting; one replica (1 CPU)", flush=True)
-    print("| endpoint | batching | requests | req/s | p50 ms | p99 ms |\n| --- | --- | --- | --- | --- | --- |")
+    print("| endpoint | batching | requests | req/s | p50 ms | p99 ms | requests per batch |\n"
+          "| --- | --- | --- | --- | --- | --- | --- |")
     summary = []
     for path, body in cases:
         drive(url, path, body, args.clients, 3.0)  # warm-up
@@ -134,12 +144,16 @@ def main() -> int:
             for setting, size in (("off", 1), ("on", args.max_batch_size)):
                 deploy(configure(size))
                 time.sleep(1.0)  # the user_config update reaches the replica asynchronously
+                before = batch_stats(url, path)
                 runs[setting].append(drive(url, path, body, args.clients, args.seconds))
+                after = batch_stats(url, path)
+                runs[setting][-1]["per_batch"] = ((after[1] - before[1]) / max(1, after[0] - before[0]))
         for setting in ("off", "on"):
             r = runs[setting]
             med = {k: statistics.median(x[k] for x in r) for k in ("rps", "p50_ms", "p99_ms")}
+            per_batch = statistics.median(x["per_batch"] for x in r)
             print(f"| {path} | {setting} | {sum(x['requests'] for x in r)} | {med['rps']:.1f} | "
-                  f"{med['p50_ms']:.0f} | {med['p99_ms']:.0f} |", flush=True)
+                  f"{med['p50_ms']:.0f} | {med['p99_ms']:.0f} | {per_batch:.1f} |", flush=True)
             if any(x["errors"] for x in r):
                 print(f"  ({sum(x['errors'] for x in r)} errors: {[x['statuses'] for x in r]})")
         on = {k: statistics.median(x[k] for x in runs["on"]) for k in ("rps", "p50_ms", "p99_ms")}

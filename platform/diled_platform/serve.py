@@ -12,10 +12,11 @@ Inputs are strings for text models and lists of numbers for vector models. Reque
 unknown fields refused; ``serve_schema.py``) and bounded (``MAX_ITEMS`` inputs, ``MAX_TEXT_CHARS``
 characters, ``MAX_N`` samples, DDIM ``steps`` within 1..T); a bad request gets a 4xx that names the problem.
 
-Concurrent requests are batched (``@serve.batch``): encoder passes of different requests run as one
-forward; greedy /reconstruct requests are encoded and decoded together; DDIM /generate requests with
-greedy decoding are sampled and decoded together (each with its own seeded z_T, so a seed gives the
-same samples whatever else is in the batch). The batch size and wait, and the model folder itself, come
+Concurrent requests are batched (``Batcher``: the next batch is what queued while the last one ran, so
+batches grow with the load): encoder passes of different requests run as one forward; greedy
+/reconstruct requests are encoded and decoded together; DDIM /generate requests with greedy decoding
+are sampled and decoded together (each with its own seeded z_T, so a seed gives the same samples
+whatever else is in the batch). The batch size and wait, and the model folder itself, come
 from the deployment's ``user_config`` and can be changed without restarting a replica (``reconfigure``).
 
 Access: with an API key (``DILED_API_KEY`` or a file named by ``DILED_API_KEY_FILE``, or its SHA-256
@@ -210,6 +211,67 @@ def _split(rows: list, sizes: list[int]) -> list[list]:
     return out
 
 
+# ----------------------------------------------------------------------------- batching
+class Batcher:
+    """Dynamic batching that forms the next batch when the model is free: whatever queued while the last
+    batch ran (up to ``max_batch_size``), after waiting at most ``wait_s`` for more when that is fewer.
+
+    Ray Serve's ``@serve.batch`` (Ray 2.60) forms batches on their own timer, ``batch_wait_timeout_s``
+    after each first arrival, whether or not the model is busy; with one batch running at a time the
+    formed batches then wait their turn, so under load each holds what arrives in one timeout window (2
+    to 4 requests with 16 clients waiting, measured), not what queued during the computation. Here the
+    loop awaits each batch before it forms the next, so batches grow with the load. Requests whose caller
+    has gone (a cancelled future) are dropped before their batch runs; an exception fails every request of
+    its batch."""
+
+    def __init__(self, handle_batch, max_batch_size: int = 16, wait_s: float = 0.005):
+        self.handle_batch, self.max_batch_size, self.wait_s = handle_batch, max_batch_size, wait_s
+        self._queue: list[tuple[Any, asyncio.Future]] = []
+        self._arrived: asyncio.Event | None = None
+        self._loop_task: asyncio.Task | None = None
+
+    async def submit(self, item):
+        """Queue ``item``; its result (``handle_batch``'s answer at its index) when its batch has run."""
+        if self._arrived is None:
+            self._arrived = asyncio.Event()
+        future = asyncio.get_running_loop().create_future()
+        self._queue.append((item, future))
+        self._arrived.set()
+        if self._loop_task is None or self._loop_task.done():
+            self._loop_task = asyncio.create_task(self._run_batches())
+        return await future
+
+    async def _run_batches(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._queue:
+                self._arrived.clear()
+                await self._arrived.wait()
+            deadline = loop.time() + self.wait_s
+            while len(self._queue) < self.max_batch_size and loop.time() < deadline:
+                self._arrived.clear()
+                try:
+                    await asyncio.wait_for(self._arrived.wait(), deadline - loop.time())
+                except asyncio.TimeoutError:
+                    break
+            batch, self._queue = self._queue[:self.max_batch_size], self._queue[self.max_batch_size:]
+            batch = [(item, future) for item, future in batch if not future.done()]
+            if not batch:
+                continue
+            try:
+                results = await self.handle_batch([item for item, _ in batch])
+                if len(results) != len(batch):
+                    raise RuntimeError(f"a batch of {len(batch)} requests gave {len(results)} results")
+            except Exception as e:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(e)
+                continue
+            for (_, future), result in zip(batch, results):
+                if not future.done():
+                    future.set_result(result)
+
+
 @serve.deployment(
     ray_actor_options={"num_cpus": 1},
     autoscaling_config={"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 4,
@@ -231,6 +293,8 @@ class DiLEDService:
         # how many batched calls served how many requests (in /healthz: shows batching at work)
         self.stats = {f"{path}_{what}": 0 for path in ("encode", "decode", "generate", "reconstruct")
                       for what in ("batches", "requests")}
+        self._batchers = {name: Batcher(getattr(self, f"_{name}_batch"))
+                          for name in ("encode", "decode", "generate", "reconstruct")}
         self._load(model_dir)
 
     # ------------------------------------------------------------------ lifecycle
@@ -257,11 +321,11 @@ class DiLEDService:
             self._load(config["model_dir"])
         self.batching = {**getattr(self, "batching", {}),
                          **{k: config[k] for k in ("max_batch_size", "batch_wait_timeout_s") if k in config}}
-        for method in (self._encode_batched, self._decode_batched, self._generate_batched, self._reconstruct_batched):
+        for batcher in self._batchers.values():
             if "max_batch_size" in config:
-                method.set_max_batch_size(int(config["max_batch_size"]))
+                batcher.max_batch_size = int(config["max_batch_size"])
             if "batch_wait_timeout_s" in config:
-                method.set_batch_wait_timeout_s(float(config["batch_wait_timeout_s"]))
+                batcher.wait_s = float(config["batch_wait_timeout_s"])
 
     def check_health(self) -> None:
         if self.model is None:
@@ -329,8 +393,7 @@ class DiLEDService:
         return torch.Generator().manual_seed(seed), seed
 
     # ------------------------------------------------------------------ batched paths
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
-    async def _encode_batched(self, requests: list[list]) -> list[torch.Tensor]:
+    async def _encode_batch(self, requests: list[list]) -> list[torch.Tensor]:
         """The encoder means of several requests' inputs in one forward pass."""
         self.stats["encode_batches"] += 1
         self.stats["encode_requests"] += len(requests)
@@ -339,8 +402,7 @@ class DiLEDService:
         z = await self._run(self.model.encode, flat)
         return list(torch.split(z, sizes))
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
-    async def _decode_batched(self, requests: list[tuple[torch.Tensor, dict]]) -> list[list]:
+    async def _decode_batch(self, requests: list[tuple[torch.Tensor, dict]]) -> list[list]:
         """Decode several requests' latents; those with the same deterministic options share one batch."""
         self.stats["decode_batches"] += 1
         self.stats["decode_requests"] += len(requests)
@@ -352,8 +414,7 @@ class DiLEDService:
                 results[i] = part
         return results
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
-    async def _generate_batched(self, requests: list[tuple[torch.Tensor, int | None, dict]]) -> list[tuple]:
+    async def _generate_batch(self, requests: list[tuple[torch.Tensor, int | None, dict]]) -> list[tuple]:
         """DDIM sampling and greedy decoding of several /generate requests in one pass each. Every request
         brings its own z_T, drawn from its own seeded generator before it joins, and DDIM with eta = 0
         draws nothing more: a request's samples do not depend on the requests it shares a batch with."""
@@ -372,8 +433,7 @@ class DiLEDService:
                 results[i] = (zs, part)
         return results
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
-    async def _reconstruct_batched(self, requests: list[tuple[list, dict]]) -> list[list]:
+    async def _reconstruct_batch(self, requests: list[tuple[list, dict]]) -> list[list]:
         """Encode and greedily decode several /reconstruct requests' inputs, one pass per decoding option
         set (encoder means in, decodes out: nothing random)."""
         self.stats["reconstruct_batches"] += 1
@@ -388,6 +448,18 @@ class DiLEDService:
             for i, part in zip(idx, _split(rows, [len(requests[i][0]) for i in idx])):
                 results[i] = part
         return results
+
+    async def _encode_batched(self, items: list) -> torch.Tensor:
+        return await self._batchers["encode"].submit(items)
+
+    async def _decode_batched(self, request: tuple[torch.Tensor, dict]) -> list:
+        return await self._batchers["decode"].submit(request)
+
+    async def _generate_batched(self, request: tuple[torch.Tensor, int | None, dict]) -> tuple:
+        return await self._batchers["generate"].submit(request)
+
+    async def _reconstruct_batched(self, request: tuple[list, dict]) -> list:
+        return await self._batchers["reconstruct"].submit(request)
 
     async def _decode(self, z: torch.Tensor, kwargs: dict, generator: torch.Generator) -> list:
         if kwargs.get("strategy") == "sample":
