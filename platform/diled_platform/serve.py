@@ -262,10 +262,12 @@ class Batcher:
                 results = await self.handle_batch([item for item, _ in batch])
                 if len(results) != len(batch):
                     raise RuntimeError(f"a batch of {len(batch)} requests gave {len(results)} results")
-            except Exception as e:
+            except BaseException as e:  # noqa: BLE001 -- no caller of a failed batch may hang
                 for _, future in batch:
                     if not future.done():
-                        future.set_exception(e)
+                        future.set_exception(e if isinstance(e, Exception) else RuntimeError("the batch was cancelled"))
+                if not isinstance(e, Exception):
+                    raise  # the loop itself was cancelled (shutdown); the next submit starts a new one
                 continue
             for (_, future), result in zip(batch, results):
                 if not future.done():

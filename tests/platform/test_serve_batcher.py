@@ -81,3 +81,18 @@ def test_a_handler_that_answers_the_wrong_number_of_results_fails_its_callers():
 
     results = asyncio.run(main())
     assert all(isinstance(r, RuntimeError) and "3 requests gave 2 results" in str(r) for r in results)
+
+
+def test_callers_of_a_cancelled_batch_get_an_error_and_the_batcher_restarts():
+    async def main():
+        model = Model(seconds=0.2)
+        batcher = Batcher(model, max_batch_size=4, wait_s=0.0)
+        waiting = [asyncio.create_task(batcher.submit(i)) for i in range(3)]
+        await asyncio.sleep(0.05)                       # the batch is running
+        batcher._loop_task.cancel()                     # e.g. the replica's loop shutting down
+        results = await asyncio.gather(*waiting, return_exceptions=True)
+        return results, await batcher.submit(7)
+
+    results, after = asyncio.run(main())
+    assert all(isinstance(r, RuntimeError) and "cancelled" in str(r) for r in results), results
+    assert after == 70
