@@ -44,6 +44,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from ray import serve
 from diled.persistence import check_pretrained_folder
+from diled_platform.batching import Batcher, check_batching
 from diled_platform.serve_schema import (ERROR_RESPONSES, MAX_BODY_BYTES, DecodeOptions, EncodeRequest,
                                          EncodeResponse, GenerateRequest, GenerateResponse, InterpolateRequest,
                                          InterpolateResponse, OutputsResponse, ReconstructRequest)
@@ -211,69 +212,6 @@ def _split(rows: list, sizes: list[int]) -> list[list]:
     return out
 
 
-# ----------------------------------------------------------------------------- batching
-class Batcher:
-    """Dynamic batching that forms the next batch when the model is free: whatever queued while the last
-    batch ran (up to ``max_batch_size``), after waiting at most ``wait_s`` for more when that is fewer.
-
-    Ray Serve's ``@serve.batch`` (Ray 2.60) forms batches on their own timer, ``batch_wait_timeout_s``
-    after each first arrival, whether or not the model is busy; with one batch running at a time the
-    formed batches then wait their turn, so under load each holds what arrives in one timeout window (2
-    to 4 requests with 16 clients waiting, measured), not what queued during the computation. Here the
-    loop awaits each batch before it forms the next, so batches grow with the load. Requests whose caller
-    has gone (a cancelled future) are dropped before their batch runs; an exception fails every request of
-    its batch."""
-
-    def __init__(self, handle_batch, max_batch_size: int = 16, wait_s: float = 0.005):
-        self.handle_batch, self.max_batch_size, self.wait_s = handle_batch, max_batch_size, wait_s
-        self._queue: list[tuple[Any, asyncio.Future]] = []
-        self._arrived: asyncio.Event | None = None
-        self._loop_task: asyncio.Task | None = None
-
-    async def submit(self, item):
-        """Queue ``item``; its result (``handle_batch``'s answer at its index) when its batch has run."""
-        if self._arrived is None:
-            self._arrived = asyncio.Event()
-        future = asyncio.get_running_loop().create_future()
-        self._queue.append((item, future))
-        self._arrived.set()
-        if self._loop_task is None or self._loop_task.done():
-            self._loop_task = asyncio.create_task(self._run_batches())
-        return await future
-
-    async def _run_batches(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            if not self._queue:
-                self._arrived.clear()
-                await self._arrived.wait()
-            deadline = loop.time() + self.wait_s
-            while len(self._queue) < self.max_batch_size and loop.time() < deadline:
-                self._arrived.clear()
-                try:
-                    await asyncio.wait_for(self._arrived.wait(), deadline - loop.time())
-                except asyncio.TimeoutError:
-                    break
-            batch, self._queue = self._queue[:self.max_batch_size], self._queue[self.max_batch_size:]
-            batch = [(item, future) for item, future in batch if not future.done()]
-            if not batch:
-                continue
-            try:
-                results = await self.handle_batch([item for item, _ in batch])
-                if len(results) != len(batch):
-                    raise RuntimeError(f"a batch of {len(batch)} requests gave {len(results)} results")
-            except BaseException as e:  # noqa: BLE001 -- no caller of a failed batch may hang
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(e if isinstance(e, Exception) else RuntimeError("the batch was cancelled"))
-                if not isinstance(e, Exception):
-                    raise  # the loop itself was cancelled (shutdown); the next submit starts a new one
-                continue
-            for (_, future), result in zip(batch, results):
-                if not future.done():
-                    future.set_result(result)
-
-
 @serve.deployment(
     ray_actor_options={"num_cpus": 1},
     autoscaling_config={"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 4,
@@ -315,6 +253,8 @@ class DiLEDService:
         unknown = set(config) - USER_CONFIG_KEYS
         if unknown:
             raise ValueError(f"unknown user_config keys {sorted(unknown)}; valid: {sorted(USER_CONFIG_KEYS)}")
+        size, wait = config.get("max_batch_size"), config.get("batch_wait_timeout_s")
+        check_batching(size, wait)  # a bad value is refused before anything changes
         if config.get("api_key_sha256"):
             set_api_key_digest(str(config["api_key_sha256"]))
         if not _KEY["sha256"]:
@@ -324,10 +264,7 @@ class DiLEDService:
         self.batching = {**getattr(self, "batching", {}),
                          **{k: config[k] for k in ("max_batch_size", "batch_wait_timeout_s") if k in config}}
         for batcher in self._batchers.values():
-            if "max_batch_size" in config:
-                batcher.max_batch_size = int(config["max_batch_size"])
-            if "batch_wait_timeout_s" in config:
-                batcher.wait_s = float(config["batch_wait_timeout_s"])
+            batcher.configure(size, wait)
 
     def check_health(self) -> None:
         if self.model is None:
@@ -534,8 +471,7 @@ def build_app(model_dir: str | Path, *, api_key_sha256: str | None = None, max_b
               target_ongoing_requests: float = 4, num_cpus: float = 1.0, torch_threads: int | None = None):
     """The Serve application for one model folder (``serve.run(build_app(...))``)."""
     model_dir = check_pretrained_folder(model_dir)
-    if max_batch_size < 1:
-        raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+    check_batching(max_batch_size, batch_wait_timeout_s)
     if not 1 <= min_replicas <= max_replicas:
         raise ValueError(f"need 1 <= min_replicas <= max_replicas, got {min_replicas}, {max_replicas}")
     deployment = DiLEDService.options(

@@ -1,10 +1,10 @@
-"""The Serve app's batcher (diled_platform.serve.Batcher), on its own: plain asyncio, no Ray."""
+"""The Serve app's batcher (diled_platform.batching.Batcher), on its own: plain asyncio, no Ray."""
 
 import asyncio
 
 import pytest
 
-from diled_platform.serve import Batcher
+from diled_platform.batching import Batcher
 
 
 class Model:
@@ -96,3 +96,20 @@ def test_callers_of_a_cancelled_batch_get_an_error_and_the_batcher_restarts():
     results, after = asyncio.run(main())
     assert all(isinstance(r, RuntimeError) and "cancelled" in str(r) for r in results), results
     assert after == 70
+
+
+@pytest.mark.parametrize("size,wait,message", [
+    (0, None, "max_batch_size must be an integer >= 1, got 0"),
+    (2.5, None, "got 2.5"),
+    (True, None, "got True"),
+    (None, -0.1, "batch_wait_timeout_s must be a finite number >= 0, got -0.1"),
+    (None, float("inf"), "got inf"),
+    (None, "soon", "got 'soon'"),
+])
+def test_bad_batch_settings_are_refused_and_change_nothing(size, wait, message):
+    batcher = Batcher(Model(), max_batch_size=4, wait_s=0.01)
+    with pytest.raises(ValueError, match=message):
+        batcher.configure(size, wait)
+    assert (batcher.max_batch_size, batcher.wait_s) == (4, 0.01)
+    batcher.configure(8, 0)
+    assert (batcher.max_batch_size, batcher.wait_s) == (8, 0.0)
