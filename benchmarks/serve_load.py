@@ -80,6 +80,29 @@ def drive(url: str, path: str, body: dict, clients: int, seconds: float) -> dict
             "rps": len(latencies) / wall, "p50_ms": q(0.50), "p99_ms": q(0.99)}
 
 
+def model_alone(model_dir: Path, sentence: str, batch: int, threads: int) -> tuple[float, float]:
+    """Milliseconds per sentence of the model's own encode, one sentence per call and ``batch`` per call, on
+    ``threads`` torch threads in this process (no serving path): the most batching could buy /encode."""
+    import torch
+    from diled import DiLED
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    model = DiLED.from_pretrained(model_dir).eval()
+    per = []
+    with torch.inference_mode():
+        for b in (1, batch):
+            for _ in range(3):
+                model.encode([sentence] * b)
+            n = max(10, 400 // b)
+            t = time.perf_counter()
+            for _ in range(n):
+                model.encode([sentence] * b)
+            per.append((time.perf_counter() - t) / (n * b) * 1000)
+    torch.set_num_threads(before)
+    return per[0], per[1]
+
+
 def batch_stats(url: str, path: str) -> tuple[int, int]:
     """The replica's count of batched calls and of the requests they served on ``path`` (``/healthz``)."""
     import requests
@@ -99,12 +122,21 @@ def main() -> int:
     parser.add_argument("--endpoints", nargs="+", default=["encode", "reconstruct", "generate"],
                         choices=["encode", "reconstruct", "generate"])
     parser.add_argument("--max-batch-size", type=int, default=16, help="batching on: the batch limit")
+    parser.add_argument("--direct", action="store_true",
+                        help="clients post to the replica's own HTTP server (Serve's direct ingress, "
+                             "diled_platform.serve.direct_ingress_env), not through the proxy")
+    parser.add_argument("--torch-threads", type=int, default=None,
+                        help="torch threads in the replica (default: Ray's, 1 per CPU of the replica)")
     parser.add_argument("--throughput-optimized", action="store_true",
                         help="start Ray with RAY_SERVE_THROUGHPUT_OPTIMIZED=1 (Ray >= 2.56: gRPC between proxy and "
                              "replicas, user code on the replica's own loop, gc frozen at start)")
     args = parser.parse_args()
 
-    if args.throughput_optimized:
+    from diled_platform.serve import direct_ingress_env, direct_urls
+
+    if args.direct:
+        os.environ.update(direct_ingress_env())  # before ray.init: Ray's processes read it at start
+    elif args.throughput_optimized:
         os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
         os.environ.setdefault("RAY_SERVE_ENABLE_DIRECT_INGRESS", "0")  # clients still go through the proxy
     import ray
@@ -124,16 +156,30 @@ def main() -> int:
         dep["autoscaling_config"].update(min_replicas=1, max_replicas=1)  # one replica: batching alone
         dep["ray_actor_options"]["num_cpus"] = 1
         dep["max_ongoing_requests"] = 64
+        if args.torch_threads:
+            config["applications"][0]["args"]["torch_threads"] = args.torch_threads
+            dep["ray_actor_options"]["num_cpus"] = args.torch_threads
         return config
 
-    deploy(configure(args.max_batch_size))
     sentence = "the acting is wooden and the plot is thin, but the music is great."
+    if "encode" in args.endpoints:
+        one, many = model_alone(model_dir, sentence, args.max_batch_size, args.torch_threads or 1)
+        print(f"model alone, {args.torch_threads or 1} thread(s): encode {one:.2f} ms per sentence one at a time, "
+              f"{many:.2f} in batches of {args.max_batch_size}: x{one / many:.2f}, the most batching can buy "
+              f"/encode through any serving path", flush=True)
+    deploy(configure(args.max_batch_size))
+    if args.direct:
+        urls = direct_urls(host="127.0.0.1")
+        if not urls:
+            raise SystemExit("error: the replica has no direct HTTP server (direct ingress did not start)")
+        url = urls[0]
     cases = {"encode": ("/encode", {"inputs": [sentence]}),
              "reconstruct": ("/reconstruct", {"inputs": [sentence]}),
              "generate": ("/generate", {"n": 1, "seed": 0, "steps": 10})}
     cases = [cases[name] for name in args.endpoints]
     print(f"model {model_dir}; {args.clients} concurrent clients, {args.seconds:.0f} s per round, "
-          f"{args.rounds} alternating rounds per setting; one replica (1 CPU)", flush=True)
+          f"{args.rounds} alternating rounds per setting; one replica ({args.torch_threads or 1} CPU); "
+          f"clients post to {url} ({'the replica itself' if args.direct else 'the proxy'})", flush=True)
     print("| endpoint | batching | requests | req/s | p50 ms | p99 ms | requests per batch |\n"
           "| --- | --- | --- | --- | --- | --- | --- |")
     summary = []

@@ -4,15 +4,22 @@
     python jobs/serve.py --model runs/text-cpu                  # a run folder: its model/
     DILED_API_KEY=... python jobs/serve.py --model ... --host 0.0.0.0
     ray job submit --working-dir . -- python jobs/serve.py --model /shared/runs/x/model --detach
+    python jobs/serve.py --model runs/text-cpu/model --direct   # + each replica's own port, 30000 on
 
 Deploys platform/serve_config.yaml (or --config) with the model folder, address and batching filled
 in. The API key, if any, comes from DILED_API_KEY or DILED_API_KEY_FILE, never from the command line;
 without one the service binds to 127.0.0.1 only, and another address is refused unless
 --insecure-no-auth. Runs until Ctrl-C, or with --detach deploys and leaves it running on the cluster.
 Then: curl 127.0.0.1:8000/healthz, the OpenAPI page at /docs, or `diled generate --url ... -n 5`.
+
+--direct: every replica also serves the same app on its own port (Ray Serve's direct ingress; printed at
+start), skipping the proxy's per-request hand-off: several times the requests per second of a small model
+(benchmarks/README.md). The proxy's address still balances across replicas. On an embedded Ray this job
+sets it up; a cluster must be started with the environment of diled_platform.serve.direct_ingress_env.
 """
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -21,7 +28,8 @@ import _path  # noqa: F401  (repository on sys.path)
 
 from diled.persistence import has_weights
 from diled_platform.runtime import init_ray
-from diled_platform.serve import DEFAULT_CONFIG, api_key_from_env, check_bind, deploy, key_digest, serve_config
+from diled_platform.serve import (DEFAULT_CONFIG, DIRECT_PORT, api_key_from_env, check_bind, deploy, direct_ingress_env,
+                                  direct_urls, key_digest, serve_config)
 
 
 def model_folder(path: str) -> Path:
@@ -47,6 +55,10 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-wait-ms", type=float, default=None)
     parser.add_argument("--insecure-no-auth", action="store_true",
                         help="allow a non-loopback address without an API key (private networks only)")
+    parser.add_argument("--direct", action="store_true",
+                        help="each replica also serves on its own port (no proxy hop; see above)")
+    parser.add_argument("--direct-port", type=int, default=DIRECT_PORT, help="the first replica's own port")
+    parser.add_argument("--torch-threads", type=int, default=None, help="torch threads per replica")
     parser.add_argument("--detach", action="store_true", help="deploy and exit (on a running cluster)")
     args = parser.parse_args(argv)
 
@@ -68,12 +80,29 @@ def main(argv=None) -> int:
     if args.num_cpus is not None:
         dep.setdefault("ray_actor_options", {})["num_cpus"] = args.num_cpus
 
+    if args.torch_threads is not None:
+        config["applications"][0].setdefault("args", {})["torch_threads"] = args.torch_threads
+    if args.direct:
+        try:
+            env = direct_ingress_env(args.direct_port)
+        except ValueError as e:
+            raise SystemExit(f"error: {e}") from None
+        if os.environ.get("RAY_ADDRESS"):
+            print("note: --direct on a cluster needs it started with " + " ".join(f"{k}={v}" for k, v in env.items()))
+        else:
+            os.environ.update(env)  # the embedded Ray's processes inherit it
     mode = init_ray()
     t0 = time.perf_counter()
     deploy(config)
     url = f"http://{args.host}:{args.port}"
     print(f"serving {model_dir} at {url} ({mode} Ray, ready in {time.perf_counter() - t0:.0f}s); "
           f"{'API key required' if key else 'no API key: loopback only'}; OpenAPI page {url}/docs", flush=True)
+    if args.direct:
+        urls = direct_urls(host=args.host if args.host not in ("0.0.0.0", "::") else None)
+        if not urls:
+            raise SystemExit("error: --direct: no replica serves on its own port; on a cluster start Ray with "
+                             "the environment of diled_platform.serve.direct_ingress_env")
+        print(f"replicas' own addresses (no proxy): {', '.join(urls)}", flush=True)
     if args.detach:
         if mode == "local":
             print("note: --detach on an embedded local Ray stops the service when this process exits")

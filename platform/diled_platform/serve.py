@@ -543,3 +543,53 @@ def swap_model(config: dict, model_dir: str | Path) -> dict:
     config["applications"][0]["deployments"][0]["user_config"]["model_dir"] = model_dir
     deploy(config)
     return config
+
+
+# ----------------------------------------------------------------------------- direct ingress
+DIRECT_PORT = 30000
+
+
+def direct_ingress_env(port: int = DIRECT_PORT, drain_s: float = 2.0) -> dict[str, str]:
+    """The environment in which every replica of the app also serves HTTP itself, on ``port`` (a second
+    replica on the next free port up to ``port + 100``), beside the proxy: Ray Serve's throughput-optimized
+    mode with direct ingress (Ray >= 2.56). A request to a replica's own port skips the proxy and its
+    hand-off to the replica (the request body fetched back from the proxy by an actor call, per request),
+    so the serving path costs a fraction of a millisecond instead of ~3: on a 2-core machine /encode
+    serves ~2.7x the requests per second (benchmarks/README.md). The proxy on ``http_options.port`` still
+    balances across replicas. The app is the same (API key, limits, errors); a replica binds the same host.
+
+    It must be in the environment of Ray's processes when they start: set it before an embedded
+    ``ray.init`` (``jobs/serve.py --direct`` does), or before ``ray start`` on every node of a cluster.
+    ``drain_s``: how long a stopping replica keeps answering (Ray's default, 30 s, is for an external
+    load balancer to notice)."""
+    if not isinstance(port, int) or not 1024 <= port <= 65535 - 100:
+        raise ValueError(f"direct ingress port {port!r}: give an int in 1024..65435 (replicas use port..port+100)")
+    if not drain_s >= 0:
+        raise ValueError(f"direct ingress drain_s {drain_s!r}: give seconds >= 0")
+    return {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
+            "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(port),
+            "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(port + 100),
+            "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": str(drain_s)}
+
+
+def direct_urls(app_name: str = "diled", host: str | None = None, timeout_s: float = 60.0) -> list[str]:
+    """The HTTP addresses of the app's replicas' own servers (direct ingress), waiting up to ``timeout_s``
+    for the first; [] when the cluster was not started with ``direct_ingress_env`` (then the controller lists
+    only the proxies). ``host`` replaces the node's IP in the addresses (a replica binds the app's
+    ``http_options.host``, e.g. 127.0.0.1). Needs ``ray.init`` and a deployed app."""
+    import time
+
+    import ray
+    from ray.serve.context import _get_global_client
+
+    client = _get_global_client()
+    start = time.monotonic()
+    while True:
+        groups = ray.get(client._controller.get_target_groups.remote(app_name))
+        # a replica's own server is listed under the app's name; the proxies under ""
+        targets = [t for g in groups if g.app_name == app_name and str(g.protocol).upper().endswith("HTTP")
+                   for t in g.targets]
+        waited = time.monotonic() - start
+        if targets or waited > timeout_s or (waited > 5 and not any(g.app_name == app_name for g in groups)):
+            return sorted(f"http://{host or t.ip}:{t.port}" for t in targets)
+        time.sleep(0.5)
