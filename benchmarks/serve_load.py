@@ -7,7 +7,7 @@ replica, its model and its warm caches stay the same).
 
 Without --model it builds the text-cpu preset's architecture (the first 3 layers of the offline MiniLM as
 encoder, MiniLM's first layer as a causal decoder with an 8k BPE on 5,000 corpus sentences transplanted,
-the preset's prior) with its pretrained weights but untrained latent path: encoder cost is the real one;
+8 latent slots of 64, the preset's prior and schedule) with its pretrained weights but untrained latent path: encoder cost is the real one;
 decoding runs to the maximum length when the decoder never says EOS, the worst case.
 
 The clients are asyncio tasks on one aiohttp session in this process (one thread: the load generator
@@ -39,9 +39,9 @@ def build_default_model(directory: Path) -> Path:
     texts = default_corpus()[0].column("text").to_pylist()[:5000]
     tok = train_bpe(texts, 8000, directory / "tok")
     torch.manual_seed(0)
-    codec = TextCodec(latent_dim=64, tokenizer=str(tok), max_length=40, encoder_layers=3, encoder_trainable_layers=1,
-                      decoder_kind="bert", decoder_layers=1)
-    model = DiLED(codec, MLPSkipNet(64, hidden=512, depth=6, time_dim=128), LatentDiffusion("constant", 1000))
+    codec = TextCodec(latent_dim=512, tokenizer=str(tok), max_length=40, encoder_layers=3, encoder_trainable_layers=1,
+                      decoder_kind="bert", decoder_layers=1, latent_slots=8, slot_tokens=5)
+    model = DiLED(codec, MLPSkipNet(512, hidden=512, depth=6, time_dim=128), LatentDiffusion("linear", 200), w=0.43)
     return model.save_pretrained(directory / "model")
 
 
@@ -80,25 +80,26 @@ def drive(url: str, path: str, body: dict, clients: int, seconds: float) -> dict
             "rps": len(latencies) / wall, "p50_ms": q(0.50), "p99_ms": q(0.99)}
 
 
-def model_alone(model_dir: Path, sentence: str, batch: int, threads: int) -> tuple[float, float]:
-    """Milliseconds per sentence of the model's own encode, one sentence per call and ``batch`` per call, on
-    ``threads`` torch threads in this process (no serving path): the most batching could buy /encode."""
+def model_alone(model_dir: Path, sentence: str, batch: int, threads: tuple[int, int]) -> tuple[float, float]:
+    """Milliseconds per sentence of the model's own encode in this process (no serving path): one sentence
+    per call on ``threads[0]`` torch threads, ``batch`` per call on ``threads[1]``: the model's own gain
+    from batching."""
     import torch
     from diled import DiLED
 
     before = torch.get_num_threads()
-    torch.set_num_threads(threads)
     model = DiLED.from_pretrained(model_dir).eval()
     per = []
     with torch.inference_mode():
-        for b in (1, batch):
+        for b, t in zip((1, batch), threads):
+            torch.set_num_threads(t)
             for _ in range(3):
                 model.encode([sentence] * b)
             n = max(10, 400 // b)
-            t = time.perf_counter()
+            start = time.perf_counter()
             for _ in range(n):
                 model.encode([sentence] * b)
-            per.append((time.perf_counter() - t) / (n * b) * 1000)
+            per.append((time.perf_counter() - start) / (n * b) * 1000)
     torch.set_num_threads(before)
     return per[0], per[1]
 
@@ -127,6 +128,11 @@ def main() -> int:
                              "diled_platform.serve.direct_ingress_env), not through the proxy")
     parser.add_argument("--torch-threads", type=int, default=None,
                         help="torch threads in the replica (default: Ray's, 1 per CPU of the replica)")
+    parser.add_argument("--off-torch-threads", type=int, default=None,
+                        help="batching off on a replica with this many torch threads instead (each setting at "
+                             "its best: the replica is restarted between settings)")
+    parser.add_argument("--replica-env", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="environment variables of the replica (its runtime_env), e.g. OMP_WAIT_POLICY=PASSIVE")
     parser.add_argument("--throughput-optimized", action="store_true",
                         help="start Ray with RAY_SERVE_THROUGHPUT_OPTIMIZED=1 (Ray >= 2.56: gRPC between proxy and "
                              "replicas, user code on the replica's own loop, gc frozen at start)")
@@ -150,23 +156,47 @@ def main() -> int:
     ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     url = f"http://127.0.0.1:{args.port}"
 
-    def configure(max_batch_size: int) -> dict:
+    def configure(max_batch_size: int, threads: int | None = args.torch_threads) -> dict:
         config = serve_config(model_dir, port=args.port, max_batch_size=max_batch_size, batch_wait_timeout_s=0.01)
         dep = config["applications"][0]["deployments"][0]
         dep["autoscaling_config"].update(min_replicas=1, max_replicas=1)  # one replica: batching alone
         dep["ray_actor_options"]["num_cpus"] = 1
         dep["max_ongoing_requests"] = 64
-        if args.torch_threads:
-            config["applications"][0]["args"]["torch_threads"] = args.torch_threads
-            dep["ray_actor_options"]["num_cpus"] = args.torch_threads
+        if args.replica_env:
+            env = dict(kv.split("=", 1) for kv in args.replica_env)
+            dep["ray_actor_options"].setdefault("runtime_env", {}).setdefault("env_vars", {}).update(env)
+        if threads:
+            config["applications"][0]["args"]["torch_threads"] = threads
+            dep["ray_actor_options"]["num_cpus"] = threads
         return config
 
+    def serving(size: int, threads: int) -> str:
+        """The address of the replica once it runs with ``size`` and ``threads`` (a user_config change
+        arrives asynchronously; a new torch_threads means a new replica, perhaps on another port)."""
+        deadline = time.monotonic() + 120
+        while True:
+            for candidate in (direct_urls(host="127.0.0.1") if args.direct else [url]):
+                try:
+                    h = requests.get(candidate + "/healthz", timeout=10).json()
+                except (requests.RequestException, ValueError):
+                    continue
+                if h["torch_threads"] == threads and h["batching"].get("max_batch_size") == size:
+                    return candidate
+            if time.monotonic() > deadline:
+                raise SystemExit(f"error: no replica with max_batch_size {size} and {threads} torch threads")
+            time.sleep(0.5)
+
+
     sentence = "the acting is wooden and the plot is thin, but the music is great."
+    on_threads = args.torch_threads or 1
+    off_threads = args.off_torch_threads or on_threads
     if "encode" in args.endpoints:
-        one, many = model_alone(model_dir, sentence, args.max_batch_size, args.torch_threads or 1)
-        print(f"model alone, {args.torch_threads or 1} thread(s): encode {one:.2f} ms per sentence one at a time, "
-              f"{many:.2f} in batches of {args.max_batch_size}: x{one / many:.2f}, the most batching can buy "
-              f"/encode through any serving path", flush=True)
+        one, many = model_alone(model_dir, sentence, args.max_batch_size, (off_threads, on_threads))
+        print(f"model alone: encode {one:.2f} ms per sentence one at a time ({off_threads} thread(s)), {many:.2f} in "
+              f"batches of {args.max_batch_size} ({on_threads}): x{one / many:.2f}, what batching buys the model "
+              f"itself (a serving path that costs the same per request either way only dilutes it)", flush=True)
+    import requests
+
     deploy(configure(args.max_batch_size))
     if args.direct:
         urls = direct_urls(host="127.0.0.1")
@@ -178,7 +208,8 @@ def main() -> int:
              "generate": ("/generate", {"n": 1, "seed": 0, "steps": 10})}
     cases = [cases[name] for name in args.endpoints]
     print(f"model {model_dir}; {args.clients} concurrent clients, {args.seconds:.0f} s per round, "
-          f"{args.rounds} alternating rounds per setting; one replica ({args.torch_threads or 1} CPU); "
+          f"{args.rounds} alternating rounds per setting; one replica ({args.torch_threads or 1} CPU"
+          f"{f', batching off on {args.off_torch_threads}' if args.off_torch_threads else ''}); "
           f"clients post to {url} ({'the replica itself' if args.direct else 'the proxy'})", flush=True)
     print("| endpoint | batching | requests | req/s | p50 ms | p99 ms | requests per batch |\n"
           "| --- | --- | --- | --- | --- | --- | --- |")
@@ -187,9 +218,11 @@ def main() -> int:
         drive(url, path, body, args.clients, 3.0)  # warm-up
         runs = {"on": [], "off": []}
         for _ in range(args.rounds):
-            for setting, size in (("off", 1), ("on", args.max_batch_size)):
-                deploy(configure(size))
-                time.sleep(1.0)  # the user_config update reaches the replica asynchronously
+            for setting, size, threads in (("off", 1, off_threads), ("on", args.max_batch_size, on_threads)):
+                deploy(configure(size, threads))
+                url = serving(size, threads)
+                if off_threads != on_threads:
+                    drive(url, path, body, args.clients, 2.0)  # a new replica: warm it up
                 before = batch_stats(url, path)
                 runs[setting].append(drive(url, path, body, args.clients, args.seconds))
                 after = batch_stats(url, path)
@@ -198,7 +231,9 @@ def main() -> int:
             r = runs[setting]
             med = {k: statistics.median(x[k] for x in r) for k in ("rps", "p50_ms", "p99_ms")}
             per_batch = statistics.median(x["per_batch"] for x in r)
-            print(f"| {path} | {setting} | {sum(x['requests'] for x in r)} | {med['rps']:.1f} | "
+            label = setting + (f" ({off_threads if setting == 'off' else on_threads} threads)"
+                               if off_threads != on_threads else "")
+            print(f"| {path} | {label} | {sum(x['requests'] for x in r)} | {med['rps']:.1f} | "
                   f"{med['p50_ms']:.0f} | {med['p99_ms']:.0f} | {per_batch:.1f} |", flush=True)
             if any(x["errors"] for x in r):
                 print(f"  ({sum(x['errors'] for x in r)} errors: {[x['statuses'] for x in r]})")

@@ -413,7 +413,8 @@ class DiLEDService:
         return {"status": "ok", "model_dir": self.model_dir, "codec": m.codec.name, "input_kind": m.codec.input_kind,
                 "decode_options": [k for k in DecodeOptions.model_fields if k in m.codec.decode_options],
                 "latent_dim": m.latent_dim,
-                "T": m.diffusion.T, "schedule": m.diffusion.schedule, "pid": os.getpid(), "batching": {**getattr(self, "batching", {}), **self.stats},
+                "T": m.diffusion.T, "schedule": m.diffusion.schedule, "pid": os.getpid(),
+                "torch_threads": torch.get_num_threads(), "batching": {**getattr(self, "batching", {}), **self.stats},
                 **({"provenance": self.provenance} if self.provenance else {})}
 
     @app.post("/encode", response_model=EncodeResponse)

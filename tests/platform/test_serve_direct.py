@@ -141,3 +141,24 @@ def test_the_api_key_is_required_on_the_replicas_port(service, models):
     r = requests.post(own + "/encode", json={"inputs": [[0.0, 1.0]]}, headers={"Authorization": f"Bearer {key}"},
                       timeout=30)
     assert r.status_code == 200 and len(r.json()["latents"][0]) == 2
+
+
+# ----------------------------------------------------------------------------- no Ray needed
+@pytest.mark.parametrize("port,drain,message", [(80, 2.0, "port 80"), (65500, 2.0, "port 65500"),
+                                                 ("30000", 2.0, "port '30000'"), (30000, -1.0, "drain_s -1.0")])
+def test_direct_ingress_settings_are_checked(port, drain, message):
+    with pytest.raises(ValueError, match=message):
+        direct_ingress_env(port, drain_s=drain)
+    env = direct_ingress_env(31000)
+    assert env["RAY_SERVE_ENABLE_DIRECT_INGRESS"] == "1" and env["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"] == "31000"
+
+
+def test_serve_job_refuses_a_bad_direct_port(models):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, str(root / "jobs" / "serve.py"), "--model", str(models[0]), "--direct",
+                          "--direct-port", "99"], capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0 and "direct ingress port 99" in out.stderr, out.stderr
