@@ -3,7 +3,6 @@ batching, swapping the model through user_config, the API key, the client and th
 
 import concurrent.futures as cf
 import json
-import time
 
 import pytest
 import requests
@@ -16,7 +15,7 @@ from diled_platform.serve import (api_key_from_env, app_builder, build_app, chec
                                   swap_model)
 
 from serve_checks import (BAD, SENTENCES, check_bad_request, check_schema, check_unreadable_bodies, config_for,
-                          free_port, health_when, make_models, post, train)
+                          free_port, health_when, kill_under_load, make_models, post, train)
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -191,31 +190,10 @@ def test_a_replica_killed_under_load_is_replaced_and_no_request_hangs(service, m
     """SIGKILL of the only replica while 4 clients keep posting: every request ends (a 200, or for those in
     flight a 5xx or a dropped connection; a request that waited more than 30 s would raise here), Serve
     starts a new replica and the endpoint answers again."""
-    import os
-    import signal
-
     service, config = service
     health_when(service, lambda h: h["codec"] == "text")
     pid = requests.get(service + "/healthz", timeout=30).json()["pid"]
-    stop = time.monotonic() + 8.0
-
-    def client():
-        codes = []
-        while time.monotonic() < stop:
-            try:
-                codes.append(requests.post(service + "/encode", json={"inputs": SENTENCES[:2]}, timeout=30).status_code)
-            except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError):
-                # the reply of a request in flight cut off by the kill (seen once in CI: headers sent, body not):
-                # it ended, it did not hang (a timeout would raise ReadTimeout, not caught here)
-                codes.append("dropped")
-        return codes
-
-    with cf.ThreadPoolExecutor(4) as pool:
-        futures = [pool.submit(client) for _ in range(4)]
-        time.sleep(1.5)
-        os.kill(pid, signal.SIGKILL)
-        codes = [code for f in futures for code in f.result(timeout=180)]
-    print("replica killed under load, status codes:", {c: codes.count(c) for c in set(codes)})
+    codes = kill_under_load(service, pid, 8.0)
     assert 200 in codes and codes.count("dropped") <= 4, codes   # at most the 4 in flight are cut off
     assert all(c in (200, "dropped") or 500 <= c < 600 for c in codes), set(codes)
     health = health_when(service, lambda h: h["pid"] != pid, timeout=120)

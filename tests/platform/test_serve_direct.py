@@ -4,7 +4,6 @@
 
 import concurrent.futures as cf
 import os
-import signal
 import time
 
 import pytest
@@ -15,7 +14,7 @@ from diled import DiLED
 from diled_platform.serve import deploy, direct_ingress_env, direct_urls, key_digest
 
 from serve_checks import (BAD, SENTENCES, check_bad_request, check_schema, check_unreadable_bodies, config_for,
-                          free_port, health_when, make_models, post)
+                          free_port, health_when, kill_under_load, make_models, post)
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -95,24 +94,7 @@ def test_a_replica_killed_under_direct_load_is_replaced_and_no_request_hangs(ser
     a new replica, and ``direct_urls`` gives its address, which answers."""
     _, own, _ = service
     pid = requests.get(own + "/healthz", timeout=30).json()["pid"]
-    stop = time.monotonic() + 6.0
-
-    def client():
-        codes = []
-        while time.monotonic() < stop:
-            try:
-                codes.append(requests.post(own + "/encode", json={"inputs": SENTENCES[:2]}, timeout=30).status_code)
-            except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError):
-                codes.append("dropped")
-                time.sleep(0.05)  # the port is closed until the new replica opens one
-        return codes
-
-    with cf.ThreadPoolExecutor(4) as pool:
-        futures = [pool.submit(client) for _ in range(4)]
-        time.sleep(1.5)
-        os.kill(pid, signal.SIGKILL)
-        codes = [code for f in futures for code in f.result(timeout=180)]
-    print("replica killed under direct load, status codes:", {c: codes.count(c) for c in set(codes)})
+    codes = kill_under_load(own, pid, 6.0)
     assert 200 in codes and all(c in (200, "dropped") or 500 <= c < 600 for c in codes), set(codes)
     deadline = time.monotonic() + 120
     while True:  # the new replica's own address (the port may differ from the old one's)
