@@ -555,8 +555,8 @@ def direct_ingress_env(port: int = DIRECT_PORT, drain_s: float = 2.0) -> dict[st
     replica on the next free port up to ``port + 100``), beside the proxy: Ray Serve's throughput-optimized
     mode with direct ingress (Ray >= 2.56). A request to a replica's own port skips the proxy and its
     hand-off to the replica (the request body fetched back from the proxy by an actor call, per request),
-    so the serving path costs a fraction of a millisecond instead of ~3: on a 2-core machine /encode
-    serves ~2.7x the requests per second (benchmarks/README.md). The proxy on ``http_options.port`` still
+    so the serving path costs under a millisecond per request instead of ~3: on a 2-core machine batched
+    /encode served 412 requests/s this way against 160 through the proxy (benchmarks/README.md). The proxy on ``http_options.port`` still
     balances across replicas. The app is the same (API key, limits, errors); a replica binds the same host.
 
     It must be in the environment of Ray's processes when they start: set it before an embedded
