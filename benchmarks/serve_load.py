@@ -137,6 +137,9 @@ def main() -> int:
                         help="start Ray with RAY_SERVE_THROUGHPUT_OPTIMIZED=1 (Ray >= 2.56: gRPC between proxy and "
                              "replicas, user code on the replica's own loop, gc frozen at start)")
     args = parser.parse_args()
+    bad_env = [kv for kv in args.replica_env if "=" not in kv or kv.startswith("=")]
+    if bad_env:
+        parser.error(f"--replica-env {bad_env[0]!r}: give KEY=VALUE")
 
     from diled_platform.serve import direct_ingress_env, direct_urls
 
@@ -146,6 +149,7 @@ def main() -> int:
         os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
         os.environ.setdefault("RAY_SERVE_ENABLE_DIRECT_INGRESS", "0")  # clients still go through the proxy
     import ray
+    import requests
     from compute import matmul_peak
     from diled_platform.serve import deploy, serve_config
 
@@ -186,7 +190,6 @@ def main() -> int:
                 raise SystemExit(f"error: no replica with max_batch_size {size} and {threads} torch threads")
             time.sleep(0.5)
 
-
     sentence = "the acting is wooden and the plot is thin, but the music is great."
     on_threads = args.torch_threads or 1
     off_threads = args.off_torch_threads or on_threads
@@ -195,8 +198,6 @@ def main() -> int:
         print(f"model alone: encode {one:.2f} ms per sentence one at a time ({off_threads} thread(s)), {many:.2f} in "
               f"batches of {args.max_batch_size} ({on_threads}): x{one / many:.2f}, what batching buys the model "
               f"itself (a serving path that costs the same per request either way only dilutes it)", flush=True)
-    import requests
-
     deploy(configure(args.max_batch_size))
     if args.direct:
         urls = direct_urls(host="127.0.0.1")

@@ -475,6 +475,8 @@ def build_app(model_dir: str | Path, *, api_key_sha256: str | None = None, max_b
     check_batching(max_batch_size, batch_wait_timeout_s)
     if not 1 <= min_replicas <= max_replicas:
         raise ValueError(f"need 1 <= min_replicas <= max_replicas, got {min_replicas}, {max_replicas}")
+    if torch_threads is not None and not (isinstance(torch_threads, int) and torch_threads >= 1):
+        raise ValueError(f"torch_threads must be an int >= 1 (or unset: Ray's, 1 per CPU), got {torch_threads!r}")
     deployment = DiLEDService.options(
         ray_actor_options={"num_cpus": num_cpus},
         autoscaling_config={"min_replicas": min_replicas, "max_replicas": max_replicas,
@@ -556,8 +558,9 @@ def direct_ingress_env(port: int = DIRECT_PORT, drain_s: float = 2.0) -> dict[st
     mode with direct ingress (Ray >= 2.56). A request to a replica's own port skips the proxy and its
     hand-off to the replica (the request body fetched back from the proxy by an actor call, per request),
     so the serving path costs under a millisecond per request instead of ~3: on a 2-core machine batched
-    /encode served 412 requests/s this way against 160 through the proxy (benchmarks/README.md). The proxy on ``http_options.port`` still
-    balances across replicas. The app is the same (API key, limits, errors); a replica binds the same host.
+    /encode served 412 requests/s this way against 160 through the proxy (benchmarks/README.md). The
+    proxy on ``http_options.port`` still balances across replicas. The app is the same (API key, limits,
+    errors); a replica binds the same host.
 
     It must be in the environment of Ray's processes when they start: set it before an embedded
     ``ray.init`` (``jobs/serve.py --direct`` does), or before ``ray start`` on every node of a cluster.

@@ -245,6 +245,9 @@ def test_app_building_checks(tmp_path, models):
         app_builder({"model_dir": str(models[0]), "api_key": "abc"})
     with pytest.raises(ValueError, match="min_replicas"):
         build_app(models[0], min_replicas=3, max_replicas=2)
+    for threads in (0, -2, 1.5):
+        with pytest.raises(ValueError, match=f"torch_threads must be an int >= 1.*got {threads}"):
+            build_app(models[0], torch_threads=threads)
 
 
 def test_serve_job_refuses_a_public_address_without_a_key(models):
