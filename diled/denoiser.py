@@ -1,13 +1,21 @@
-"""The latent prior's network: an MLP with skip connections, ``MLPSkipNet(z_t, t) -> eps``.
+"""The latent prior's networks, ``prior(z_t, t, cond=None) -> eps``, chosen by name.
 
-It never sees the schedule or the loss (LatentDiffusion owns those); it maps a noisy latent and an
-integer step to a noise prediction. Architecture as in DiLED's prior (after DiffAE's MLPSkipNet,
-Preechakul et al. 2022): the input is concatenated into every hidden layer, each layer is
-Linear -> LayerNorm -> scale by the time embedding ``h * (1 + cond)`` -> SiLU.
+A prior never sees the schedule or the loss (LatentDiffusion owns those); it maps a noisy latent [N x D]
+and an integer step [N] to a noise prediction [N x D]. Two architectures share that interface:
+
+- ``mlp_skip``, ``MLPSkipNet``: DiLED's prior (after DiffAE's MLPSkipNet, Preechakul et al. 2022): the
+  input is concatenated into every hidden layer, each layer is Linear -> LayerNorm -> scale by the time
+  embedding ``h * (1 + cond)`` -> SiLU. It treats the latent as one flat vector.
+- ``slot_transformer``, ``SlotTransformer``: for a latent made of K slots (the text codec's
+  ``latent_slots``): a small transformer over the K slots as a sequence, as latent-sequence diffusion
+  models do (LD4LG, Lovelace et al. 2023; DiT's adaLN-Zero time conditioning, Peebles & Xie 2023).
+
+``cond`` is the place a condition (a class, a property value) enters; priors built without one refuse it.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import torch
@@ -56,9 +64,8 @@ class MLPSkipNet(nn.Module):
         return {"latent_dim": self.latent_dim, "hidden": self.hidden, "depth": self.depth,
                 "time_dim": self.time_dim, "dropout": self.dropout}
 
-    def forward(self, z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        if z_t.dim() != 2 or z_t.shape[1] != self.latent_dim:
-            raise ValueError(f"MLPSkipNet expects z_t of shape [N x {self.latent_dim}], got {tuple(z_t.shape)}")
+    def forward(self, z_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        _check_input(self, z_t, cond)
         t = t.reshape(-1).expand(z_t.shape[0]) if t.numel() == 1 else t
         # the network runs in its weights' dtype (bf16 under mixed precision) whatever the schedule's is
         z_t = z_t.to(self.out.weight.dtype)
@@ -69,3 +76,129 @@ class MLPSkipNet(nn.Module):
             h = norm(h) * (1 + proj(cond_all))
             h = self.drop(nn.functional.silu(h))
         return self.out(torch.cat([h, z_t], dim=-1))
+
+
+class SlotTransformer(nn.Module):
+    """eps_theta(z_t, t) for a latent of ``slots`` K slots: ``z_t`` [N x D] (D = K x D/K), ``t`` [N] -> [N x D].
+
+    Each slot is projected to ``hidden`` and given a learned position; ``depth`` pre-LayerNorm transformer
+    blocks attend across the K slots, each block's LayerNorms shifted and scaled and its residual branches
+    gated by the time embedding (adaLN-Zero: the gates start at zero, so every block starts as the
+    identity); a last adaptive LayerNorm and a linear map give each slot's noise.
+
+    Args:
+        latent_dim: D, a multiple of ``slots``.
+        slots: K, the number of slots (the codec's ``latent_slots``).
+        hidden: the width of the slot tokens.
+        depth: the number of transformer blocks.
+        heads: attention heads (``hidden`` must be a multiple).
+        time_dim: size of the sinusoidal time embedding.
+        mlp_ratio: the feed-forward width over ``hidden``.
+        dropout: dropout in attention and feed-forward.
+    """
+
+    def __init__(self, latent_dim: int, slots: int = 8, hidden: int = 256, depth: int = 4, heads: int = 4,
+                 time_dim: int = 128, mlp_ratio: int = 4, dropout: float = 0.0):
+        super().__init__()
+        for name, value in (("latent_dim", latent_dim), ("slots", slots), ("hidden", hidden), ("depth", depth),
+                            ("heads", heads), ("time_dim", time_dim), ("mlp_ratio", mlp_ratio)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"SlotTransformer: {name} must be a positive integer, got {value!r}")
+        if latent_dim % slots:
+            raise ValueError(f"SlotTransformer: slots={slots} must divide latent_dim={latent_dim}")
+        if hidden % heads:
+            raise ValueError(f"SlotTransformer: heads={heads} must divide hidden={hidden}")
+        self.latent_dim, self.slots, self.hidden, self.depth, self.heads = latent_dim, slots, hidden, depth, heads
+        self.time_dim, self.mlp_ratio, self.dropout = time_dim, mlp_ratio, dropout
+        self.slot_dim = latent_dim // slots
+        self.time_mlp = nn.Sequential(nn.Linear(time_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+        self.inp = nn.Linear(self.slot_dim, hidden)
+        self.pos = nn.Parameter(0.02 * torch.randn(slots, hidden))
+        self.blocks = nn.ModuleList(_AdaLNBlock(hidden, heads, mlp_ratio, dropout) for _ in range(depth))
+        self.final_norm = nn.LayerNorm(hidden, elementwise_affine=False)
+        self.final_mod = nn.Linear(hidden, 2 * hidden)
+        self.out = nn.Linear(hidden, self.slot_dim)
+
+    def get_config(self) -> dict:
+        return {"latent_dim": self.latent_dim, "slots": self.slots, "hidden": self.hidden, "depth": self.depth,
+                "heads": self.heads, "time_dim": self.time_dim, "mlp_ratio": self.mlp_ratio, "dropout": self.dropout}
+
+    def forward(self, z_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        _check_input(self, z_t, cond)
+        t = t.reshape(-1).expand(z_t.shape[0]) if t.numel() == 1 else t
+        n = z_t.shape[0]
+        z_t = z_t.to(self.out.weight.dtype)
+        c = self.time_mlp(timestep_embedding(t, self.time_dim).to(z_t.dtype))  # [N x H]
+        h = self.inp(z_t.view(n, self.slots, self.slot_dim)) + self.pos.to(z_t.dtype)  # [N x K x H]
+        for block in self.blocks:
+            h = block(h, c)
+        shift, scale = self.final_mod(nn.functional.silu(c)).unsqueeze(1).chunk(2, dim=-1)
+        h = self.final_norm(h) * (1 + scale) + shift
+        return self.out(h).reshape(n, self.latent_dim)
+
+
+class _AdaLNBlock(nn.Module):
+    """A pre-LayerNorm transformer block whose norms and residual gates come from the time embedding
+    (DiT's adaLN-Zero). ``h`` [N x K x H], ``c`` [N x H] -> [N x K x H]."""
+
+    def __init__(self, hidden: int, heads: int, mlp_ratio: int, dropout: float):
+        super().__init__()
+        self.heads, self.dropout = heads, dropout
+        self.norm1 = nn.LayerNorm(hidden, elementwise_affine=False)
+        self.qkv = nn.Linear(hidden, 3 * hidden)
+        self.proj = nn.Linear(hidden, hidden)
+        self.norm2 = nn.LayerNorm(hidden, elementwise_affine=False)
+        self.mlp = nn.Sequential(nn.Linear(hidden, mlp_ratio * hidden), nn.GELU(), nn.Dropout(dropout),
+                                 nn.Linear(mlp_ratio * hidden, hidden))
+        self.mod = _ZeroInitLinear(hidden, 6 * hidden)
+
+    def forward(self, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        n, k, width = h.shape
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.mod(nn.functional.silu(c)).unsqueeze(1).chunk(6, dim=-1)
+        x = self.norm1(h) * (1 + scale1) + shift1
+        q, key, v = self.qkv(x).view(n, k, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4)
+        a = nn.functional.scaled_dot_product_attention(q, key, v, dropout_p=self.dropout if self.training else 0.0)
+        h = h + gate1 * self.proj(a.transpose(1, 2).reshape(n, k, width))
+        return h + gate2 * self.mlp(self.norm2(h) * (1 + scale2) + shift2)
+
+
+class _ZeroInitLinear(nn.Linear):
+    """Starts at zero; initialised in its own constructor, so that it also holds under ``zero.Init``."""
+
+    def reset_parameters(self) -> None:
+        nn.init.zeros_(self.weight)
+        nn.init.zeros_(self.bias)
+
+
+def _check_input(prior: nn.Module, z_t: torch.Tensor, cond) -> None:
+    if z_t.dim() != 2 or z_t.shape[1] != prior.latent_dim:
+        raise ValueError(f"{type(prior).__name__} expects z_t of shape [N x {prior.latent_dim}], got {tuple(z_t.shape)}")
+    if cond is not None:
+        raise ValueError(f"{type(prior).__name__} was built without a condition, but cond was given")
+
+
+#: the priors by the name configs and saved models use
+PRIORS: dict[str, type[nn.Module]] = {"mlp_skip": MLPSkipNet, "slot_transformer": SlotTransformer}
+
+
+def prior_name(prior: nn.Module) -> str:
+    """The registered name of a prior's class (what ``get_config`` of a model saves)."""
+    for name, cls in PRIORS.items():
+        if type(prior) is cls:
+            return name
+    raise ValueError(f"{type(prior).__name__} is not a registered prior; registered: {', '.join(PRIORS)}")
+
+
+def build_prior(config: dict) -> nn.Module:
+    """A prior from ``{"name": ..., **its arguments}`` (no name: ``mlp_skip``, as models saved before
+    priors had names); an unknown name or argument is an error that names it."""
+    config = dict(config)
+    name = config.pop("name", "mlp_skip")
+    if name not in PRIORS:
+        raise ValueError(f"unknown prior {name!r}; valid names: {', '.join(PRIORS)}")
+    cls = PRIORS[name]
+    valid = set(inspect.signature(cls.__init__).parameters) - {"self"}
+    unknown = sorted(set(config) - valid)
+    if unknown:
+        raise ValueError(f"unknown argument(s) {unknown} for prior {name!r}; valid: {sorted(valid)}")
+    return cls(**config)

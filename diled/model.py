@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from diled.codecs.base import Codec, build_codec, codec_reference
-from diled.denoiser import MLPSkipNet
+from diled.denoiser import build_prior, prior_name
 from diled.diffusion import LatentDiffusion, check_sampler_name, ddim_invert, ddim_sample
 from diled.persistence import (DEFAULT_SHARD_BYTES, INDEX_NAME, WEIGHTS_NAME, has_weights, load_into,
                                parameters_on_meta, save_sharded, weight_files)
@@ -57,7 +57,7 @@ class DiLED(nn.Module):
 
     Args:
         codec: the data type's encoder/decoder (``diled.codecs``), ``latent_dim`` D.
-        denoiser: eps_theta(z_t, t) over D-dimensional latents, e.g. ``MLPSkipNet``.
+        denoiser: the prior, eps_theta(z_t, t) over D-dimensional latents (``diled.denoiser.PRIORS``).
         diffusion: the ``LatentDiffusion`` process (schedule, T).
         w: weight of the prior's terms (paper: 8 for text, 1 for protein and images).
         objective: ``"diled"`` (the joint loss) or ``"autoencoder"`` (the same codec and encoding noise,
@@ -110,7 +110,7 @@ class DiLED(nn.Module):
     def get_config(self) -> dict[str, Any]:
         return {"format_version": FORMAT_VERSION, "w": self.w, "objective": self.objective,
                 "codec": {"name": codec_reference(type(self.codec)), **self.codec.get_config()},
-                "denoiser": {"name": "mlp_skip", **self.denoiser.get_config()},
+                "denoiser": {"name": prior_name(self.denoiser), **self.denoiser.get_config()},
                 "diffusion": self.diffusion.get_config()}
 
     @classmethod
@@ -124,17 +124,13 @@ class DiLED(nn.Module):
         for key in ("codec", "denoiser", "diffusion"):
             if key not in config:
                 raise ValueError(f"DiLED config is missing the {key!r} section")
-        denoiser_cfg = dict(config["denoiser"])
-        kind = denoiser_cfg.pop("name", "mlp_skip")
-        if kind != "mlp_skip":
-            raise ValueError(f"unknown denoiser {kind!r}; valid names: mlp_skip")
         objective = config.get("objective", "diled")
         if objective == "vae":
             from diled.baselines.vae import VAE
 
             cls = VAE
         extra = {"vae": config["vae"]} if "vae" in config else {}
-        return cls(build_codec(config["codec"], directory=directory), MLPSkipNet(**denoiser_cfg),
+        return cls(build_codec(config["codec"], directory=directory), build_prior(config["denoiser"]),
                    LatentDiffusion(**config["diffusion"]), w=config.get("w", 8.0), objective=objective, **extra)
 
     # ----------------------------------------------------------------- training

@@ -1,8 +1,9 @@
-"""Text metrics: reconstruction BLEU, diversity (distinct-n, self-BLEU) and novelty."""
+"""Text metrics: reconstruction BLEU, diversity (distinct-n, self-BLEU), novelty and unseen words."""
 
 from __future__ import annotations
 
 import random
+import re
 
 
 def corpus_bleu(hypotheses: list[str], references: list[str]) -> float:
@@ -52,3 +53,15 @@ def repeated_ngram_share(texts: list[str], n: int = 3) -> float:
         return len(set(grams)) < len(grams)
 
     return sum(repeats(t.split()) for t in texts) / len(texts)
+
+
+def words(text: str) -> list[str]:
+    """The lower-cased word tokens (runs of letters, digits and underscores) of ``text``."""
+    return re.findall(r"\w+", text.lower())
+
+
+def unseen_word_share(texts: list[str], vocabulary: set[str]) -> float:
+    """Share of the word tokens of ``texts`` (``words``) that are not in ``vocabulary`` (e.g. every word of
+    the training split): made-up words from a decoder that spells out noise raise it."""
+    tokens = [w for t in texts for w in words(t)]
+    return sum(w not in vocabulary for w in tokens) / len(tokens) if tokens else 0.0

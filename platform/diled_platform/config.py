@@ -8,12 +8,14 @@ name the key and list the valid ones; so are values of the wrong type.
 
 from __future__ import annotations
 
+import re
 import types
 import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
+import torch
 import yaml
 
 from diled.model import Objective
@@ -33,8 +35,10 @@ class ModelConfig:
     codec: str = "vector"                       # a registered codec name (diled.codecs)
     codec_args: dict = field(default_factory=dict)  # the codec's keyword arguments, except latent_dim
     latent_dim: int = 2
-    prior_hidden: int = 256                     # MLPSkipNet width (paper: 2048)
-    prior_depth: int = 4                        # MLPSkipNet depth (paper: 20)
+    prior: str = "mlp_skip"                     # the prior network by name (diled.denoiser.PRIORS)
+    prior_hidden: int = 256                     # its width (MLPSkipNet, paper: 2048; SlotTransformer: slot width)
+    prior_depth: int = 4                        # its depth (MLPSkipNet layers, paper: 20; transformer blocks)
+    prior_args: dict = field(default_factory=dict)  # the prior's other arguments (slot_transformer: slots, heads)
     time_dim: int = 64
     w: float = 1.0                              # prior weight (paper: 8 text, 1 protein/images)
     # diled: joint; autoencoder: the prior switched off (baseline, two-stage step 1); prior_only: the prior
@@ -43,8 +47,14 @@ class ModelConfig:
     init_from: str | None = None                # start from this save_pretrained folder's weights
     vae: dict = field(default_factory=dict)     # objective vae: beta, anneal_steps, free_bits (diled.baselines.vae)
 
+    def prior_config(self) -> dict[str, Any]:
+        """The ``build_prior`` dict of this model's prior."""
+        return {"name": self.prior, "latent_dim": self.latent_dim, "hidden": self.prior_hidden,
+                "depth": self.prior_depth, "time_dim": self.time_dim, **self.prior_args}
+
     def validate(self):
         _positive(self, "latent_dim", "prior_hidden", "prior_depth", "time_dim")
+        _check_prior(self.prior_config(), "model.prior / model.prior_args")
         if self.w < 0:
             raise ConfigError(f"model.w must be >= 0, got {self.w}")
         if self.objective == "prior_only" and not self.init_from:
@@ -177,7 +187,7 @@ class RunConfig:
     # whose decoding is slow on CPU (a GPT-2-XL decoder: ~3 GFLOP per token); None: the data type's default
     report: bool = True
     report_examples: int | None = None          # held-out examples reconstructed (text 300, protein/image/vector 2000)
-    report_samples: int | None = None           # samples generated (text/protein 200, image/vector 2000)
+    report_samples: int | None = None           # samples generated (text 500, protein 200, image/vector 2000)
     report_ddim_steps: int = 50                 # DDIM steps of sampling, inversion and interpolation
     # experiment tracking (diled_platform.tracking): MLflow in a local store beside the runs by default
     tracking: Literal["mlflow", "none"] = "mlflow"
@@ -207,17 +217,51 @@ class RunConfig:
 
 
 @dataclass
+class PriorStageConfig:
+    """After joint training: the prior trained on the finished codec's latents of the training split
+    (``diled.prior_training``), on the driver, before the report. Its steps are cheap (no codec), so in a
+    few minutes the prior sees tens of times more latents than in the joint loop."""
+    steps: int = 0                              # 0: no such stage
+    # empty: train the jointly trained prior further; else a fresh prior of this spec replaces it
+    # (build_prior's keys: name, hidden, depth, time_dim and the prior's own; latent_dim is the model's)
+    prior: dict = field(default_factory=dict)
+    batch_size: int = 256
+    lr: float = 3.0e-4
+    ema: float = 0.999                          # the EMA of the prior's weights is what is saved
+    t_sampling: Literal["uniform", "log_uniform"] = "uniform"   # how t is drawn (diled.prior_training)
+
+    def validate(self):
+        _positive(self, "batch_size")
+        if self.steps < 0:
+            raise ConfigError(f"prior_stage.steps must be >= 0 (0: off), got {self.steps}")
+        if not self.lr > 0:
+            raise ConfigError(f"prior_stage.lr must be > 0, got {self.lr}")
+        if not 0 <= self.ema < 1:
+            raise ConfigError(f"prior_stage.ema must be in [0, 1), got {self.ema}")
+        if "latent_dim" in self.prior:
+            raise ConfigError("prior_stage.prior must not set latent_dim: it is the model's (model.latent_dim)")
+
+    def prior_config(self, model: ModelConfig) -> dict[str, Any] | None:
+        """The ``build_prior`` dict of the stage's fresh prior (None: the joint prior goes on training)."""
+        return {"latent_dim": model.latent_dim, **self.prior} if self.prior else None
+
+
+@dataclass
 class JobConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     data: DataOptions = field(default_factory=lambda: _data_options({}))
     optim: OptimConfig = field(default_factory=OptimConfig)
     scaling: ScalingConfig = field(default_factory=ScalingConfig)
+    prior_stage: PriorStageConfig = field(default_factory=PriorStageConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
     def __post_init__(self):
         for f in fields(self):
             getattr(self, f.name).validate()
+        stage_prior = self.prior_stage.prior_config(self.model)
+        if stage_prior is not None:
+            _check_prior(stage_prior, "prior_stage.prior")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -240,8 +284,7 @@ class JobConfig:
         m = self.model
         return {"w": m.w, "objective": m.objective, **({"vae": dict(m.vae)} if m.objective == "vae" else {}),
                 "codec": {"name": m.codec, **m.codec_args, "latent_dim": m.latent_dim},
-                "denoiser": {"latent_dim": m.latent_dim, "hidden": m.prior_hidden, "depth": m.prior_depth,
-                             "time_dim": m.time_dim},
+                "denoiser": m.prior_config(),
                 "diffusion": {"schedule": self.diffusion.schedule, "T": self.diffusion.T}}
 
 
@@ -262,6 +305,17 @@ def _data_options(values: dict) -> DataOptions:
     return _build_section("data", _data_options_class(values), values)
 
 
+def _check_prior(config: dict[str, Any], where: str) -> None:
+    """Build the prior on the meta device: a wrong name or argument is named now, not in a worker."""
+    from diled.denoiser import build_prior
+
+    try:
+        with torch.device("meta"):
+            build_prior(config)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{where}: {err}") from None
+
+
 def _positive(section, *names):
     for name in names:
         value = getattr(section, name)
@@ -270,7 +324,9 @@ def _positive(section, *names):
 
 
 def _section_name(section) -> str:
-    return "data" if isinstance(section, DataOptions) else type(section).__name__.removesuffix("Config").lower()
+    if isinstance(section, DataOptions):
+        return "data"
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", type(section).__name__.removesuffix("Config")).lower()
 
 
 def _build_section(name: str, factory, values: dict):

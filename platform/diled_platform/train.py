@@ -564,6 +564,9 @@ def fit(cfg: JobConfig, datatype=None) -> TrainOutcome:
     ``datatype``: the config's data type with its splits already loaded (else it is built here)."""
     import shutil
 
+    if cfg.prior_stage.steps and "://" in cfg.run.storage_path:
+        raise ConfigError(f"prior_stage.steps={cfg.prior_stage.steps} rewrites the exported model folder, which "
+                          f"needs a local run.storage_path, got {cfg.run.storage_path!r}; set prior_stage.steps=0")
     cfg = absolute_storage(cfg)
     check_storage_reaches_every_node(cfg.run.storage_path)
     sep = "" if cfg.run.storage_path.endswith("/") else "/"
@@ -589,4 +592,9 @@ def fit(cfg: JobConfig, datatype=None) -> TrainOutcome:
         best = result.get_best_checkpoint("val_loss", "min") if result.best_checkpoints else result.checkpoint
         best_dir = Path(best.path) / "model"
         (run_dir / "metrics.json").write_text(json.dumps(result.metrics, indent=2) + "\n")
+        if cfg.prior_stage.steps:
+            from diled_platform.prior_stage import run_prior_stage
+
+            record = run_prior_stage(cfg, datatype, model_dir)
+            (run_dir / "prior_stage.json").write_text(json.dumps(record, indent=2) + "\n")
     return TrainOutcome(run_dir, model_dir, best_dir, dict(result.metrics or {}), result, cfg)

@@ -36,8 +36,12 @@ def test_text_job_tiny(tmp_path):
                 "samples_with_repeated_3gram", "samples_with_repeated_3gram_plain_greedy",
                 "novelty", "arithmetic_flip_rate", "sentiment_classifier_test_accuracy",
                 "second_test_reconstruction_bleu", "second_test_reconstruction_token_accuracy",
-                "second_test_reconstruction_bleu_other_latent"):
+                "second_test_reconstruction_bleu_other_latent", "unseen_words_samples", "unseen_words_test",
+                "mauve_ceiling_val_vs_test"):
         assert key in metrics
+    # MAUVE from mauve-text over 3 k-means seeds, on the plain greedy samples against the test sentences
+    assert 0 < metrics["mauve"] <= 1 and len(metrics["mauve_per_seed"]) == 3
+    assert metrics["mauve_n"][0] == metrics["samples"]
     assert metrics["second_test_set"].startswith("Guardian news headlines") and metrics["second_test_sentences"] > 0
     rows = (run / "reconstructions_second_test.tsv").read_text().splitlines()
     assert rows[0] == "input\toutput" and len(rows) == metrics["second_test_sentences"] + 1

@@ -247,3 +247,26 @@ def test_a_local_storage_path_is_refused_on_a_cluster_of_several_machines(monkey
         check_storage_reaches_every_node("/data/runs", two)
     monkeypatch.setenv("DILED_SHARED_STORAGE", "1")
     check_storage_reaches_every_node("/data/runs", two)
+
+
+def test_the_prior_is_chosen_by_name_and_its_arguments_are_checked():
+    cfg = load_config("text-cpu", ["--model.prior=slot_transformer", "--model.prior_args={slots: 8, heads: 4}",
+                                   "--model.prior_hidden=128", "--model.prior_depth=2"])
+    assert cfg.model_config()["denoiser"] == {"name": "slot_transformer", "latent_dim": 512, "hidden": 128,
+                                              "depth": 2, "time_dim": 128, "slots": 8, "heads": 4}
+    with pytest.raises(ConfigError, match="model.prior.*unknown prior 'unet'"):
+        load_config("vector-cpu", ["--model.prior=unet"])
+    with pytest.raises(ConfigError, match=r"model.prior.*slots=3 must divide latent_dim=512"):
+        load_config("text-cpu", ["--model.prior=slot_transformer", "--model.prior_args={slots: 3}"])
+    with pytest.raises(ConfigError, match=r"unknown argument\(s\) \['heads'\] for prior 'mlp_skip'"):
+        load_config("vector-cpu", ["--model.prior_args={heads: 2}"])
+    with pytest.raises(ConfigError, match=r"prior_stage.ema must be in \[0, 1\)"):
+        load_config("vector-cpu", ["--prior_stage.ema=1.0"])
+    with pytest.raises(ConfigError, match="prior_stage.batch_size must be > 0"):
+        load_config("vector-cpu", ["--prior_stage.batch_size=0"])
+    with pytest.raises(ConfigError, match=r"prior_stage.prior: unknown prior 'unet'"):
+        load_config("vector-cpu", ["--prior_stage.prior={name: unet}"])
+    with pytest.raises(ConfigError, match="prior_stage.prior must not set latent_dim"):
+        load_config("vector-cpu", ["--prior_stage.prior={name: mlp_skip, latent_dim: 3}"])
+    with pytest.raises(ConfigError, match="prior_stage.t_sampling"):
+        load_config("vector-cpu", ["--prior_stage.t_sampling=cubic"])

@@ -177,3 +177,44 @@ def test_an_unknown_precision_is_refused_by_name(tmp_path):
 
     with pytest.raises(ConfigError, match="precision"):
         tiny(tmp_path, "bad", "--scaling.precision=bf17")
+
+
+def test_prior_stage_trains_the_prior_on_the_latents_once(ray_local, tmp_path):
+    cfg = tiny(tmp_path, "prior-stage", "--prior_stage.steps=40", "--prior_stage.batch_size=64",
+               "--prior_stage.ema=0.9")
+    out = fit(cfg)
+    record = json.loads((out.model_dir / "prior_stage.json").read_text())
+    assert record["steps"] == 40 and record["latents"] > 1000
+    assert record["prior"] == "the jointly trained prior, continued"
+    assert json.loads((out.run_dir / "prior_stage.json").read_text()) == record
+    staged = DiLED.from_pretrained(out.model_dir)
+    joint = DiLED.from_pretrained(out.model_dir.resolve().with_name("model.joint"))
+    z, t = torch.randn(4, staged.latent_dim), torch.tensor([1, 3, 7, 9])
+    x = torch.randn(5, 2)
+    torch.testing.assert_close(staged.encode({"x": x}), joint.encode({"x": x}))   # the codec is untouched
+    assert (staged.denoiser(z, t) - joint.denoiser(z, t)).abs().max() > 1e-4     # the prior trained on
+    # the same run again: training is finished and the stage is not repeated
+    again = fit(cfg)
+    assert json.loads((again.model_dir / "prior_stage.json").read_text()) == record
+
+
+def test_prior_stage_needs_local_storage(tmp_path):
+    from diled_platform.config import ConfigError
+
+    cfg = tiny(tmp_path, "remote", "--prior_stage.steps=5", "--run.storage_path=s3://bucket/runs")
+    with pytest.raises(ConfigError, match="prior_stage.steps=5 rewrites the exported model folder"):
+        fit(cfg)
+
+
+def test_prior_stage_can_replace_the_prior_with_a_fresh_one_of_another_kind(ray_local, tmp_path):
+    from diled import SlotTransformer
+
+    cfg = tiny(tmp_path, "prior-stage-fresh", "--optim.max_steps=20", "--prior_stage.steps=30",
+               "--prior_stage.batch_size=64", "--prior_stage.t_sampling=log_uniform",
+               "--prior_stage.prior={name: slot_transformer, slots: 2, hidden: 16, depth: 1, heads: 2}")
+    out = fit(cfg)
+    record = json.loads((out.model_dir / "prior_stage.json").read_text())
+    assert record["prior"]["name"] == "slot_transformer" and record["t_sampling"] == "log_uniform"
+    model = DiLED.from_pretrained(out.model_dir)
+    assert isinstance(model.denoiser, SlotTransformer) and model.denoiser.slots == 2
+    assert len(model.generate(3, steps=5)) == 3

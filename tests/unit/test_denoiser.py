@@ -50,3 +50,96 @@ def test_bad_input_shape_names_the_expected_size():
 def test_bad_size_is_refused():
     with pytest.raises(ValueError, match="depth.*0"):
         MLPSkipNet(latent_dim=4, depth=0)
+
+
+# ----------------------------------------------------------------- the slot transformer and the registry
+def test_slot_transformer_shapes_and_that_it_starts_as_identity_blocks():
+    from diled import SlotTransformer
+
+    torch.manual_seed(0)
+    net = SlotTransformer(latent_dim=12, slots=3, hidden=16, depth=2, heads=2, time_dim=8)
+    z = torch.randn(5, 12)
+    assert net(z, torch.tensor([1, 2, 3, 4, 5])).shape == (5, 12)
+    # adaLN-Zero: every block's gates start at zero, so the blocks pass their input through unchanged
+    h, c = torch.randn(2, 3, 16), torch.randn(2, 16)
+    torch.testing.assert_close(net.blocks[0](h, c), h)
+
+
+def test_slot_transformer_mixes_slots_and_depends_on_t():
+    from diled import SlotTransformer
+
+    torch.manual_seed(0)
+    net = SlotTransformer(latent_dim=8, slots=4, hidden=16, depth=2, heads=2, time_dim=8)
+    for block in net.blocks:  # open the gates (trained blocks are not the identity)
+        torch.nn.init.normal_(block.mod.weight, std=0.5)
+    z = torch.randn(2, 8)
+    base = net(z, torch.tensor([3, 3]))
+    moved = z.clone()
+    moved[:, :2] += 1.0                                   # change slot 0 only
+    out = net(moved, torch.tensor([3, 3]))
+    assert (out[:, 2:] - base[:, 2:]).abs().max() > 1e-4  # other slots' outputs see it (attention)
+    assert (net(z, torch.tensor([150, 150])) - base).abs().max() > 1e-4
+
+
+def test_priors_refuse_bad_shapes_arguments_and_a_condition():
+    from diled import SlotTransformer, build_prior
+
+    with pytest.raises(ValueError, match="slots=5 must divide latent_dim=12"):
+        SlotTransformer(latent_dim=12, slots=5)
+    with pytest.raises(ValueError, match="heads=3 must divide hidden=16"):
+        SlotTransformer(latent_dim=12, slots=3, hidden=16, heads=3)
+    with pytest.raises(ValueError, match="unknown prior 'unet'; valid names: mlp_skip, slot_transformer"):
+        build_prior({"name": "unet", "latent_dim": 4})
+    with pytest.raises(ValueError, match=r"unknown argument\(s\) \['slots'\] for prior 'mlp_skip'"):
+        build_prior({"name": "mlp_skip", "latent_dim": 4, "slots": 2})
+    for net in (MLPSkipNet(4, hidden=8, depth=1, time_dim=4), build_prior({"name": "slot_transformer",
+                                                                           "latent_dim": 4, "slots": 2, "hidden": 8,
+                                                                           "heads": 2, "time_dim": 4})):
+        with pytest.raises(ValueError, match="built without a condition"):
+            net(torch.randn(2, 4), torch.tensor([1, 1]), cond=torch.tensor([0, 1]))
+        with pytest.raises(ValueError, match=r"expects z_t of shape \[N x 4\]"):
+            net(torch.randn(2, 5), torch.tensor([1, 1]))
+
+
+def test_a_model_with_the_slot_prior_saves_and_loads_it_by_name(tmp_path):
+    import json
+
+    from diled import DiLED, LatentDiffusion, SlotTransformer, VectorCodec
+
+    torch.manual_seed(0)
+    model = DiLED(VectorCodec(data_dim=2, latent_dim=4, hidden=8, depth=1),
+                  SlotTransformer(4, slots=2, hidden=8, depth=1, heads=2, time_dim=4), LatentDiffusion("linear", 10))
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["denoiser"]["name"] == "slot_transformer" and config["denoiser"]["slots"] == 2
+    loaded = DiLED.from_pretrained(tmp_path)
+    assert isinstance(loaded.denoiser, SlotTransformer)
+    z, t = torch.randn(3, 4), torch.tensor([1, 5, 9])
+    torch.testing.assert_close(loaded.denoiser(z, t), model.eval().denoiser(z, t))
+    # a config saved before priors had names (no "name") is the MLP
+    del config["denoiser"]["name"]
+    config["denoiser"] = {"latent_dim": 4, "hidden": 8, "depth": 1, "time_dim": 4}
+    assert isinstance(DiLED.from_config(config).denoiser, MLPSkipNet)
+
+
+def test_a_prior_trained_post_hoc_learns_the_latents_distribution():
+    """A 2-d latent on two separated blobs: a prior fitted on the cached latents samples both blobs;
+    the untrained one does not."""
+    from diled import DiLED, LatentDiffusion, VectorCodec, build_prior
+    from diled.prior_training import train_prior
+
+    torch.manual_seed(0)
+    model = DiLED(VectorCodec(data_dim=2, latent_dim=2, hidden=8, depth=1),
+                  MLPSkipNet(2, hidden=8, depth=1, time_dim=4), LatentDiffusion("linear", 50))
+    g = torch.Generator().manual_seed(0)
+    z0 = torch.cat([torch.randn(500, 2, generator=g) * 0.1 + 2, torch.randn(500, 2, generator=g) * 0.1 - 2])
+    prior = build_prior({"name": "mlp_skip", "latent_dim": 2, "hidden": 64, "depth": 3, "time_dim": 16})
+    trained, summary = train_prior(model, prior, z0, steps=1500, batch_size=128, lr=2e-3, ema=0.99, warmup=50)
+    assert summary["steps"] == 1500
+    model.denoiser = trained
+    z = model.sample_latents(400, steps=50, generator=torch.Generator().manual_seed(1))
+    near = torch.cdist(z, torch.tensor([[2.0, 2.0], [-2.0, -2.0]])).min(1).values
+    assert (near < 0.5).float().mean() > 0.8             # untrained: 0.005
+    assert 0.3 < (z[:, 0] > 0).float().mean() < 0.7      # both blobs, not one
+    with pytest.raises(ValueError, match="needs steps or seconds"):
+        train_prior(model, prior, z0)

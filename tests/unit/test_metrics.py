@@ -8,9 +8,10 @@ import torch
 from torch import nn
 
 from diled.codecs.text import load_decoder_tokenizer, train_bpe
-from diled.metrics.distribution import kmeans, mauve_score
+from diled.metrics.distribution import mauve
 from diled.metrics.lm import perplexity, sequence_nll
-from diled.metrics.text import corpus_bleu, distinct_n, novelty, repeated_ngram_share, self_bleu
+from diled.metrics.text import (corpus_bleu, distinct_n, novelty, repeated_ngram_share, self_bleu, unseen_word_share,
+                                words)
 
 SENTENCES = ["the film is a quiet triumph", "a dull and lifeless script", "i loved every minute of it",
              "not worth the ticket", "the cast is wonderful and the story moves"]
@@ -65,22 +66,21 @@ def test_perplexity_of_a_certain_model_is_one_and_tokens_are_counted(tokenizer):
         perplexity(ConstantLM(10), tokenizer, [])
 
 
-def test_mauve_is_one_for_identical_samples_and_near_zero_for_disjoint():
+def test_mauve_from_the_mauve_text_package_separates_equal_and_shifted_samples():
     g = torch.Generator().manual_seed(0)
-    a, b = torch.randn(200, 8, generator=g), torch.randn(200, 8, generator=g)
-    assert mauve_score(a, a) == pytest.approx(1.0)
-    assert mauve_score(a, b + 20.0) < 0.02
-    assert mauve_score(a, b) > mauve_score(a, b + 1.0)        # same law scores above a shifted one
-    with pytest.raises(ValueError, match="n >= 2"):
-        mauve_score(a[:1], b)
+    a, b = torch.randn(300, 16, generator=g), torch.randn(300, 16, generator=g)
+    same, shifted = mauve(a, b), mauve(a, b + 1.0)
+    assert len(same["per_seed"]) == 3 and same["mean"] == pytest.approx(sum(same["per_seed"]) / 3)
+    assert same["mean"] > 0.9 and shifted["mean"] < 0.3
+    with pytest.raises(ValueError, match="n >= 10"):
+        mauve(a[:5], b)
 
 
-def test_kmeans_separates_two_blobs():
-    g = torch.Generator().manual_seed(1)
-    x = torch.cat([torch.randn(50, 2, generator=g), torch.randn(50, 2, generator=g) + 10])
-    labels = kmeans(x, 2)
-    assert len(set(labels[:50].tolist())) == 1 and len(set(labels[50:].tolist())) == 1
-    assert labels[0] != labels[-1]
+def test_unseen_word_share():
+    vocabulary = {"the", "film", "is", "good"}
+    assert unseen_word_share(["The film is good."], vocabulary) == 0.0
+    assert unseen_word_share(["The flim is goood", ""], vocabulary) == pytest.approx(0.5)
+    assert words("Don't, @user #tag") == ["don", "t", "user", "tag"]
 
 
 def test_repeated_ngram_share_counts_texts_that_loop():

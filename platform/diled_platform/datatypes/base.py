@@ -76,6 +76,11 @@ class DataType(ABC):
     def datasets(self) -> dict[str, Any]:
         """``{"train": ..., "val": ...}`` Ray datasets whose rows the codec's ``collate_columns`` takes."""
 
+    def training_examples(self) -> list:
+        """The training split as raw examples that ``DiLED.encode`` takes (what the prior stage encodes)."""
+        raise NotImplementedError(f"data type {self.name!r} does not list its training examples, which "
+                                  f"prior_stage needs; set prior_stage.steps=0")
+
     def prepare(self, cfg: "JobConfig", run_dir: Path) -> "JobConfig":
         """Anything the model needs from the data before training (text: a tokenizer trained on the
         training split, kept in ``run_dir``); the config to train with. Idempotent: a prepared config

@@ -54,7 +54,7 @@ class TextData(DataType):
         Metric("distinct_2", "distinct-2", True),
         Metric("self_bleu", "self-BLEU", False),
         Metric("samples_with_repeated_3gram", "samples with a repeated 3-gram", False),
-        Metric("mauve", "MAUVE-style", True),
+        Metric("mauve", "MAUVE", True),
         Metric("interpolation_perplexity", "interp. PPL", False),
         Metric("arithmetic_flip_rate", "flip rate", True),
     )
@@ -86,6 +86,9 @@ class TextData(DataType):
     def summary(self) -> str:
         self.splits  # noqa: B018 -- reading the splits sets self.stats, the cleaning statistics
         return f"{self.stats.summary()}; " + super().summary()
+
+    def training_examples(self) -> list[str]:
+        return self.splits["train"].column("text").to_pylist()
 
     def datasets(self):
         return {name: driver_dataset(self.splits[name].select(["text"]).rename_columns(["x"])) for name in ("train", "val")}
@@ -122,12 +125,15 @@ class TextData(DataType):
         """Evaluate a trained text model on the held-out split and write the run's text outputs. Samples are
         decoded greedily with no repeated token ``no_repeat_ngram``-gram (0: plain greedy); the same
         latents plain greedy are scored too. With a reference LM in ``tools`` (the harness), also the
-        samples' and interpolations' perplexity under it and the MAUVE-style score."""
+        samples' and interpolations' perplexity under it. MAUVE (``mauve-text``, the mean over 3 k-means
+        seeds) compares the plain greedy samples (Serve's default decoding) with ``report_samples`` test
+        sentences on MiniLM mean-pooled embeddings, beside the ceiling: as many validation sentences
+        against the same test sentences."""
         from diled import DiLED
         from diled.data.text import GUARDIAN_HEADLINES
-        from diled.metrics.text import distinct_n, novelty, repeated_ngram_share, self_bleu
+        from diled.metrics.text import distinct_n, novelty, repeated_ngram_share, self_bleu, unseen_word_share, words
 
-        n_eval, n_samples = cfg.run.report_examples or 300, cfg.run.report_samples or 200
+        n_eval, n_samples = cfg.run.report_examples or 300, cfg.run.report_samples or 500
         ddim_steps = cfg.run.report_ddim_steps
         tools = self.tools(out_dir) if tools is None else tools
         torch.manual_seed(seed)
@@ -158,12 +164,22 @@ class TextData(DataType):
                         "samples_with_repeated_3gram_plain_greedy": repeated_ngram_share(greedy, 3),
                         "distinct_1": distinct_n(samples, 1), "distinct_2": distinct_n(samples, 2),
                         "self_bleu": self_bleu(samples), "novelty": novelty(samples, training),
+                        "novelty_plain_greedy": novelty(greedy, training),
                         "empty_samples": sum(not s.strip() for s in samples)})
+        vocabulary = {w for r in train for w in words(r["text"])}
+        test_refs = [r["text"] for r in test[:n_samples]]
+        unseen_test = unseen_word_share(test_refs, vocabulary)
+        metrics.update({"unseen_words_samples": unseen_word_share(greedy, vocabulary),
+                        "unseen_words_test": unseen_test,
+                        "unseen_words_reconstructions": unseen_word_share(recons, vocabulary)})
+        metrics["unseen_words_samples_vs_test"] = metrics["unseen_words_samples"] / max(unseen_test, 1e-9)
         pairs = [(held[2 * i]["text"], held[2 * i + 1]["text"]) for i in range(min(5, len(held) // 2))]
         paths = interpolation_paths(model, pairs, steps=ddim_steps)
         write_text_outputs(out_dir, refs, recons, samples, pairs, paths)
 
         probe, labelled = tools["probe"], tools["labelled"]
+        metrics.update(mauve_against_test(probe or sentence_embedder(), greedy, test_refs,
+                                          self.splits["val"].column("text").to_pylist()[:n_samples]))
         if probe is not None:
             held_pn = [r for r in test if r["label"] in ("positive", "negative")][:n_eval]
             metrics["sentiment_classifier"] = ("logistic regression on frozen all-MiniLM-L6-v2 mean-pooled "
@@ -178,15 +194,12 @@ class TextData(DataType):
                 for row in rows:
                     f.write("\t".join(row) + "\n")
 
-        if "lm" in tools:  # the harness: generation judged by a reference LM and MAUVE-style against the test set
-            from diled.metrics.distribution import mauve_score
-
+        if "lm" in tools:  # the harness: generation judged by a reference LM
             nonempty = [s for s in samples if s.strip()] or [""]
             inner = [s for p in paths for s in p[1:-1]]
             metrics.update({"generation_perplexity": tools["lm"].perplexity(nonempty),
                             "generation_perplexity_plain_greedy": tools["lm"].perplexity([s for s in greedy if s.strip()] or [""]),
-                            "interpolation_perplexity": tools["lm"].perplexity(inner),
-                            "mauve": mauve_score(probe.embed(samples), probe.embed(refs), seed=seed)})
+                            "interpolation_perplexity": tools["lm"].perplexity(inner)})
 
         # the representation: a 2-D projection of the test latents, coloured by sentiment
         z_test = torch.cat([model.encode([r["text"] for r in c]) for c in _batches(test[:2000], 200)])
@@ -203,10 +216,11 @@ class TextData(DataType):
         other = self.splits["val"].column("text").to_pylist()[:n_eval]
         out = {"distinct_2": distinct_n(other, 2), "self_bleu": self_bleu(other)}
         if tools and "lm" in tools:
-            from diled.metrics.distribution import mauve_score
-
-            out.update({"generation_perplexity": tools["lm"].perplexity(refs),
-                        "mauve": mauve_score(tools["probe"].embed(other), tools["probe"].embed(refs))})
+            out["generation_perplexity"] = tools["lm"].perplexity(refs)
+        if tools and tools.get("probe") is not None:
+            refs_m = self.splits["test"].column("text").to_pylist()[:500]
+            other_m = self.splits["val"].column("text").to_pylist()[:500]
+            out["mauve"] = mauve_against_test(tools["probe"], other_m, refs_m, None)["mauve"]
         return out
 
     def describe(self, tools: dict | None = None) -> dict[str, Any]:
@@ -214,8 +228,8 @@ class TextData(DataType):
                "sample_decoding": "greedy, no repeated token 3-gram (the plain greedy scores beside them)"}
         if tools and "lm" in tools:
             out.update({"reference_lm": tools["lm"].info,
-                        "mauve_features": "all-MiniLM-L6-v2 mean-pooled sentence embeddings (the offline encoder), "
-                                          "PCA 90%, k-means with (N + M) / 10 clusters, scaling 5"})
+                        "mauve": "mauve-text 0.4 with its defaults on all-MiniLM-L6-v2 mean-pooled sentence "
+                                 "embeddings, mean over 3 k-means seeds"})
         if tools and tools.get("probe") is not None:
             out["sentiment_classifier"] = (f"logistic regression on frozen all-MiniLM-L6-v2 embeddings of "
                                            f"{len(tools['labelled'])} training sentences")
@@ -361,6 +375,32 @@ def write_text_outputs(out_dir: Path, refs: list[str], recons: list[str], sample
         lines += [f"# {one_line(a)}  ->  {one_line(b)}"] + [f"  {k / (len(path) - 1):.2f}  {one_line(s)}"
                                                             for k, s in enumerate(path)] + [""]
     (out_dir / "interpolations.txt").write_text("\n".join(lines))
+
+
+MAUVE_MIN = 10
+
+
+def mauve_against_test(embedder, samples: list[str], test: list[str], ceiling: list[str] | None) -> dict[str, Any]:
+    """MAUVE (``mauve-text``, mean over 3 k-means seeds) of ``samples`` against ``test`` on the embedder's
+    MiniLM mean-pooled sentence embeddings and, with ``ceiling`` (other real sentences, as many), the same
+    score of those against ``test``: what real text of this corpus reaches with this feature and size."""
+    from diled.metrics.distribution import mauve
+
+    if min(len(samples), len(test)) < MAUVE_MIN:  # its clustering needs tens of points: a tiny report has none
+        return {"mauve": None, "mauve_note": f"not computed: fewer than {MAUVE_MIN} samples or test sentences"}
+    ref = embedder.embed(test)
+    score = mauve(embedder.embed([s if s.strip() else "." for s in samples]), ref)
+    out = {"mauve": score["mean"], "mauve_per_seed": score["per_seed"], "mauve_n": [len(samples), len(test)]}
+    if ceiling is not None:
+        out["mauve_ceiling_val_vs_test"] = mauve(embedder.embed(ceiling), ref)["mean"]
+    return out
+
+
+def sentence_embedder():
+    """The probe's sentence embedder alone (when the data has no sentiment labels to fit it on)."""
+    from diled.metrics.sentiment import SentimentProbe
+
+    return SentimentProbe()
 
 
 def sentiment_probe(train_rows: list[dict], n: int = 4000):

@@ -64,6 +64,9 @@ class VectorData(DataType):
             return ds.select_columns([opts.column]).rename_columns({opts.column: "x"})
         return ds.select_columns(["x"])
 
+    def training_examples(self) -> list:
+        return list(self.splits["train"])
+
     def datasets(self) -> dict[str, Any]:
         return {name: driver_dataset({"x": self.splits[name]}) for name in ("train", "val")}
 

@@ -1,0 +1,69 @@
+"""The prior stage: after joint training, the prior trained further on the finished codec's latents.
+
+Runs on the driver on the consolidated model (``fit`` calls it when ``prior_stage.steps`` > 0): the
+training split is encoded once, the prior trained with ``diled.prior_training.train_prior``, and the
+model folder replaced atomically by one whose prior is the stage's (the joint one is kept beside it as
+``model.joint``). A ``prior_stage.json`` in the model folder records the stage; a folder that has one is
+not trained again, so re-running a finished job (or resuming after a crash in the stage) is safe.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+log = logging.getLogger(__name__)
+
+RECORD = "prior_stage.json"
+
+
+def run_prior_stage(cfg, datatype, model_dir: Path) -> dict[str, Any] | None:
+    """Train the prior of the model in ``model_dir`` (a checkpoint's ``model`` folder, or a link to one)
+    on the encoder means of ``datatype``'s training split; returns the stage's record (None when
+    ``cfg.prior_stage.steps`` is 0). ``model_dir`` keeps its path; it holds the new model afterwards."""
+    from diled import DiLED, build_prior
+    from diled.prior_training import encode_all, train_prior
+
+    stage = cfg.prior_stage
+    if not stage.steps:
+        return None
+    target = Path(os.path.realpath(model_dir))
+    if (target / RECORD).is_file():
+        record = json.loads((target / RECORD).read_text())
+        print(f"prior stage: already done for this model ({record['steps']} steps)", flush=True)
+        return record
+    t0 = time.perf_counter()
+    torch.manual_seed(cfg.run.seed)
+    model = DiLED.from_pretrained(target)
+    examples = datatype.training_examples()
+    every = max(1, len(examples) // 5)
+    z0 = encode_all(model, examples, progress=lambda i, n: (i % every < 200 or i == n) and print(
+        f"prior stage: encoded {i:,}/{n:,} training examples", flush=True))
+    t1 = time.perf_counter()
+    fresh = stage.prior_config(cfg.model)
+    prior = model.denoiser if fresh is None else build_prior(fresh)
+    trained, summary = train_prior(model, prior, z0, steps=stage.steps, batch_size=stage.batch_size, lr=stage.lr,
+                                   ema=stage.ema, seed=cfg.run.seed, t_sampling=stage.t_sampling,
+                                   log=lambda m: print(m, flush=True), log_every=max(1, stage.steps // 10))
+    model.denoiser = trained
+    record = {**summary, "prior": fresh or "the jointly trained prior, continued",
+              "parameters": sum(p.numel() for p in trained.parameters()), "encode_seconds": round(t1 - t0, 1),
+              "train_seconds": round(summary["seconds"], 1)}
+    tmp = target.with_name(target.name + ".prior_stage.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    (tmp / RECORD).write_text(json.dumps(record, indent=2) + "\n")
+    joint = target.with_name(target.name + ".joint")
+    shutil.rmtree(joint, ignore_errors=True)
+    os.replace(target, joint)     # the jointly trained model stays, beside it
+    os.replace(tmp, target)
+    print(f"prior stage: {summary['steps']} steps on {len(z0):,} latents in {time.perf_counter() - t0:.0f} s "
+          f"(final loss {summary['final_loss']:.4f})", flush=True)
+    return record
