@@ -124,7 +124,7 @@ def main() -> None:
         model.denoiser = joint_prior
         print(name, json.dumps(row, indent=1), flush=True)
 
-    print(f"\n| prior | MAUVE | unseen words | novelty | prior fit | steps |\n| --- | --- | --- | --- | --- | --- |")
+    print("\n| prior | MAUVE | unseen words | novelty | prior fit | steps |\n| --- | --- | --- | --- | --- | --- |")
     for name, r in rows.items():
         print(f"| {name} | {r['mauve']} | {r['unseen_words']} | {r['novelty']} | {r.get('prior_fd', '-')} | "
               f"{r.get('steps', '-')} |")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -60,3 +60,21 @@ def mauve(p: torch.Tensor, q: torch.Tensor, seeds: Sequence[int] = MAUVE_SEEDS) 
     scores = [float(mauve_text.compute_mauve(p_features=p_np, q_features=q_np, seed=int(s), verbose=False).mauve)
               for s in seeds]
     return {"mean": sum(scores) / len(scores), "per_seed": scores}
+
+
+MAUVE_MIN = 10  # its clustering needs tens of points: a tiny report has none
+
+
+def mauve_of_texts(embed: Callable[[list[str]], torch.Tensor], samples: list[str], test: list[str],
+                   ceiling: list[str] | None) -> dict:
+    """``mauve`` of ``samples`` against ``test`` on the sentence embeddings ``embed`` gives ([N x D]) and,
+    with ``ceiling`` (other real sentences, as many), the same score of those against ``test``: what
+    real text reaches with this feature and size. Fewer than ``MAUVE_MIN`` texts: not computed (None)."""
+    if min(len(samples), len(test)) < MAUVE_MIN:
+        return {"mauve": None, "mauve_note": f"not computed: fewer than {MAUVE_MIN} samples or test sentences"}
+    ref = embed(test)
+    score = mauve(embed([s if s.strip() else "." for s in samples]), ref)
+    out = {"mauve": score["mean"], "mauve_per_seed": score["per_seed"], "mauve_n": [len(samples), len(test)]}
+    if ceiling is not None:
+        out["mauve_ceiling_val_vs_test"] = mauve(embed(ceiling), ref)["mean"]
+    return out

@@ -25,12 +25,18 @@ def stages(cfg: JobConfig, model: str, name: str, vae: dict | None = None) -> li
     """The job configs that train ``model`` as the run ``name``, in order (two for two-stage: the
     autoencoder as ``<name>-stage1``, then the prior as ``name``). ``vae``: the VAE's settings."""
     base = replace(cfg, run={"name": name})
-    if model in ("diled", "autoencoder"):
+    # the prior stage (prior_stage.steps) trains a prior after the run: DiLED's and the two-stage model's
+    # final prior get it alike; a model whose prior is off (autoencoder, VAE, two-stage's first step) not
+    no_stage = {"steps": 0}
+    if model == "diled":
         return [replace(base, model={"objective": model})]
+    if model == "autoencoder":
+        return [replace(base, model={"objective": model}, prior_stage=no_stage)]
     if model == "vae":
-        return [replace(base, model={"objective": "vae", "vae": dict(vae or {})})]
+        return [replace(base, model={"objective": "vae", "vae": dict(vae or {})}, prior_stage=no_stage)]
     if model == "two-stage":
-        stage1 = replace(base, model={"objective": "autoencoder"}, run={"name": f"{name}-stage1"})
+        stage1 = replace(base, model={"objective": "autoencoder"}, run={"name": f"{name}-stage1"},
+                         prior_stage=no_stage)
         folder = Path(cfg.run.storage_path) / f"{name}-stage1" / "model"
         return [stage1, replace(base, model={"objective": "prior_only", "init_from": str(folder)})]
     raise ValueError(f"unknown model {model!r}; valid: {', '.join(BASELINES)}")

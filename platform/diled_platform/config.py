@@ -450,5 +450,5 @@ def replace(cfg: JobConfig, **sections: dict[str, Any]) -> JobConfig:
 
 
 __all__ = ["ConfigError", "JobConfig", "ModelConfig", "DiffusionConfig", "DataOptions", "OptimConfig",
-           "ScalingConfig", "RunConfig", "load_config", "load_preset", "apply_overrides", "preset_names",
+           "ScalingConfig", "PriorStageConfig", "RunConfig", "load_config", "load_preset", "apply_overrides", "preset_names",
            "deepspeed_config_path", "replace"]

@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 def test_text_job_tiny(tmp_path):
     args = [sys.executable, str(ROOT / "jobs/train_text.py"), "--run.name=tiny", f"--run.storage_path={tmp_path}",
             "--data.max_examples=600", "--optim.max_steps=40", "--optim.warmup_steps=5", "--run.checkpoint_every=20", "--run.log_every=10",
-            "--data.batch_size=8", "--model.prior_hidden=64", "--model.prior_depth=2",
+            "--data.batch_size=8", "--model.prior_hidden=64", "--model.prior_depth=2", "--prior_stage.steps=20",
             # the preset's decoder kind (MiniLM's first layer, warm-started, with the trained BPE transplanted)
             # and its latent slots (8 x 4 here)
             "--model.latent_dim=32", "--model.codec_args={tokenizer: train, vocab_size: 500, max_length: 24,"
@@ -48,6 +48,10 @@ def test_text_job_tiny(tmp_path):
     assert 0 <= metrics["reconstruction_token_accuracy"] <= 1 and 0 <= metrics["novelty"] <= 1
     assert len((run / "samples.txt").read_text().splitlines()) == metrics["samples"]
     assert "run folder" in out.stdout
+    # the preset's prior stage: a slot transformer trained on the training split's latents, saved as the prior
+    stage = json.loads((run / "prior_stage.json").read_text())
+    assert stage["steps"] == 20 and stage["prior"]["name"] == "slot_transformer"
+    assert json.loads((run / "model/config.json").read_text())["denoiser"]["name"] == "slot_transformer"
 
 
 def test_text_job_bad_data_file_fails_clearly(tmp_path):

@@ -131,6 +131,7 @@ class TextData(DataType):
         against the same test sentences."""
         from diled import DiLED
         from diled.data.text import GUARDIAN_HEADLINES
+        from diled.metrics.distribution import mauve_of_texts
         from diled.metrics.text import distinct_n, novelty, repeated_ngram_share, self_bleu, unseen_word_share, words
 
         n_eval, n_samples = cfg.run.report_examples or 300, cfg.run.report_samples or 500
@@ -178,8 +179,8 @@ class TextData(DataType):
         write_text_outputs(out_dir, refs, recons, samples, pairs, paths)
 
         probe, labelled = tools["probe"], tools["labelled"]
-        metrics.update(mauve_against_test(probe or sentence_embedder(), greedy, test_refs,
-                                          self.splits["val"].column("text").to_pylist()[:n_samples]))
+        metrics.update(mauve_of_texts((probe or sentence_embedder()).embed, greedy, test_refs,
+                                      self.splits["val"].column("text").to_pylist()[:n_samples]))
         if probe is not None:
             held_pn = [r for r in test if r["label"] in ("positive", "negative")][:n_eval]
             metrics["sentiment_classifier"] = ("logistic regression on frozen all-MiniLM-L6-v2 mean-pooled "
@@ -210,6 +211,7 @@ class TextData(DataType):
 
     def reference(self, tools: dict | None = None, n_eval: int = 300) -> dict[str, Any]:
         """The same metrics on real held-out sentences (validation against test), where they apply."""
+        from diled.metrics.distribution import mauve_of_texts
         from diled.metrics.text import distinct_n, self_bleu
 
         refs = self.splits["test"].column("text").to_pylist()[:n_eval]
@@ -220,7 +222,7 @@ class TextData(DataType):
         if tools and tools.get("probe") is not None:
             refs_m = self.splits["test"].column("text").to_pylist()[:500]
             other_m = self.splits["val"].column("text").to_pylist()[:500]
-            out["mauve"] = mauve_against_test(tools["probe"], other_m, refs_m, None)["mauve"]
+            out["mauve"] = mauve_of_texts(tools["probe"].embed, other_m, refs_m, None)["mauve"]
         return out
 
     def describe(self, tools: dict | None = None) -> dict[str, Any]:
@@ -375,25 +377,6 @@ def write_text_outputs(out_dir: Path, refs: list[str], recons: list[str], sample
         lines += [f"# {one_line(a)}  ->  {one_line(b)}"] + [f"  {k / (len(path) - 1):.2f}  {one_line(s)}"
                                                             for k, s in enumerate(path)] + [""]
     (out_dir / "interpolations.txt").write_text("\n".join(lines))
-
-
-MAUVE_MIN = 10
-
-
-def mauve_against_test(embedder, samples: list[str], test: list[str], ceiling: list[str] | None) -> dict[str, Any]:
-    """MAUVE (``mauve-text``, mean over 3 k-means seeds) of ``samples`` against ``test`` on the embedder's
-    MiniLM mean-pooled sentence embeddings and, with ``ceiling`` (other real sentences, as many), the same
-    score of those against ``test``: what real text of this corpus reaches with this feature and size."""
-    from diled.metrics.distribution import mauve
-
-    if min(len(samples), len(test)) < MAUVE_MIN:  # its clustering needs tens of points: a tiny report has none
-        return {"mauve": None, "mauve_note": f"not computed: fewer than {MAUVE_MIN} samples or test sentences"}
-    ref = embedder.embed(test)
-    score = mauve(embedder.embed([s if s.strip() else "." for s in samples]), ref)
-    out = {"mauve": score["mean"], "mauve_per_seed": score["per_seed"], "mauve_n": [len(samples), len(test)]}
-    if ceiling is not None:
-        out["mauve_ceiling_val_vs_test"] = mauve(embedder.embed(ceiling), ref)["mean"]
-    return out
 
 
 def sentence_embedder():
