@@ -8,7 +8,7 @@ import pytest
 import requests
 import torch
 
-from diled import DiLED, LatentDiffusion, MLPSkipNet
+from diled import DiLED, LatentDiffusion, MLPSkipNet, SlotTransformer
 from diled.codecs.text import TextCodec
 from diled_platform.client import DiLEDClient, DiLEDServiceError
 from diled_platform.serve import (api_key_from_env, app_builder, build_app, check_bind, deploy, key_digest,
@@ -173,7 +173,10 @@ def test_a_model_with_a_bert_decoder_serves_unchanged(service, models, tmp_path,
     codec = TextCodec(latent_dim=8, decoder_kind="bert", decoder_layers=1, encoder_layers=1,
                       encoder_trainable_layers=0, max_length=24, tokenizer=tok,
                       latent_slots=4 if preset_form else 1, slot_tokens=6)
-    model = DiLED(codec, MLPSkipNet(8, hidden=32, depth=2, time_dim=16), LatentDiffusion("constant", 100), w=1.0)
+    # the preset's prior after its prior stage: a transformer over the latent slots
+    prior = (SlotTransformer(8, slots=4, hidden=16, depth=1, heads=2, time_dim=16) if preset_form
+             else MLPSkipNet(8, hidden=32, depth=2, time_dim=16))
+    model = DiLED(codec, prior, LatentDiffusion("constant", 100), w=1.0)
     path = train(model, codec.collate(SENTENCES), steps=20).save_pretrained(tmp_path / "bert")
     swap_model(config, path)
     health_when(service, lambda h: h["model_dir"] == str(path))
