@@ -19,15 +19,17 @@ from torch import nn
 
 
 @torch.no_grad()
-def encode_all(model, examples: list, batch_size: int = 200, progress: Callable[[int, int], None] | None = None
-               ) -> torch.Tensor:
-    """The encoder means mu(x0) [N x D] of ``examples`` (raw, as ``model.encode`` takes them), in batches."""
+def encode_all(model, examples: list, batch_size: int = 200, log: Callable[[str], None] | None = None) -> torch.Tensor:
+    """The encoder means mu(x0) [N x D] of ``examples`` (raw, as ``model.encode`` takes them), in batches;
+    ``log`` hears the progress about every fifth of the way."""
     model.eval()
-    out = []
-    for i in range(0, len(examples), batch_size):
+    out, n = [], len(examples)
+    marks = {min(n, -(-n * k // 5)) for k in range(1, 6)}
+    for i in range(0, n, batch_size):
         out.append(model.encode(examples[i:i + batch_size]).float().cpu())
-        if progress is not None:
-            progress(min(i + batch_size, len(examples)), len(examples))
+        done = min(i + batch_size, n)
+        if log is not None and any(i < m <= done for m in marks):
+            log(f"encoded {done:,}/{n:,} examples")
     return torch.cat(out)
 
 

@@ -43,9 +43,7 @@ def run_prior_stage(cfg, datatype, model_dir: Path) -> dict[str, Any] | None:
     torch.manual_seed(cfg.run.seed)
     model = DiLED.from_pretrained(target)
     examples = datatype.training_examples()
-    every = max(1, len(examples) // 5)
-    z0 = encode_all(model, examples, progress=lambda i, n: (i % every < 200 or i == n) and print(
-        f"prior stage: encoded {i:,}/{n:,} training examples", flush=True))
+    z0 = encode_all(model, examples, log=lambda m: print(f"prior stage: {m}", flush=True))
     t1 = time.perf_counter()
     fresh = stage.prior_config(cfg.model)
     prior = model.denoiser if fresh is None else build_prior(fresh)

@@ -90,8 +90,10 @@ def _batches(items: list, size: int):
 
 
 @torch.no_grad()
-def _encode_all(model, seqs: list[str], size: int = 512) -> torch.Tensor:
-    return torch.cat([model.encode(chunk) for chunk in _batches(seqs, size)])
+def _encode_all(model, seqs: list[str]) -> torch.Tensor:
+    from diled.prior_training import encode_all
+
+    return encode_all(model, seqs, batch_size=512)
 
 
 @torch.no_grad()

@@ -179,7 +179,9 @@ class TextData(DataType):
         write_text_outputs(out_dir, refs, recons, samples, pairs, paths)
 
         probe, labelled = tools["probe"], tools["labelled"]
-        metrics.update(mauve_of_texts((probe or sentence_embedder()).embed, greedy, test_refs,
+        from diled.metrics.sentiment import SentimentProbe  # its embedder, when there are no labels to fit
+
+        metrics.update(mauve_of_texts((probe or SentimentProbe()).embed, greedy, test_refs,
                                       self.splits["val"].column("text").to_pylist()[:n_samples]))
         if probe is not None:
             held_pn = [r for r in test if r["label"] in ("positive", "negative")][:n_eval]
@@ -377,13 +379,6 @@ def write_text_outputs(out_dir: Path, refs: list[str], recons: list[str], sample
         lines += [f"# {one_line(a)}  ->  {one_line(b)}"] + [f"  {k / (len(path) - 1):.2f}  {one_line(s)}"
                                                             for k, s in enumerate(path)] + [""]
     (out_dir / "interpolations.txt").write_text("\n".join(lines))
-
-
-def sentence_embedder():
-    """The probe's sentence embedder alone (when the data has no sentiment labels to fit it on)."""
-    from diled.metrics.sentiment import SentimentProbe
-
-    return SentimentProbe()
 
 
 def sentiment_probe(train_rows: list[dict], n: int = 4000):
