@@ -303,7 +303,9 @@ class DiLED(nn.Module):
         with ``gather`` (a context manager factory that makes a list of parameters whole, one shard at a
         time) and only the one with ``write=True`` writes. ``dtype`` casts floating weights (16-bit export)."""
         directory = Path(directory)
-        save_sharded(self, directory, max_shard_bytes=max_shard_bytes, gather=gather, write=write, dtype=dtype)
+        skip = {f"codec.{key}" for key in self.codec.base_weight_keys()}  # held by a pretrained base, unchanged
+        save_sharded(self, directory, max_shard_bytes=max_shard_bytes, gather=gather, write=write, dtype=dtype,
+                     skip=skip)
         if write:
             (directory / CONFIG_NAME).write_text(json.dumps(self.get_config(), indent=2) + "\n")
             self.codec.save_extra(directory)
@@ -335,12 +337,17 @@ class DiLED(nn.Module):
         dtype = dtype or torch.float32
         model.to(dtype)  # meta tensors: nothing is allocated
         files, aliases = weight_files(directory)
-        load_into(model, files, aliases, assign=True, dtype=dtype, device=str(device))
+        load_into(model, files, aliases, assign=True, dtype=dtype, device=str(device), base=model._base_weights())
         return model.to(device).eval()  # the weights are there already; this moves the buffers
+
+    def _base_weights(self) -> tuple[list[Path], str] | None:
+        """The codec's pretrained base, where a folder saved without its frozen weights reads them from."""
+        base = self.codec.base_weights()
+        return None if base is None else (base[0], f"codec.{base[1]}")
 
     def load_weights(self, directory: str | Path, gather=None) -> "DiLED":
         """Copy the weights of a ``save_pretrained`` folder into this model (same architecture), one
         file at a time; ``gather`` as in ``save_pretrained`` for a partitioned model."""
         files, aliases = weight_files(Path(directory))
-        load_into(self, files, aliases, gather=gather)
+        load_into(self, files, aliases, gather=gather, base=self._base_weights())
         return self

@@ -83,17 +83,21 @@ def shard_file_names(count: int) -> list[str]:
 
 
 def save_sharded(module: nn.Module, directory: Path, max_shard_bytes: int = DEFAULT_SHARD_BYTES,
-                 gather: Gather | None = None, write: bool = True, dtype: torch.dtype | None = None) -> list[str]:
+                 gather: Gather | None = None, write: bool = True, dtype: torch.dtype | None = None,
+                 skip: Iterable[str] = ()) -> list[str]:
     """Write ``module``'s state dict to ``directory`` shard by shard; the shard file names.
 
     ``gather(params)`` (optional) makes partitioned parameters whole while their shard is written; all
     ranks must call this with the same module (the gathers are collectives), only ``write=True`` writes.
-    ``dtype`` casts floating tensors (e.g. ``torch.bfloat16`` for a 16-bit export)."""
+    ``dtype`` casts floating tensors (e.g. ``torch.bfloat16`` for a 16-bit export). ``skip``: keys not
+    written (a pretrained part's frozen weights, which ``load_into(base=...)`` reads from its base)."""
     from safetensors.torch import save_file
 
     if max_shard_bytes < 1:
         raise ValueError(f"max_shard_bytes must be >= 1, got {max_shard_bytes}")
     entries, aliases = unique_entries(module)
+    skip = set(skip)
+    entries = [(k, v) for k, v in entries if k not in skip]
     shards = plan_shards(entries, max_shard_bytes)
     names = shard_file_names(len(shards))
     if write:
@@ -192,7 +196,8 @@ def _set_tensor(module: nn.Module, key: str, value: torch.Tensor) -> None:
 
 
 def load_into(module: nn.Module, files: Iterable[Path], aliases: dict[str, str], assign: bool = False,
-              dtype: torch.dtype | None = None, gather: Gather | None = None, device: str = "cpu") -> None:
+              dtype: torch.dtype | None = None, gather: Gather | None = None, device: str = "cpu",
+              base: tuple[list[Path], str] | None = None) -> None:
     """Read the weight files into ``module``, one file at a time (each is closed before the next opens).
 
     ``assign=True`` puts the loaded tensors in place of the module's (meta) parameters, so nothing is
@@ -200,21 +205,24 @@ def load_into(module: nn.Module, files: Iterable[Path], aliases: dict[str, str],
     ``gather(params)`` if given (ZeRO-3: every rank calls this; the gather decides whose copy counts).
     Every state-dict key must be present and every stored key known (strict); tied parameters are tied
     again afterwards. Floating tensors are cast to ``dtype``, or to the dtype of the tensor they replace.
-    ``device``: where the tensors are read to (e.g. "cuda:0": straight onto the GPU, not through host memory)."""
+    ``device``: where the tensors are read to (e.g. "cuda:0": straight onto the GPU, not through host memory).
+    ``base``: ``(files, prefix)``, where the keys under ``prefix`` that ``files`` lack are read from (a folder
+    that stores only what trained of a pretrained part; the base files' keys are relative to ``prefix``)."""
     from safetensors import safe_open
 
     expected = module.state_dict(keep_vars=True)
     kept = {k for k in expected if k not in aliases}
     loaded, unexpected = set(), []
-    for path in files:
+
+    def read(path: Path, names: dict[str, str]) -> None:
+        """Load the file's keys named in ``names`` (file key -> module key)."""
         with safe_open(str(path), framework="pt", device=str(device)) as f:
-            keys = list(f.keys())
-            unexpected += [k for k in keys if k not in expected]
-            keys = [k for k in keys if k in expected]
-            params = [expected[k] for k in keys if isinstance(expected[k], nn.Parameter)]
+            keys = [k for k in f.keys() if k in names]
+            params = [expected[names[k]] for k in keys if isinstance(expected[names[k]], nn.Parameter)]
             with gather(params) if gather is not None and params else contextlib.nullcontext():
                 for key in keys:
-                    target = expected[key]
+                    target_key = names[key]
+                    target = expected[target_key]
                     value = f.get_tensor(key)
                     if tuple(value.shape) != _shape(target):
                         raise ValueError(f"{path.name}: {key} has shape {tuple(value.shape)}, the model expects "
@@ -222,12 +230,23 @@ def load_into(module: nn.Module, files: Iterable[Path], aliases: dict[str, str],
                     if value.is_floating_point():
                         value = value.to(dtype or target.dtype)
                     if assign:
-                        _set_tensor(module, key, value)
+                        _set_tensor(module, target_key, value)
                     else:
                         with torch.no_grad():
                             target.data.copy_(value)
-                    loaded.add(key)
+                    loaded.add(target_key)
                     del value
+
+    for path in files:
+        with safe_open(str(path), framework="pt") as f:
+            keys = list(f.keys())
+        unexpected += [k for k in keys if k not in expected]
+        read(path, {k: k for k in keys if k in expected})
+    if base is not None:
+        base_files, prefix = base
+        wanted = {k[len(prefix):]: k for k in kept - loaded if k.startswith(prefix)}
+        for path in base_files:
+            read(path, wanted)
     missing = sorted(kept - loaded)
     if missing or unexpected:
         raise ValueError(f"weights do not match the model: missing {missing[:8]}, unexpected {unexpected[:8]}")

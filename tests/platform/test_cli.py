@@ -70,3 +70,30 @@ def test_a_text_model_with_a_bert_decoder(tmp_path, vocabulary):
     out = cli("reconstruct", "--model", str(path), "a warm and funny story.", "it drags on.")
     assert out.returncode == 0, out.stderr
     assert [r["output"] for r in lines(out)] == model.reconstruct(["a warm and funny story.", "it drags on."])
+
+
+def test_a_text_model_with_a_causal_lm_decoder(tmp_path):
+    """The causal-LM kind (a tiny random Llama: grouped KV heads, rotary positions) through every verb."""
+    from diled.codecs.text import TextCodec, train_bpe
+
+    tok = str(train_bpe(["A warm and funny story.", "It drags on.", "@united late again"] * 20, 300, tmp_path / "tok"))
+    llama = {"model_type": "llama", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+             "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 64}
+    torch.manual_seed(0)
+    codec = TextCodec(latent_dim=4, decoder_kind="causal_lm", decoder_config=llama, encoder_layers=1, max_length=16,
+                      tokenizer=tok, latent_slots=2, slot_tokens=8)
+    model = DiLED(codec, MLPSkipNet(4, hidden=16, depth=2, time_dim=8), LatentDiffusion("constant", 20), w=1.0).eval()
+    path = model.save_pretrained(tmp_path / "llama")
+    texts = ["a warm and funny story.", "it drags on."]
+    out = cli("reconstruct", "--model", str(path), *texts)
+    assert out.returncode == 0, out.stderr
+    assert [r["output"] for r in lines(out)] == model.reconstruct(texts)
+    out = cli("generate", "--model", str(path), "-n", "2", "--seed", "1", "--steps", "5")
+    assert out.returncode == 0, out.stderr
+    assert [r["output"] for r in lines(out)] == model.generate(2, steps=5, seed=1)
+    out = cli("encode", "--model", str(path), texts[0])
+    assert out.returncode == 0, out.stderr
+    torch.testing.assert_close(torch.tensor([lines(out)[0]["latent"]]), model.encode(texts[:1]))
+    out = cli("interpolate", "--model", str(path), "--num", "3", "--steps", "5", *texts)
+    assert out.returncode == 0, out.stderr
+    assert [r["output"] for r in lines(out)] == model.interpolate(texts[0], texts[1], num=3, steps=5)

@@ -164,13 +164,20 @@ def test_cli_calls_the_service(service, models, capsys):
         main(["generate", "--url", service, "-n", "1000"])
 
 
-@pytest.mark.parametrize("vocabulary", ["wordpiece", "transplanted bpe, latent slots"])
-def test_a_model_with_a_bert_decoder_serves_unchanged(service, models, tmp_path, vocabulary):
+# a tiny random Llama (grouped KV heads, rotary positions): the causal-LM kind with no download
+TINY_LLAMA = {"model_type": "llama", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+              "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 64}
+
+
+@pytest.mark.parametrize("vocabulary", ["wordpiece", "transplanted bpe, latent slots", "causal lm (llama), latent slots"])
+def test_a_model_with_a_bert_or_causal_lm_decoder_serves_unchanged(service, models, tmp_path, vocabulary):
     service, config = service
     torch.manual_seed(0)
     preset_form = vocabulary != "wordpiece"  # the text-cpu preset's: a transplanted BPE and latent slots
     tok = str(models[0].parent / "tok") if preset_form else None
-    codec = TextCodec(latent_dim=8, decoder_kind="bert", decoder_layers=1, encoder_layers=1,
+    kind = {"decoder_kind": "causal_lm", "decoder_config": TINY_LLAMA} if "llama" in vocabulary else \
+        {"decoder_kind": "bert", "decoder_layers": 1}
+    codec = TextCodec(latent_dim=8, **kind, encoder_layers=1,
                       encoder_trainable_layers=0, max_length=24, tokenizer=tok,
                       latent_slots=4 if preset_form else 1, slot_tokens=6)
     # the preset's prior after its prior stage: a transformer over the latent slots
@@ -185,6 +192,8 @@ def test_a_model_with_a_bert_decoder_serves_unchanged(service, models, tmp_path,
     torch.testing.assert_close(torch.tensor(client.encode(SENTENCES[:2])), direct.encode(SENTENCES[:2]))
     assert client.reconstruct(SENTENCES[:3]) == direct.reconstruct(SENTENCES[:3])
     assert client.generate(n=2, steps=5, seed=0) == direct.generate(2, steps=5, seed=0)
+    assert client.interpolate(SENTENCES[0], SENTENCES[1], num=3, steps=5) == \
+        direct.interpolate(SENTENCES[0], SENTENCES[1], num=3, steps=5)
     swap_model(config, models[0])
     assert health_when(service, lambda h: h["model_dir"] == str(models[0]))["codec"] == "text"
 

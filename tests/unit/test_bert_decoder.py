@@ -64,7 +64,7 @@ def test_the_decoder_is_causal_and_the_latent_reaches_it():
 def test_invalid_bert_decoder_options_are_named():
     with pytest.raises(ValueError, match="decoder_layers must be -1 or in 1..6"):
         make_codec(decoder_layers=7)
-    with pytest.raises(ValueError, match="decoder_kind must be one of gpt2, bert"):
+    with pytest.raises(ValueError, match="decoder_kind must be one of causal_lm, gpt2, bert"):
         make_codec(decoder_kind="t5")
     with pytest.raises(ValueError, match="decoder_init"):
         make_codec(decoder_init="warm")

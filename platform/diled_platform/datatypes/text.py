@@ -272,13 +272,14 @@ def prepare_tokenizer(cfg: JobConfig, run_dir: Path, train_texts: list[str]) -> 
     ``model.codec_args.vocab_size`` (default 8000) on the training split into ``<run_dir>/tokenizer``
     (kept for resumed runs) and point the codec at it; if it is "gpt2-tiktoken", write GPT-2's own
     50,257-token BPE there from the offline ranks file (``gpt2_ranks_file``). A bert decoder
-    (``decoder_kind: bert``) with no ``tokenizer`` keeps its checkpoint's WordPiece: the config is returned
-    unchanged; with one, its vocabulary is transplanted (``diled.codecs.text``)."""
+    (``decoder_kind: bert``) with no ``tokenizer`` keeps its checkpoint's WordPiece, a pretrained causal LM
+    (``decoder_kind: causal_lm``) its own: the config is returned unchanged; with one, a bert decoder's
+    vocabulary is transplanted (``diled.codecs.text``)."""
     from diled.text_tokenizers import gpt2_tokenizer_from_tiktoken, train_bpe
 
     args = dict(cfg.model.codec_args)
-    if args.get("decoder_kind") == "bert" and "tokenizer" not in args:  # the checkpoint's own WordPiece
-        return cfg
+    if args.get("decoder_kind") in ("bert", "causal_lm") and "tokenizer" not in args:
+        return cfg  # the checkpoint's own vocabulary (a bert decoder's WordPiece, a pretrained causal LM's)
     vocab = args.pop("vocab_size", 8000)
     if args.get("tokenizer") == GPT2_TIKTOKEN:
         directory = run_dir / "tokenizer"
