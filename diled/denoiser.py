@@ -10,7 +10,9 @@ and an integer step [N] to a noise prediction [N x D]. Two architectures share t
   ``latent_slots``): a small transformer over the K slots as a sequence, as latent-sequence diffusion
   models do (LD4LG, Lovelace et al. 2023; DiT's adaLN-Zero time conditioning, Peebles & Xie 2023).
 
-``cond`` is the place a condition (a class, a property value) enters; priors built without one refuse it.
+``cond`` is where a condition enters: a prior built with ``classes`` (names) adds an embedding of the
+class index (-1: the learned null class, also what no ``cond`` means) to its time embedding, for
+classifier-free guidance (``diled.guidance``); priors built without classes refuse a ``cond``.
 """
 
 from __future__ import annotations
@@ -42,10 +44,11 @@ class MLPSkipNet(nn.Module):
         depth: number of hidden layers (paper: 20).
         time_dim: size of the sinusoidal time embedding and of its MLP.
         dropout: dropout after each hidden activation.
+        classes: class names the prior is conditioned on (none: unconditional).
     """
 
     def __init__(self, latent_dim: int, hidden: int = 2048, depth: int = 20, time_dim: int = 128,
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, classes: list[str] | None = None):
         super().__init__()
         for name, value in (("latent_dim", latent_dim), ("hidden", hidden), ("depth", depth), ("time_dim", time_dim)):
             if not isinstance(value, int) or value < 1:
@@ -59,17 +62,18 @@ class MLPSkipNet(nn.Module):
         self.time_proj = nn.ModuleList(nn.Linear(time_dim, hidden) for _ in range(depth))
         self.drop = nn.Dropout(dropout)
         self.out = nn.Linear(hidden + latent_dim, latent_dim)
+        _add_classes(self, classes, time_dim)
 
     def get_config(self) -> dict:
         return {"latent_dim": self.latent_dim, "hidden": self.hidden, "depth": self.depth,
-                "time_dim": self.time_dim, "dropout": self.dropout}
+                "time_dim": self.time_dim, "dropout": self.dropout, **_classes_config(self)}
 
     def forward(self, z_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         _check_input(self, z_t, cond)
         t = t.reshape(-1).expand(z_t.shape[0]) if t.numel() == 1 else t
         # the network runs in its weights' dtype (bf16 under mixed precision) whatever the schedule's is
         z_t = z_t.to(self.out.weight.dtype)
-        cond_all = self.time_mlp(timestep_embedding(t, self.time_dim).to(z_t.dtype))
+        cond_all = self.time_mlp(timestep_embedding(t, self.time_dim).to(z_t.dtype)) + _class_vector(self, cond, z_t)
         h = z_t
         for i, (layer, norm, proj) in enumerate(zip(self.layers, self.norms, self.time_proj)):
             h = layer(h if i == 0 else torch.cat([h, z_t], dim=-1))
@@ -95,10 +99,11 @@ class SlotTransformer(nn.Module):
         time_dim: size of the sinusoidal time embedding.
         mlp_ratio: the feed-forward width over ``hidden``.
         dropout: dropout in attention and feed-forward.
+        classes: class names the prior is conditioned on (none: unconditional).
     """
 
     def __init__(self, latent_dim: int, slots: int = 8, hidden: int = 256, depth: int = 4, heads: int = 4,
-                 time_dim: int = 128, mlp_ratio: int = 4, dropout: float = 0.0):
+                 time_dim: int = 128, mlp_ratio: int = 4, dropout: float = 0.0, classes: list[str] | None = None):
         super().__init__()
         for name, value in (("latent_dim", latent_dim), ("slots", slots), ("hidden", hidden), ("depth", depth),
                             ("heads", heads), ("time_dim", time_dim), ("mlp_ratio", mlp_ratio)):
@@ -118,17 +123,19 @@ class SlotTransformer(nn.Module):
         self.final_norm = nn.LayerNorm(hidden, elementwise_affine=False)
         self.final_mod = nn.Linear(hidden, 2 * hidden)
         self.out = nn.Linear(hidden, self.slot_dim)
+        _add_classes(self, classes, hidden)
 
     def get_config(self) -> dict:
         return {"latent_dim": self.latent_dim, "slots": self.slots, "hidden": self.hidden, "depth": self.depth,
-                "heads": self.heads, "time_dim": self.time_dim, "mlp_ratio": self.mlp_ratio, "dropout": self.dropout}
+                "heads": self.heads, "time_dim": self.time_dim, "mlp_ratio": self.mlp_ratio, "dropout": self.dropout,
+                **_classes_config(self)}
 
     def forward(self, z_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         _check_input(self, z_t, cond)
         t = t.reshape(-1).expand(z_t.shape[0]) if t.numel() == 1 else t
         n = z_t.shape[0]
         z_t = z_t.to(self.out.weight.dtype)
-        c = self.time_mlp(timestep_embedding(t, self.time_dim).to(z_t.dtype))  # [N x H]
+        c = self.time_mlp(timestep_embedding(t, self.time_dim).to(z_t.dtype)) + _class_vector(self, cond, z_t)  # [N x H]
         h = self.inp(z_t.view(n, self.slots, self.slot_dim)) + self.pos.to(z_t.dtype)  # [N x K x H]
         for block in self.blocks:
             h = block(h, c)
@@ -173,8 +180,28 @@ class _ZeroInitLinear(nn.Linear):
 def _check_input(prior: nn.Module, z_t: torch.Tensor, cond) -> None:
     if z_t.dim() != 2 or z_t.shape[1] != prior.latent_dim:
         raise ValueError(f"{type(prior).__name__} expects z_t of shape [N x {prior.latent_dim}], got {tuple(z_t.shape)}")
-    if cond is not None:
+    if cond is not None and not prior.classes:
         raise ValueError(f"{type(prior).__name__} was built without a condition, but cond was given")
+
+
+def _add_classes(prior: nn.Module, classes, dim: int) -> None:
+    """Give ``prior`` its class names and, if it has any, a class embedding of ``dim`` (the width its time
+    embedding is added at)."""
+    from diled.guidance import ConditionEmbedding, check_classes
+
+    prior.classes = check_classes(classes)
+    prior.class_embedding = ConditionEmbedding(len(prior.classes), dim) if prior.classes else None
+
+
+def _classes_config(prior: nn.Module) -> dict:
+    return {"classes": prior.classes} if prior.classes else {}
+
+
+def _class_vector(prior: nn.Module, cond, z_t: torch.Tensor):
+    """The class embedding of ``cond`` ([N x dim]; no ``cond``: the null class), 0 for a prior without classes."""
+    if prior.class_embedding is None:
+        return 0
+    return prior.class_embedding(cond, z_t.shape[0], z_t.device).to(z_t.dtype)
 
 
 #: the priors by the name configs and saved models use

@@ -131,8 +131,8 @@ class LatentDiffusion(nn.Module):
 
     # ----------------------------------------------------------------- objective
     def training_losses(self, denoiser: nn.Module, z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor,
-                        eps: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """The prior's per-example terms of the DiLED loss.
+                        eps: torch.Tensor | None = None, cond: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The prior's per-example terms of the DiLED loss (``cond``: class indices for a conditional prior).
 
         Args:
             denoiser: eps_theta(z_t, t).
@@ -148,7 +148,7 @@ class LatentDiffusion(nn.Module):
         self.check_t(t)
         eps = torch.randn_like(z1) if eps is None else eps
         z_t = self.q_sample(z1, t, eps)
-        eps_pred = denoiser(z_t, t)
+        eps_pred = denoiser(z_t, t) if cond is None else denoiser(z_t, t, cond)
         l_diff = (eps - eps_pred).pow(2).mean(dim=-1)
         # At t == 1, abar_1 = alpha_1 and 1 - abar_1 = beta_1, so this is DESIGN.md's
         # (z_t - sqrt(beta_1) eps_theta) / sqrt(alpha_1); both z0 (encoder) and eps_pred (prior) get gradient.

@@ -206,16 +206,32 @@ class DiLED(nn.Module):
             steps = min(DEFAULT_STEPS, self.diffusion.T)
         return self.diffusion.timesteps(steps)
 
+    def guided_prior(self, condition=None, guidance_scale: float = 1.0, classifier=None) -> nn.Module:
+        """The prior to sample with (``diled.guidance``): the prior itself with no ``condition``; toward the
+        class ``condition`` (a name or an index), guided by ``classifier`` (a ``LatentClassifier``) if one is
+        given, else classifier-free (the prior must have been built with classes), at ``guidance_scale``."""
+        from diled.guidance import CFGPrior, ClassifierGuidedPrior, class_index
+
+        if condition is None:
+            if classifier is not None:
+                raise ValueError("a classifier guides toward a condition: pass condition=<class name or index>")
+            return self.denoiser
+        if classifier is not None:
+            return ClassifierGuidedPrior(self.denoiser, classifier, self.diffusion,
+                                         class_index(classifier.classes, condition), guidance_scale)
+        return CFGPrior(self.denoiser, class_index(getattr(self.denoiser, "classes", []), condition), guidance_scale)
+
     @torch.no_grad()
     def sample_latents(self, n: int, steps: int | None = None, sampler: str = "ddim", eta: float | None = None,
-                       generator: torch.Generator | None = None, z_T: torch.Tensor | None = None) -> torch.Tensor:
+                       generator: torch.Generator | None = None, z_T: torch.Tensor | None = None,
+                       condition=None, guidance_scale: float = 1.0, classifier=None) -> torch.Tensor:
         """z1 [n x D] from the prior: DDIM (eta = 0) on ``steps`` strided steps, or DDPM ancestral
-        (eta = 1; all T steps if ``steps`` is None)."""
+        (eta = 1; all T steps if ``steps`` is None); toward ``condition`` as ``guided_prior`` says."""
         check_sampler_name(sampler)
+        prior = self.guided_prior(condition, guidance_scale, classifier)
         z_T = self._noise(n, generator) if z_T is None else z_T
         eta = (0.0 if sampler == "ddim" else 1.0) if eta is None else eta
-        return ddim_sample(self.diffusion, self.denoiser, z_T, self._steps(steps, sampler), eta=eta,
-                           generator=generator)
+        return ddim_sample(self.diffusion, prior, z_T, self._steps(steps, sampler), eta=eta, generator=generator)
 
     def _noise(self, n: int, generator: torch.Generator | None) -> torch.Tensor:
         """z_T ~ N(0, I) [n x D], drawn on the CPU (the same numbers on every device) and moved."""
@@ -225,15 +241,43 @@ class DiLED(nn.Module):
 
     @torch.no_grad()
     def generate(self, n: int, steps: int | None = None, sampler: str = "ddim", seed: int | None = None,
-                 generator: torch.Generator | None = None, **decode_kwargs) -> list:
+                 generator: torch.Generator | None = None, condition=None, guidance_scale: float = 1.0,
+                 classifier=None, **decode_kwargs) -> list:
         """``n`` new items: sample z1 with the prior, decode it. The same generator (or ``seed``) also
-        drives sampled decoding (``strategy="sample"``), so a seeded call is reproducible end to end."""
+        drives sampled decoding (``strategy="sample"``), so a seeded call is reproducible end to end.
+        ``condition``, ``guidance_scale``, ``classifier``: guided generation (``guided_prior``)."""
         if generator is None and seed is not None:
             generator = torch.Generator().manual_seed(seed)
-        z1 = self.sample_latents(n, steps=steps, sampler=sampler, generator=generator)
+        z1 = self.sample_latents(n, steps=steps, sampler=sampler, generator=generator, condition=condition,
+                                 guidance_scale=guidance_scale, classifier=classifier)
         if generator is not None:
             decode_kwargs.setdefault("generator", generator)
         return self.codec.decode(z1, **decode_kwargs)
+
+    @torch.no_grad()
+    def edit_latents(self, batch, condition, strength: float = 0.5, guidance_scale: float = 1.0,
+                     steps: int | None = None, classifier=None) -> torch.Tensor:
+        """Guided editing (LatentOps' use, "make this review positive"): the inputs' encoder means are
+        DDIM-inverted with the unconditional prior up to step ``strength`` x T, then sampled back down toward
+        ``condition`` (``guided_prior``). ``strength`` 0 keeps the inputs' latents; 1 inverts all the way,
+        keeping of each input only what its code z_T holds."""
+        if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0 <= strength <= 1:
+            raise ValueError(f"strength must be a number in [0, 1], got {strength!r}")
+        prior = self.guided_prior(condition, guidance_scale, classifier)
+        z0 = self.encode(batch)
+        top = round(strength * self.diffusion.T)
+        ts = [t for t in self._steps(steps) if t <= top]
+        if not ts:
+            return z0
+        return ddim_sample(self.diffusion, prior, ddim_invert(self.diffusion, self.denoiser, z0, ts), ts)
+
+    @torch.no_grad()
+    def edit(self, inputs, condition, strength: float = 0.5, guidance_scale: float = 1.0, steps: int | None = None,
+             classifier=None, **decode_kwargs) -> list:
+        """The inputs edited toward ``condition`` (``edit_latents``), decoded."""
+        z = self.edit_latents(inputs, condition, strength=strength, guidance_scale=guidance_scale, steps=steps,
+                              classifier=classifier)
+        return self.codec.decode(z, **decode_kwargs)
 
     @torch.no_grad()
     def invert(self, batch, steps: int | None = None) -> torch.Tensor:

@@ -53,12 +53,14 @@ def sample_steps(n: int, T: int, how: TSampling, generator: torch.Generator) -> 
 def train_prior(model, prior: nn.Module, z0: torch.Tensor, *, steps: int | None = None, seconds: float | None = None,
                 batch_size: int = 256, lr: float = 3e-4, ema: float = 0.999, warmup: int = 200, seed: int = 0,
                 t_sampling: TSampling = "uniform", log: Callable[[str], None] | None = None,
-                log_every: int = 500) -> tuple[nn.Module, dict]:
+                log_every: int = 500, labels: torch.Tensor | None = None,
+                drop_prob: float = 0.1) -> tuple[nn.Module, dict]:
     """Train ``prior`` (any prior of ``diled.denoiser``) on encoder means ``z0`` [N x D] with ``model``'s
     diffusion (z1 = z0 + sqrt(beta_1) eps', t drawn by ``sample_steps``), AdamW with a linear warm-up
     then cosine decay to 10%, for ``steps`` steps or ``seconds`` of wall time (the one given; with both,
     whichever ends first). Returns the EMA copy of the prior (decay ``ema``; 0: the raw weights) and a
-    summary dict."""
+    summary dict. ``labels`` [N] (class indices; -1: unlabelled) train a prior built with classes, each
+    label replaced by the null class with probability ``drop_prob`` (classifier-free guidance)."""
     if t_sampling not in T_SAMPLINGS:
         raise ValueError(f"unknown t sampling {t_sampling!r}; valid: {', '.join(T_SAMPLINGS)}")
     if steps is None and seconds is None:
@@ -67,6 +69,14 @@ def train_prior(model, prior: nn.Module, z0: torch.Tensor, *, steps: int | None 
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
     if not 0 <= ema < 1:
         raise ValueError(f"ema must be in [0, 1), got {ema!r}")
+    if labels is not None:
+        if not getattr(prior, "classes", None):
+            raise ValueError(f"labels were given, but the {type(prior).__name__} was built without classes")
+        if labels.shape != (len(z0),):
+            raise ValueError(f"labels must be [N] = [{len(z0)}] class indices, got shape {tuple(labels.shape)}")
+        if not 0 <= drop_prob <= 1:
+            raise ValueError(f"drop_prob must be in [0, 1], got {drop_prob!r}")
+        labels = labels.long()
     diffusion = model.diffusion
     gen = torch.Generator().manual_seed(seed)
     prior = prior.float().train()
@@ -80,7 +90,10 @@ def train_prior(model, prior: nn.Module, z0: torch.Tensor, *, steps: int | None 
         z1 = z0_b + diffusion.encoder_noise_std * torch.randn(z0_b.shape, generator=gen)
         t = sample_steps(batch_size, diffusion.T, t_sampling, gen)
         eps = torch.randn(z1.shape, generator=gen)
-        loss = diffusion.training_losses(prior, z0_b, z1, t, eps=eps)["diff"].mean()
+        cond = None
+        if labels is not None:
+            cond = torch.where(torch.rand(batch_size, generator=gen) < drop_prob, -1, labels[idx])
+        loss = diffusion.training_losses(prior, z0_b, z1, t, eps=eps, cond=cond)["diff"].mean()
         # a cosine over the step budget; with a time budget only, the warm-up alone
         frac = step / horizon if steps else 0.0
         scale = min(1.0, (step + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
@@ -102,5 +115,5 @@ def train_prior(model, prior: nn.Module, z0: torch.Tensor, *, steps: int | None 
     prior.eval()
     summary = {"steps": step, "seconds": time.perf_counter() - start, "batch_size": batch_size, "lr": lr,
                "ema": ema, "t_sampling": t_sampling, "final_loss": sum(losses[-100:]) / max(1, len(losses[-100:])),
-               "latents": len(z0)}
+               "latents": len(z0), **({"classes": list(prior.classes), "drop_prob": drop_prob} if labels is not None else {})}
     return (averaged if ema > 0 else prior), summary

@@ -41,7 +41,17 @@ def probe(tmp_path, name, job, steps):
     return out
 
 
-def test_zero3_text_is_built_partitioned_and_exports_the_trained_logits(ray_local, tmp_path):
+DECODERS = {
+    "gpt2": "decoder_kind: gpt2, decoder_config: {n_layer: 2, n_embd: 64, n_head: 2, n_positions: 32}",
+    # the causal-LM kind with another architecture (grouped KV heads, rotary positions): its modelling
+    # module is imported before zero.Init (zero.prepare_causal_decoder), not only GPT-2's
+    "llama": "decoder_kind: causal_lm, decoder_config: {model_type: llama, hidden_size: 64, intermediate_size: 128,"
+             " num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, max_position_embeddings: 32}",
+}
+
+
+@pytest.mark.parametrize("decoder", ["gpt2", "llama"])
+def test_zero3_text_is_built_partitioned_and_exports_the_trained_logits(ray_local, tmp_path, decoder):
     from diled.codecs.text import train_bpe
 
     tok = train_bpe(TEXTS * 20, 300, tmp_path / "tok")
@@ -50,8 +60,7 @@ def test_zero3_text_is_built_partitioned_and_exports_the_trained_logits(ray_loca
         "--model.prior_hidden=64", "--model.prior_depth=2",
         "--model.latent_dim=16", "--optim.decay=constant", "--optim.warmup_steps=0", "--optim.lr=1e-3",
         f"--model.codec_args={{tokenizer: {tok}, max_length: 16, encoder_layers: 2, encoder_trainable_layers: 1,"
-        " decoder_trainable: paper, activation_checkpointing: true,"
-        " decoder_config: {n_layer: 2, n_embd: 64, n_head: 2, n_positions: 32}}"])
+        f" decoder_trainable: paper, activation_checkpointing: true, {DECODERS[decoder]}}}"])
     out = probe(tmp_path, "trained", cfg, steps=3)
 
     # no worker ever held a whole tensor, let alone the whole model: every one is a half partition

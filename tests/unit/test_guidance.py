@@ -1,0 +1,117 @@
+"""Guided generation and editing in latent space (diled.guidance): a conditional prior trained post hoc on
+labelled latents and mixed classifier-free, and a classifier on noisy latents guiding an unconditional
+prior. The latents are two clusters, class "left" around x = -1.5 and "right" around x = +1.5."""
+
+import pytest
+import torch
+
+from diled import DiLED, LatentDiffusion, MLPSkipNet, SlotTransformer, VectorCodec
+from diled.guidance import LatentClassifier, train_classifier
+from diled.prior_training import train_prior
+
+CLASSES = ["left", "right"]
+
+
+def clusters(n=2000, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 2, (n,), generator=g)
+    z0 = 0.3 * torch.randn(n, 2, generator=g)
+    z0[:, 0] += torch.where(labels == 1, 1.5, -1.5)
+    return z0, labels
+
+
+def model_with(prior):
+    torch.manual_seed(0)
+    return DiLED(VectorCodec(2, 2, hidden=8, depth=1), prior, LatentDiffusion("linear", 100), w=1.0).eval()
+
+
+@pytest.fixture(scope="module")
+def conditional():
+    z0, labels = clusters()
+    model = model_with(MLPSkipNet(2, hidden=64, depth=3, time_dim=32, classes=CLASSES))
+    model.denoiser, _ = train_prior(model, model.denoiser, z0, steps=1500, batch_size=256, lr=2e-3, ema=0.99,
+                                    warmup=50, labels=labels, drop_prob=0.2)
+    return model
+
+
+def share_right(z):
+    return float((z[:, 0] > 0).float().mean())
+
+
+def test_classifier_free_guidance_steers_toward_the_class(conditional):
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    free = conditional.sample_latents(400, steps=50, generator=g())
+    assert 0.3 < share_right(free) < 0.7  # no condition: the null class, both clusters
+    for scale in (1.0, 3.0):
+        assert share_right(conditional.sample_latents(400, steps=50, generator=g(), condition="right",
+                                                      guidance_scale=scale)) > 0.95
+        assert share_right(conditional.sample_latents(400, steps=50, generator=g(), condition=0,
+                                                      guidance_scale=scale)) < 0.05
+    # no batch-coupled layers: a seed's samples do not depend on how many are drawn with them
+    z_T = torch.randn(8, 2, generator=g())
+    four = conditional.sample_latents(4, steps=20, z_T=z_T[:4], condition="right", guidance_scale=3.0)
+    eight = conditional.sample_latents(8, steps=20, z_T=z_T, condition="right", guidance_scale=3.0)
+    torch.testing.assert_close(four, eight[:4])
+
+
+def test_guided_editing_moves_inputs_across_and_strength_zero_keeps_them(conditional):
+    z0, labels = clusters(200, seed=1)
+    left = z0[labels == 0]
+    decoder_inputs = conditional.codec.decode_mean(left)  # inputs whose encodings we edit
+    model = conditional
+    model.codec.encode = lambda batch: left  # the codec is not what is tested: its latents are the clusters'
+    try:
+        edited = model.edit_latents(decoder_inputs.tolist(), "right", strength=0.8, guidance_scale=3.0, steps=50)
+        assert share_right(edited) > 0.9
+        kept = model.edit_latents(decoder_inputs.tolist(), "right", strength=0.0)
+        torch.testing.assert_close(kept, left)
+        weak = model.edit_latents(decoder_inputs.tolist(), "right", strength=0.05, guidance_scale=3.0, steps=50)
+        assert share_right(weak) < 0.2  # a little noise: the inputs stay where they were
+        with pytest.raises(ValueError, match="strength must be a number in"):
+            model.edit_latents(decoder_inputs.tolist(), "right", strength=1.5)
+    finally:
+        del model.codec.encode
+
+
+def test_classifier_guidance_steers_an_unconditional_prior():
+    z0, labels = clusters()
+    model = model_with(MLPSkipNet(2, hidden=64, depth=3, time_dim=32))
+    model.denoiser, _ = train_prior(model, model.denoiser, z0, steps=1500, batch_size=256, lr=2e-3, ema=0.99,
+                                    warmup=50)
+    classifier = LatentClassifier(2, CLASSES, hidden=64, depth=2, time_dim=32)
+    summary = train_classifier(classifier, model.diffusion, z0, labels, steps=800, lr=3e-3)
+    assert summary["final_loss"] < summary["chance_loss"]
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    assert share_right(model.sample_latents(400, steps=50, generator=g(), condition="right", classifier=classifier,
+                                            guidance_scale=3.0)) > 0.9
+    assert share_right(model.sample_latents(400, steps=50, generator=g(), condition="left", classifier=classifier,
+                                            guidance_scale=3.0)) < 0.1
+    with pytest.raises(ValueError, match="has no classes"):
+        model.sample_latents(2, condition="right")
+
+
+def test_conditions_are_checked_and_classes_are_saved(conditional, tmp_path):
+    with pytest.raises(ValueError, match=r"unknown condition 'up'; this model knows \['left', 'right'\]"):
+        conditional.generate(2, condition="up")
+    with pytest.raises(ValueError, match="class name or an index in 0..1"):
+        conditional.generate(2, condition=2)
+    with pytest.raises(ValueError, match="guidance_scale must be >= 0"):
+        conditional.generate(2, condition="left", guidance_scale=-1)
+    with pytest.raises(ValueError, match="built without a condition"):
+        MLPSkipNet(2, hidden=8, depth=1)(torch.zeros(1, 2), torch.ones(1, dtype=torch.long), torch.zeros(1))
+    with pytest.raises(ValueError, match="classes must be distinct"):
+        SlotTransformer(4, slots=2, hidden=8, depth=1, heads=2, classes=["a", "a"])
+    loaded = DiLED.from_pretrained(conditional.save_pretrained(tmp_path / "m"))
+    assert loaded.denoiser.classes == CLASSES
+    g = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    torch.testing.assert_close(loaded.sample_latents(5, steps=10, generator=g(), condition="left", guidance_scale=2.0),
+                               conditional.sample_latents(5, steps=10, generator=g(), condition="left",
+                                                          guidance_scale=2.0))
+
+
+def test_a_slot_transformer_takes_classes_too():
+    prior = SlotTransformer(4, slots=2, hidden=16, depth=1, heads=2, time_dim=16, classes=CLASSES)
+    z, t = torch.randn(3, 4), torch.tensor([1, 5, 9])
+    nn_out = prior(z, t, torch.tensor([0, 1, -1]))
+    assert nn_out.shape == (3, 4)
+    torch.testing.assert_close(prior(z, t), prior(z, t, torch.tensor([-1, -1, -1])))  # no cond: the null class
