@@ -19,6 +19,7 @@ Neither has batch-coupled layers: a seeded sample does not depend on what else i
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -168,3 +169,58 @@ def train_classifier(classifier: LatentClassifier, diffusion, z0: torch.Tensor, 
     classifier.eval()
     tail = losses[-max(1, steps // 10):]
     return {"steps": steps, "final_loss": sum(tail) / len(tail), "chance_loss": math.log(len(classifier.classes))}
+
+
+GUIDE_DIR = "guide"
+
+
+def model_weights_sha256(model_dir: Path) -> str:
+    """SHA-256 of a saved model's weight files (``model.safetensors`` or its shards, in name order): what a
+    guide saved beside the model is tied to."""
+    from diled.causal_lm import file_sha256
+    from diled.persistence import weight_files
+
+    files, _ = weight_files(Path(model_dir))
+    return file_sha256(sorted(files, key=lambda p: p.name))
+
+
+def save_guide(classifier: LatentClassifier, model_dir: str | Path, record: dict | None = None) -> Path:
+    """Write ``classifier`` into ``<model_dir>/guide/`` (config, weights, the model's SHA-256), written under a
+    temporary name and renamed into place; ``DiLED.from_pretrained`` loads it as ``model.guide``."""
+    import json
+    import os
+    import shutil
+
+    from safetensors.torch import save_file
+
+    model_dir = Path(model_dir)
+    target, tmp = model_dir / GUIDE_DIR, model_dir / f".{GUIDE_DIR}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    config = {"classifier": classifier.get_config(), "model_sha256": model_weights_sha256(model_dir),
+              "trained": record or {}}
+    (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    save_file({k: v.detach().contiguous() for k, v in classifier.state_dict().items()}, str(tmp / "model.safetensors"))
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
+    return target
+
+
+def load_guide(model_dir: str | Path) -> LatentClassifier | None:
+    """The classifier saved beside a model (None if there is none); ValueError if it was trained for other
+    weights than the folder's (its SHA-256 differs)."""
+    import json
+
+    from safetensors.torch import load_file
+
+    folder = Path(model_dir) / GUIDE_DIR
+    if not (folder / "config.json").is_file():
+        return None
+    config = json.loads((folder / "config.json").read_text())
+    digest = model_weights_sha256(model_dir)
+    if config.get("model_sha256") != digest:
+        raise ValueError(f"{folder} was trained for a model whose weights have SHA-256 {config.get('model_sha256')}, "
+                         f"but {model_dir} has {digest}: retrain the guide (or remove {folder})")
+    classifier = LatentClassifier(**config["classifier"])
+    classifier.load_state_dict(load_file(str(folder / "model.safetensors")))
+    return classifier.eval()

@@ -99,6 +99,23 @@ class DiLED(nn.Module):
             self.codec.requires_grad_(False)
 
     @property
+    def guide(self):
+        """A ``LatentClassifier`` saved beside the model (``<folder>/guide``, ``diled.guidance.save_guide``),
+        which guides sampling toward a class when the prior has none; None if there is none. Not part of the
+        model's weights."""
+        return self.__dict__.get("_guide")
+
+    @guide.setter
+    def guide(self, classifier) -> None:
+        self.__dict__["_guide"] = classifier  # not a submodule: the model's state dict stays the model's
+
+    def __setattr__(self, name: str, value) -> None:
+        if name == "guide":  # nn.Module would register a module value as a submodule, past the property
+            object.__setattr__(self, name, value)
+            return
+        super().__setattr__(name, value)
+
+    @property
     def latent_dim(self) -> int:
         return self.codec.latent_dim
 
@@ -208,14 +225,17 @@ class DiLED(nn.Module):
 
     def guided_prior(self, condition=None, guidance_scale: float = 1.0, classifier=None) -> nn.Module:
         """The prior to sample with (``diled.guidance``): the prior itself with no ``condition``; toward the
-        class ``condition`` (a name or an index), guided by ``classifier`` (a ``LatentClassifier``) if one is
-        given, else classifier-free (the prior must have been built with classes), at ``guidance_scale``."""
+        class ``condition`` (a name or an index) at ``guidance_scale``: classifier-free if the prior was built
+        with classes, else guided by ``classifier`` (a ``LatentClassifier``; default the model's ``guide``).
+        An explicit ``classifier`` is used in either case."""
         from diled.guidance import CFGPrior, ClassifierGuidedPrior, class_index
 
         if condition is None:
             if classifier is not None:
                 raise ValueError("a classifier guides toward a condition: pass condition=<class name or index>")
             return self.denoiser
+        if classifier is None and not getattr(self.denoiser, "classes", None):
+            classifier = self.guide  # the classifier saved beside the model, if any
         if classifier is not None:
             return ClassifierGuidedPrior(self.denoiser, classifier, self.diffusion,
                                          class_index(classifier.classes, condition), guidance_scale)
@@ -382,6 +402,11 @@ class DiLED(nn.Module):
         model.to(dtype)  # meta tensors: nothing is allocated
         files, aliases = weight_files(directory)
         load_into(model, files, aliases, assign=True, dtype=dtype, device=str(device), base=model._base_weights())
+        from diled.guidance import load_guide
+
+        model.guide = load_guide(directory)
+        if model.guide is not None:
+            model.guide.to(device)
         return model.to(device).eval()  # the weights are there already; this moves the buffers
 
     def _base_weights(self) -> tuple[list[Path], str] | None:

@@ -64,3 +64,31 @@ class SentimentProbe:
         keep = [(t, l) for t, l in zip(texts, labels) if l in self.classes]
         pred = self.predict([t for t, _ in keep])
         return sum(p == l for p, (_, l) in zip(pred, keep)) / max(len(keep), 1)
+
+
+class TfidfSentiment:
+    """A second, independent positive / negative judge: logistic regression on word and word-bigram TF-IDF
+    features (scikit-learn), sharing no features with the MiniLM probe or the model. Same interface."""
+
+    def __init__(self):
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.linear_model import LogisticRegression
+
+        self.vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True, lowercase=True)
+        self.model = LogisticRegression(max_iter=1000, C=4.0)
+        self.classes = ("negative", "positive")
+
+    def fit(self, texts: list[str], labels: list[str]):
+        keep = [(t, l) for t, l in zip(texts, labels) if l in self.classes]
+        if len({l for _, l in keep}) < 2:
+            raise ValueError("TfidfSentiment.fit needs both positive and negative examples")
+        self.model.fit(self.vectorizer.fit_transform([t for t, _ in keep]), [l for _, l in keep])
+        return self
+
+    def predict(self, texts: list[str]) -> list[str]:
+        return [str(p) for p in self.model.predict(self.vectorizer.transform(texts))] if texts else []
+
+    def accuracy(self, texts: list[str], labels: list[str]) -> float:
+        keep = [(t, l) for t, l in zip(texts, labels) if l in self.classes]
+        pred = self.predict([t for t, _ in keep])
+        return sum(p == l for p, (_, l) in zip(pred, keep)) / max(len(keep), 1)

@@ -4,6 +4,8 @@
     python -m diled_platform reconstruct --model runs/text-cpu/model --via inversion "a sentence"
     python -m diled_platform generate    --model runs/text-cpu/model -n 5 --steps 50 --seed 0
     python -m diled_platform interpolate --model runs/text-cpu/model --num 5 "first" "second"
+    python -m diled_platform generate    --model runs/text-cpu/model -n 5 --condition positive --guidance 3
+    python -m diled_platform edit        --model runs/text-cpu/model --condition positive --strength 0.6 "a sentence"
     python -m diled_platform generate    --url http://127.0.0.1:8000 -n 5 --seed 0   # a running service
 
 With ``--url`` instead of ``--model`` the command calls a DiLED service (``jobs/serve.py``); its API key,
@@ -111,9 +113,20 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--sampler", choices=["ddim", "ddpm"], default="ddim")
     inter = sub.add_parser("interpolate", parents=[common, with_inputs], help="points between two inputs")
     inter.add_argument("--num", type=int, default=5)
+    guided = argparse.ArgumentParser(add_help=False)
+    guided.add_argument("--guidance", type=float, default=3.0, help="guidance scale (1: the conditional prior; "
+                        "larger: further toward the condition)")
+    gen.add_argument("--condition", default=None, help="a class the model knows (its guide's or conditional "
+                     "prior's), e.g. positive")
+    gen.add_argument("--guidance", type=float, default=3.0, help="guidance scale, with --condition")
+    edit = sub.add_parser("edit", parents=[common, with_inputs, guided], help="edit inputs toward a condition")
+    edit.add_argument("--condition", required=True, help="a class the model knows, e.g. positive")
+    edit.add_argument("--strength", type=float, default=0.5, help="how far to invert before sampling back (0..1)")
     args = parser.parse_args(argv)
 
     if args.url:
+        if args.command == "edit" or getattr(args, "condition", None) is not None:
+            raise SystemExit("error: guided generation and edit are not served yet: use --model (a local folder)")
         return _remote(args)
     from diled import DiLED
 
@@ -122,11 +135,19 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as e:
         raise SystemExit(f"error: {e}") from None
     out = sys.stdout
-    if args.command == "generate":
-        for item in model.generate(args.n, steps=args.steps, sampler=args.sampler, seed=args.seed):
-            out.write(json.dumps({"output": item}) + "\n")
-        return 0
-    items = _parse(model.codec.name, model.codec.input_kind, _inputs(args))
+    try:
+        if args.command == "generate":
+            guided = {"condition": args.condition, "guidance_scale": args.guidance} if args.condition else {}
+            for item in model.generate(args.n, steps=args.steps, sampler=args.sampler, seed=args.seed, **guided):
+                out.write(json.dumps({"output": item}) + "\n")
+            return 0
+        items = _parse(model.codec.name, model.codec.input_kind, _inputs(args))
+        if args.command == "edit":
+            _write_outputs(items, model.edit(items, args.condition, strength=args.strength,
+                                             guidance_scale=args.guidance, steps=args.steps))
+            return 0
+    except ValueError as e:  # an unknown condition, a strength out of range: named by the library
+        raise SystemExit(f"error: {e}") from None
     if args.command == "encode":
         _write_encoded(items, model.encode(items).tolist())
     elif args.command == "reconstruct":

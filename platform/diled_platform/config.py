@@ -189,6 +189,7 @@ class RunConfig:
     report_examples: int | None = None          # held-out examples reconstructed (text 300, protein/image/vector 2000)
     report_samples: int | None = None           # samples generated (text 500, protein 200, image/vector 2000)
     report_ddim_steps: int = 50                 # DDIM steps of sampling, inversion and interpolation
+    report_guided: int = 100                    # guided samples per target and scale (a model with a guide)
     # experiment tracking (diled_platform.tracking): MLflow in a local store beside the runs by default
     tracking: Literal["mlflow", "none"] = "mlflow"
     tracking_uri: str | None = None             # a shared MLflow server; None: <storage_path>/mlflow.db
@@ -204,7 +205,8 @@ class RunConfig:
         return out
 
     def validate(self):
-        _positive(self, "checkpoint_every", "num_to_keep", "log_every", "val_batches", "report_ddim_steps")
+        _positive(self, "checkpoint_every", "num_to_keep", "log_every", "val_batches", "report_ddim_steps",
+                  "report_guided")
         for key in ("report_examples", "report_samples"):
             value = getattr(self, key)
             if value is not None and value < 2:
@@ -229,11 +231,17 @@ class PriorStageConfig:
     lr: float = 3.0e-4
     ema: float = 0.999                          # the EMA of the prior's weights is what is saved
     t_sampling: Literal["uniform", "log_uniform"] = "uniform"   # how t is drawn (diled.prior_training)
+    # > 0: also a classifier on the labelled training latents (diled.guidance.LatentClassifier), saved
+    # beside the model as its guide: generate/edit toward a label (the data type's training_labels)
+    guide_steps: int = 0
 
     def validate(self):
         _positive(self, "batch_size")
         if self.steps < 0:
             raise ConfigError(f"prior_stage.steps must be >= 0 (0: off), got {self.steps}")
+        if self.guide_steps < 0 or (self.guide_steps and not self.steps):
+            raise ConfigError(f"prior_stage.guide_steps must be >= 0 and needs prior_stage.steps > 0, got "
+                              f"guide_steps={self.guide_steps} with steps={self.steps}")
         if not self.lr > 0:
             raise ConfigError(f"prior_stage.lr must be > 0, got {self.lr}")
         if not 0 <= self.ema < 1:

@@ -54,9 +54,15 @@ def run_prior_stage(cfg, datatype, model_dir: Path) -> dict[str, Any] | None:
     record = {**summary, "prior": fresh or "the jointly trained prior, continued",
               "parameters": sum(p.numel() for p in trained.parameters()), "encode_seconds": round(t1 - t0, 1),
               "train_seconds": round(summary["seconds"], 1)}
+    guide = train_guide(model, datatype, z0, stage.guide_steps, cfg.run.seed) if stage.guide_steps else None
     tmp = target.with_name(target.name + ".prior_stage.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
+    if guide is not None:
+        from diled.guidance import save_guide
+
+        save_guide(guide[0], tmp, guide[1])  # tied to the weights just written
+        record["guide"] = guide[1]
     (tmp / RECORD).write_text(json.dumps(record, indent=2) + "\n")
     joint = target.with_name(target.name + ".joint")
     shutil.rmtree(joint, ignore_errors=True)
@@ -65,3 +71,21 @@ def run_prior_stage(cfg, datatype, model_dir: Path) -> dict[str, Any] | None:
     print(f"prior stage: {summary['steps']} steps on {len(z0):,} latents in {time.perf_counter() - t0:.0f} s "
           f"(final loss {summary['final_loss']:.4f})", flush=True)
     return record
+
+
+def train_guide(model, datatype, z0: torch.Tensor, steps: int, seed: int):
+    """A ``LatentClassifier`` on the labelled ones of the training latents ``z0`` (the data type's
+    ``training_labels``), noised as the prior sees them; returns (classifier, its record)."""
+    from diled.guidance import LatentClassifier, train_classifier
+
+    t0 = time.perf_counter()
+    classes, labels = datatype.training_labels()
+    labels = torch.tensor(labels, dtype=torch.long)
+    keep = labels >= 0
+    torch.manual_seed(seed)
+    classifier = LatentClassifier(model.latent_dim, classes)
+    summary = train_classifier(classifier, model.diffusion, z0[keep], labels[keep], steps=steps, seed=seed)
+    counts = {c: int((labels == i).sum()) for i, c in enumerate(classes)}
+    print(f"prior stage: guide on {int(keep.sum()):,} labelled latents {counts}, {steps} steps, loss "
+          f"{summary['final_loss']:.3f} (chance {summary['chance_loss']:.3f})", flush=True)
+    return classifier, {**summary, "classes": classes, "labelled": counts, "seconds": round(time.perf_counter() - t0, 1)}

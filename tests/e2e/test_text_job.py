@@ -17,6 +17,7 @@ def test_text_job_tiny(tmp_path):
     args = [sys.executable, str(ROOT / "jobs/train_text.py"), "--run.name=tiny", f"--run.storage_path={tmp_path}",
             "--data.max_examples=600", "--optim.max_steps=40", "--optim.warmup_steps=5", "--run.checkpoint_every=20", "--run.log_every=10",
             "--data.batch_size=8", "--model.prior_hidden=64", "--model.prior_depth=2", "--prior_stage.steps=20",
+            "--prior_stage.guide_steps=30", "--run.report_guided=8",  # a sentiment guide, and its report section
             # the preset's decoder kind (MiniLM's first layer, warm-started, with the trained BPE transplanted)
             # and its latent slots (8 x 4 here)
             "--model.latent_dim=32", "--model.codec_args={tokenizer: train, vocab_size: 500, max_length: 24,"
@@ -62,3 +63,11 @@ def test_text_job_bad_data_file_fails_clearly(tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert out.returncode != 0
     assert "no column 'text'" in out.stderr
+    # the guide: a classifier on the labelled training latents, saved beside the model, judged in the report
+    assert stage["guide"]["classes"] == ["negative", "neutral", "positive"]
+    assert (run / "model/guide/model.safetensors").is_file() and (run / "guided_control.png").is_file()
+    guided = metrics["guided"]
+    assert set(guided["by_scale"]) == {"0.0", "1.0", "3.0", "10.0"} and guided["n_per_condition"] == 8
+    for entry in guided["by_scale"].values():
+        for target in ("positive", "negative"):
+            assert 0 <= entry[target]["probe"] <= 1 and 0 <= entry[target]["tfidf"] <= 1

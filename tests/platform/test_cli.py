@@ -97,3 +97,23 @@ def test_a_text_model_with_a_causal_lm_decoder(tmp_path):
     out = cli("interpolate", "--model", str(path), "--num", "3", "--steps", "5", *texts)
     assert out.returncode == 0, out.stderr
     assert [r["output"] for r in lines(out)] == model.interpolate(texts[0], texts[1], num=3, steps=5)
+
+
+def test_guided_generate_and_edit(tmp_path):
+    """--condition and --guidance on generate, and the edit verb, give the library's answers."""
+    torch.manual_seed(0)
+    model = DiLED(VectorCodec(2, 2, hidden=16, depth=1), MLPSkipNet(2, hidden=16, depth=2, time_dim=8,
+                                                                    classes=["low", "high"]),
+                  LatentDiffusion("constant", 20), w=1.0).eval()
+    path = model.save_pretrained(tmp_path / "conditional")
+    out = cli("generate", "--model", str(path), "-n", "3", "--seed", "2", "--steps", "5", "--condition", "high",
+              "--guidance", "2.5")
+    assert out.returncode == 0, out.stderr
+    assert [r["output"] for r in lines(out)] == model.generate(3, steps=5, seed=2, condition="high", guidance_scale=2.5)
+    out = cli("edit", "--model", str(path), "--condition", "low", "--strength", "0.7", "--steps", "5", "[1.0, 2.0]")
+    assert out.returncode == 0, out.stderr
+    assert [r["output"] for r in lines(out)] == model.edit([[1.0, 2.0]], "low", strength=0.7, guidance_scale=3.0, steps=5)
+    out = cli("generate", "--model", str(path), "--condition", "sideways")
+    assert out.returncode != 0 and "unknown condition 'sideways'; this model knows ['low', 'high']" in out.stderr
+    out = cli("edit", "--model", str(path), "--condition", "low", "--strength", "2", "[1.0, 2.0]")
+    assert out.returncode != 0 and "strength must be a number in [0, 1]" in out.stderr

@@ -73,7 +73,7 @@ def test_guided_editing_moves_inputs_across_and_strength_zero_keeps_them(conditi
         del model.codec.encode
 
 
-def test_classifier_guidance_steers_an_unconditional_prior():
+def test_classifier_guidance_steers_an_unconditional_prior(tmp_path):
     z0, labels = clusters()
     model = model_with(MLPSkipNet(2, hidden=64, depth=3, time_dim=32))
     model.denoiser, _ = train_prior(model, model.denoiser, z0, steps=1500, batch_size=256, lr=2e-3, ema=0.99,
@@ -88,6 +88,22 @@ def test_classifier_guidance_steers_an_unconditional_prior():
                                             guidance_scale=3.0)) < 0.1
     with pytest.raises(ValueError, match="has no classes"):
         model.sample_latents(2, condition="right")
+
+    # saved beside the model, tied to its weights: loaded with it, the default guide of an unconditional prior
+    from diled.guidance import save_guide
+
+    folder = model.save_pretrained(tmp_path / "m")
+    save_guide(classifier, folder, {"steps": 800})
+    loaded = DiLED.from_pretrained(folder)
+    assert loaded.guide is not None and loaded.guide.classes == CLASSES
+    assert not any(k.startswith("guide") for k in loaded.state_dict())
+    torch.testing.assert_close(loaded.sample_latents(6, steps=20, generator=g(), condition="right", guidance_scale=3.0),
+                               model.sample_latents(6, steps=20, generator=g(), condition="right",
+                                                    classifier=classifier, guidance_scale=3.0))
+    model.denoiser.out.bias.data += 1  # other weights: the guide no longer belongs to them
+    model.save_pretrained(folder)
+    with pytest.raises(ValueError, match="was trained for a model whose weights have SHA-256"):
+        DiLED.from_pretrained(folder)
 
 
 def test_conditions_are_checked_and_classes_are_saved(conditional, tmp_path):

@@ -81,6 +81,12 @@ class DataType(ABC):
         raise NotImplementedError(f"data type {self.name!r} does not list its training examples, which "
                                   f"prior_stage needs; set prior_stage.steps=0")
 
+    def training_labels(self) -> tuple[list[str], list[int]]:
+        """The classes a guide can steer toward and, for each of ``training_examples``, its class index
+        (-1: unlabelled); what ``prior_stage.guide_steps`` trains on."""
+        raise NotImplementedError(f"data type {self.name!r} has no labels to guide generation with; set "
+                                  f"prior_stage.guide_steps=0")
+
     def prepare(self, cfg: "JobConfig", run_dir: Path) -> "JobConfig":
         """Anything the model needs from the data before training (text: a tokenizer trained on the
         training split, kept in ``run_dir``); the config to train with. Idempotent: a prepared config

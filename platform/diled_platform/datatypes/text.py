@@ -90,6 +90,16 @@ class TextData(DataType):
     def training_examples(self) -> list[str]:
         return self.splits["train"].column("text").to_pylist()
 
+    def training_labels(self) -> tuple[list[str], list[int]]:
+        """The sentiment labels of the training split (Rotten Tomatoes fresh/rotten as positive/negative,
+        the tweets' positive/negative/neutral, a user's ``label_column``); ValueError without any."""
+        labels = self.splits["train"].column("label").to_pylist()
+        classes = sorted({label for label in labels if label})
+        if not classes:
+            raise ValueError("the training split has no labels to guide generation with (text_files: set "
+                             "data.label_column); set prior_stage.guide_steps=0")
+        return classes, [classes.index(label) if label else -1 for label in labels]
+
     def datasets(self):
         return {name: driver_dataset(self.splits[name].select(["text"]).rename_columns(["x"])) for name in ("train", "val")}
 
@@ -196,6 +206,10 @@ class TextData(DataType):
                 f.write("negative input\treconstruction\twith +(positive - negative)\tjudged\n")
                 for row in rows:
                     f.write("\t".join(row) + "\n")
+
+        if probe is not None and _can_guide(model, ("positive", "negative")):
+            metrics["guided"] = guided_sentiment(model, probe, train, held_pn, out_dir, n=cfg.run.report_guided,
+                                                 steps=ddim_steps, seed=seed, vocabulary=vocabulary)
 
         if "lm" in tools:  # the harness: generation judged by a reference LM
             nonempty = [s for s in samples if s.strip()] or [""]
@@ -356,6 +370,71 @@ def generate_texts(model, n: int, steps: int, seed: int, batch_size: int = 100,
         for out, block in zip(samples, no_repeat_ngram):
             out += model.codec.decode(z, no_repeat_ngram=block)
     return samples
+
+
+def _can_guide(model, classes: tuple[str, ...]) -> bool:
+    """Whether ``model`` can be guided toward each of ``classes`` (a conditional prior or a saved guide)."""
+    known = getattr(model.denoiser, "classes", None) or (model.guide.classes if model.guide is not None else [])
+    return all(c in known for c in classes)
+
+
+def guided_sentiment(model, probe, train: list[dict], held: list[dict], out_dir: Path, n: int = 100,
+                     steps: int = 50, seed: int = 0, scales: tuple[float, ...] = (0.0, 1.0, 3.0, 10.0),
+                     vocabulary: set | None = None) -> dict[str, Any]:
+    """Guided generation toward positive and toward negative at each guidance scale (0: unguided, the same
+    seeds), judged by two judges the guide never saw: the MiniLM probe and a TF-IDF logistic regression
+    (``TfidfSentiment``) fitted on the training split; with each, the share of samples judged as the target.
+    Also the share of made-up words (quality) per scale, ``guided_samples.tsv`` and ``guided_control.png``
+    (control against quality: the curve a scale is picked from)."""
+    from diled.metrics.sentiment import TfidfSentiment
+    from diled.metrics.text import unseen_word_share
+
+    tfidf = TfidfSentiment().fit([r["text"] for r in train], [r["label"] for r in train])
+    out: dict[str, Any] = {"n_per_condition": n, "ddim_steps": steps,
+                           "judges": "MiniLM probe (the report's) and TF-IDF word/bigram logistic regression",
+                           "tfidf_test_accuracy": tfidf.accuracy([r["text"] for r in held], [r["label"] for r in held]),
+                           "by_scale": {}}
+    rows = []
+    for scale in scales:
+        entry = {}
+        for target in ("positive", "negative"):
+            z = model.sample_latents(n, steps=steps, generator=torch.Generator().manual_seed(seed),
+                                     condition=target if scale > 0 else None, guidance_scale=scale)
+            texts = model.codec.decode(z)
+            entry[target] = {"probe": sum(p == target for p in probe.predict(texts)) / n,
+                             "tfidf": sum(p == target for p in tfidf.predict(texts)) / n}
+            if vocabulary is not None:
+                entry[target]["unseen_words"] = unseen_word_share(texts, vocabulary)
+            rows += [(scale, target, one_line(t)) for t in texts[:20]]
+        out["by_scale"][str(scale)] = entry
+    (out_dir / "guided_samples.tsv").write_text("scale	target	sample
+" + "".join(f"{a}	{b}	{c}
+" for a, b, c in rows))
+    _guided_plot(out["by_scale"], out_dir / "guided_control.png")
+    return out
+
+
+def _guided_plot(by_scale: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for target, colour in (("positive", "tab:blue"), ("negative", "tab:red")):
+        for judge, style in (("probe", "-o"), ("tfidf", "--s")):
+            xs = [v[target].get("unseen_words", 0.0) for v in by_scale.values()]
+            ys = [v[target][judge] for v in by_scale.values()]
+            ax.plot(xs, ys, style, color=colour, label=f"toward {target} ({judge})")
+            for x, y, s in zip(xs, ys, by_scale):
+                ax.annotate(s, (x, y), fontsize=7)
+    ax.set_xlabel("share of made-up words in the samples (lower is better)")
+    ax.set_ylabel("share judged as the target")
+    ax.set_title("guided generation: control against quality, by scale")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def interpolation_paths(model, pairs: list[tuple[str, str]], num: int = 5, steps: int = 50) -> list[list[str]]:
