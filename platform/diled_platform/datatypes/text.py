@@ -407,9 +407,8 @@ def guided_sentiment(model, probe, train: list[dict], held: list[dict], out_dir:
                 entry[target]["unseen_words"] = unseen_word_share(texts, vocabulary)
             rows += [(scale, target, one_line(t)) for t in texts[:20]]
         out["by_scale"][str(scale)] = entry
-    (out_dir / "guided_samples.tsv").write_text("scale	target	sample
-" + "".join(f"{a}	{b}	{c}
-" for a, b, c in rows))
+    (out_dir / "guided_samples.tsv").write_text(
+        "scale\ttarget\tsample\n" + "".join(f"{a}\t{b}\t{c}\n" for a, b, c in rows))
     _guided_plot(out["by_scale"], out_dir / "guided_control.png")
     return out
 
