@@ -53,6 +53,14 @@ def test_text_job_tiny(tmp_path):
     stage = json.loads((run / "prior_stage.json").read_text())
     assert stage["steps"] == 20 and stage["prior"]["name"] == "slot_transformer"
     assert json.loads((run / "model/config.json").read_text())["denoiser"]["name"] == "slot_transformer"
+    # the guide: a classifier on the labelled training latents, saved beside the model, judged in the report
+    assert stage["guide"]["classes"] == ["negative", "neutral", "positive"]
+    assert (run / "model/guide/model.safetensors").is_file() and (run / "guided_control.png").is_file()
+    guided = metrics["guided"]
+    assert set(guided["by_scale"]) == {"0.0", "1.0", "3.0", "10.0"} and guided["n_per_condition"] == 8
+    for entry in guided["by_scale"].values():
+        for target in ("positive", "negative"):
+            assert 0 <= entry[target]["probe"] <= 1 and 0 <= entry[target]["tfidf"] <= 1
 
 
 def test_text_job_bad_data_file_fails_clearly(tmp_path):
@@ -63,11 +71,3 @@ def test_text_job_bad_data_file_fails_clearly(tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert out.returncode != 0
     assert "no column 'text'" in out.stderr
-    # the guide: a classifier on the labelled training latents, saved beside the model, judged in the report
-    assert stage["guide"]["classes"] == ["negative", "neutral", "positive"]
-    assert (run / "model/guide/model.safetensors").is_file() and (run / "guided_control.png").is_file()
-    guided = metrics["guided"]
-    assert set(guided["by_scale"]) == {"0.0", "1.0", "3.0", "10.0"} and guided["n_per_condition"] == 8
-    for entry in guided["by_scale"].values():
-        for target in ("positive", "negative"):
-            assert 0 <= entry[target]["probe"] <= 1 and 0 <= entry[target]["tfidf"] <= 1
