@@ -73,7 +73,8 @@ def _remote(args) -> int:
     try:
         health = client.health()
         if args.command == "generate":
-            body = {"n": args.n, "sampler": args.sampler, **steps, **({"seed": args.seed} if args.seed is not None else {})}
+            body = {"n": args.n, "sampler": args.sampler, **steps, **({"seed": args.seed} if args.seed is not None else {}),
+                    **({"condition": args.condition, "guidance_scale": args.guidance} if args.condition else {})}
             for item in client.request("/generate", body)["outputs"]:
                 sys.stdout.write(json.dumps({"output": item}) + "\n")
             return 0
@@ -82,6 +83,9 @@ def _remote(args) -> int:
             _write_encoded(items, client.encode(items))
         elif args.command == "reconstruct":
             _write_outputs(items, client.reconstruct(items, via=args.via, **steps))
+        elif args.command == "edit":
+            _write_outputs(items, client.edit(items, args.condition, strength=args.strength,
+                                              guidance_scale=args.guidance, **steps))
         else:
             _check_pair(items)
             _write_interpolation(args.num, client.interpolate(items[0], items[1], num=args.num, **steps))
@@ -125,8 +129,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.url:
-        if args.command == "edit" or getattr(args, "condition", None) is not None:
-            raise SystemExit("error: guided generation and edit are not served yet: use --model (a local folder)")
         return _remote(args)
     from diled import DiLED
 

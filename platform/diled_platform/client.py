@@ -67,5 +67,9 @@ class DiLEDClient:
     def generate(self, n: int = 1, **options) -> list:
         return self.request("/generate", {"n": n, **options})["outputs"]
 
+    def edit(self, inputs: list, condition, strength: float = 0.5, **options) -> list:
+        return self.request("/edit", {"inputs": inputs, "condition": condition, "strength": strength,
+                                      **options})["outputs"]
+
     def interpolate(self, a, b, num: int = 5, **options) -> list:
         return self.request("/interpolate", {"a": a, "b": b, "num": num, **options})["outputs"]

@@ -5,6 +5,7 @@
     POST /reconstruct  {"inputs": [...]} or {"latents": [[...]]}  -> {"outputs": [...]}
     POST /generate     {"n": 4, "steps": 50, "seed": 0, ...}      -> {"outputs": [...], "seed": 0}
     POST /interpolate  {"a": ..., "b": ..., "num": 5}             -> {"alphas": [...], "outputs": [...]}
+    POST /edit         {"inputs": [...], "condition": "positive", "strength": 0.5}  -> {"outputs": [...]}
     GET  /healthz                                                 -> model, codec, latent size, T
     GET  /docs, /openapi.json                                     (FastAPI's OpenAPI page)
 
@@ -45,8 +46,8 @@ from fastapi.responses import JSONResponse
 from ray import serve
 from diled.persistence import check_pretrained_folder
 from diled_platform.batching import Batcher, check_batching
-from diled_platform.serve_schema import (ERROR_RESPONSES, MAX_BODY_BYTES, DecodeOptions, EncodeRequest,
-                                         EncodeResponse, GenerateRequest, GenerateResponse, InterpolateRequest,
+from diled_platform.serve_schema import (ERROR_RESPONSES, MAX_BODY_BYTES, DecodeOptions, EditRequest,
+                                         EncodeRequest, EncodeResponse, GenerateRequest, GenerateResponse, InterpolateRequest,
                                          InterpolateResponse, OutputsResponse, ReconstructRequest)
 
 log = logging.getLogger("diled.serve")
@@ -414,6 +415,7 @@ class DiLEDService:
                 "decode_options": [k for k in DecodeOptions.model_fields if k in m.codec.decode_options],
                 "latent_dim": m.latent_dim,
                 "T": m.diffusion.T, "schedule": m.diffusion.schedule, "pid": os.getpid(),
+                "conditions": self._conditions(),
                 "torch_threads": torch.get_num_threads(), "batching": {**getattr(self, "batching", {}), **self.stats},
                 **({"provenance": self.provenance} if self.provenance else {})}
 
@@ -440,12 +442,30 @@ class DiLEDService:
                                 steps=req.steps)
         return OutputsResponse(outputs=await self._decode(z, kwargs, generator))
 
+    def _conditions(self) -> list[str]:
+        """The classes generation and editing can be guided toward (a conditional prior's, or its guide's)."""
+        m = self.model
+        return list(getattr(m.denoiser, "classes", None) or (m.guide.classes if m.guide is not None else []))
+
+    def _check_condition(self, condition) -> None:
+        from diled.guidance import class_index
+
+        try:
+            class_index(self._conditions(), condition)
+        except ValueError as e:
+            raise BadRequest(f"condition: {e}") from None
+
     @app.post("/generate", response_model=GenerateResponse)
     async def generate(self, req: GenerateRequest) -> GenerateResponse:
         self._check_steps(req.steps)
         kwargs = self._decode_kwargs(req)
         generator, seed = self._generator(req.seed)
-        if req.sampler == "ddim" and kwargs.get("strategy", "greedy") == "greedy":
+        if req.condition is not None:  # guided: its own pass (the guide's gradient per step), not batched
+            self._check_condition(req.condition)
+            z = await self._run(self.model.sample_latents, req.n, steps=req.steps, sampler=req.sampler,
+                                generator=generator, condition=req.condition, guidance_scale=req.guidance_scale)
+            outputs = await self._decode(z, kwargs, generator)
+        elif req.sampler == "ddim" and kwargs.get("strategy", "greedy") == "greedy":
             # the same z_T as the unbatched path draws (sample_latents' first draw from the generator)
             z_T = torch.randn((req.n, self.model.latent_dim), generator=generator)
             z, outputs = await self._generate_batched((z_T, req.steps, kwargs))
@@ -454,6 +474,17 @@ class DiLEDService:
                                 generator=generator)
             outputs = await self._decode(z, kwargs, generator)
         return GenerateResponse(outputs=outputs, seed=seed, latents=z.tolist() if req.return_latents else None)
+
+    @app.post("/edit", response_model=OutputsResponse)
+    async def edit(self, req: EditRequest) -> OutputsResponse:
+        """The inputs edited toward ``condition``: DDIM-inverted to ``strength`` x T, sampled back guided."""
+        self._check_steps(req.steps)
+        self._check_condition(req.condition)
+        kwargs = self._decode_kwargs(req)
+        generator, _ = self._generator(req.seed)
+        z = await self._run(self.model.edit_latents, self._check_inputs(req.inputs), req.condition,
+                            strength=req.strength, guidance_scale=req.guidance_scale, steps=req.steps)
+        return OutputsResponse(outputs=await self._decode(z, kwargs, generator))
 
     @app.post("/interpolate", response_model=InterpolateResponse)
     async def interpolate(self, req: InterpolateRequest) -> InterpolateResponse:

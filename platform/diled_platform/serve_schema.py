@@ -57,12 +57,28 @@ class ReconstructRequest(DecodeOptions):
     seed: int | None = Field(None, ge=0, lt=2**63)
 
 
+Condition = Annotated[str, StringConstraints(min_length=1, max_length=200)] | Annotated[int, Field(ge=0, le=100_000)]
+MAX_GUIDANCE = 100.0
+
+
 class GenerateRequest(DecodeOptions):
     n: int = Field(1, ge=1, le=MAX_N)
     steps: int | None = Field(None, ge=1)
     sampler: Literal["ddim", "ddpm"] = "ddim"
     seed: int | None = Field(None, ge=0, lt=2**63)
     return_latents: bool = False
+    # guided generation: a class the model knows (/healthz lists them) and the guidance scale
+    condition: Condition | None = None
+    guidance_scale: float = Field(3.0, ge=0, le=MAX_GUIDANCE)
+
+
+class EditRequest(DecodeOptions):
+    inputs: Inputs
+    condition: Condition
+    strength: float = Field(0.5, ge=0, le=1)
+    guidance_scale: float = Field(3.0, ge=0, le=MAX_GUIDANCE)
+    steps: int | None = Field(None, ge=1)
+    seed: int | None = Field(None, ge=0, lt=2**63)
 
 
 class InterpolateRequest(DecodeOptions):

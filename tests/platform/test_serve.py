@@ -198,6 +198,36 @@ def test_a_model_with_a_bert_or_causal_lm_decoder_serves_unchanged(service, mode
     assert health_when(service, lambda h: h["model_dir"] == str(models[0]))["codec"] == "text"
 
 
+def test_guided_generate_and_edit(service, models, tmp_path):
+    """A model whose prior knows classes: /healthz lists them, /generate with a condition and /edit give the
+    library's answers, and a condition the model does not know is a 422 that names the known ones."""
+    from diled import VectorCodec
+
+    service, config = service
+    torch.manual_seed(0)
+    model = DiLED(VectorCodec(2, 2, hidden=16, depth=1),
+                  MLPSkipNet(2, hidden=16, depth=2, time_dim=8, classes=["low", "high"]),
+                  LatentDiffusion("constant", 20), w=1.0).eval()
+    path = model.save_pretrained(tmp_path / "conditional")
+    swap_model(config, path)
+    assert health_when(service, lambda h: h["model_dir"] == str(path))["conditions"] == ["low", "high"]
+    client = DiLEDClient(service, api_key="")
+    assert client.generate(n=3, steps=5, seed=1, condition="high", guidance_scale=2.0) == \
+        model.generate(3, steps=5, seed=1, condition="high", guidance_scale=2.0)
+    assert client.edit([[1.0, 2.0], [0.0, -1.0]], "low", strength=0.6, steps=5) == \
+        model.edit([[1.0, 2.0], [0.0, -1.0]], "low", strength=0.6, guidance_scale=3.0, steps=5)
+    for path_, body in (("/generate", {"n": 1, "condition": "sideways"}),
+                        ("/edit", {"inputs": [[1.0, 2.0]], "condition": "sideways"})):
+        r = post(service, path_, body)
+        assert r.status_code == 422 and "this model knows ['low', 'high']" in r.json()["detail"], r.text
+    assert post(service, "/edit", {"inputs": [[1.0, 2.0]], "condition": "low", "strength": 1.5}).status_code == 422
+    swap_model(config, models[0])
+    health = health_when(service, lambda h: h["model_dir"] == str(models[0]))
+    assert health["conditions"] == []  # the text model's prior has no classes and it has no guide
+    r = post(service, "/generate", {"n": 1, "condition": "positive"})
+    assert r.status_code == 422 and "has no classes" in r.json()["detail"]
+
+
 def test_a_replica_killed_under_load_is_replaced_and_no_request_hangs(service, models):
     """SIGKILL of the only replica while 4 clients keep posting: every request ends (a 200, or for those in
     flight a 5xx or a dropped connection; a request that waited more than 30 s would raise here), Serve
