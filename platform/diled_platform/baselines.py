@@ -27,7 +27,7 @@ def stages(cfg: JobConfig, model: str, name: str, vae: dict | None = None) -> li
     base = replace(cfg, run={"name": name})
     # the prior stage (prior_stage.steps) trains a prior after the run: DiLED's and the two-stage model's
     # final prior get it alike; a model whose prior is off (autoencoder, VAE, two-stage's first step) not
-    no_stage = {"steps": 0}
+    no_stage = {"steps": 0, "guide_steps": 0}
     if model == "diled":
         return [replace(base, model={"objective": model})]
     if model == "autoencoder":

@@ -232,16 +232,16 @@ class PriorStageConfig:
     ema: float = 0.999                          # the EMA of the prior's weights is what is saved
     t_sampling: Literal["uniform", "log_uniform"] = "uniform"   # how t is drawn (diled.prior_training)
     # > 0: also a classifier on the labelled training latents (diled.guidance.LatentClassifier), saved
-    # beside the model as its guide: generate/edit toward a label (the data type's training_labels)
+    # beside the model as its guide: generate/edit toward a label (the data type's training_labels);
+    # with steps 0, the stage trains only the guide
     guide_steps: int = 0
 
     def validate(self):
         _positive(self, "batch_size")
         if self.steps < 0:
             raise ConfigError(f"prior_stage.steps must be >= 0 (0: off), got {self.steps}")
-        if self.guide_steps < 0 or (self.guide_steps and not self.steps):
-            raise ConfigError(f"prior_stage.guide_steps must be >= 0 and needs prior_stage.steps > 0, got "
-                              f"guide_steps={self.guide_steps} with steps={self.steps}")
+        if self.guide_steps < 0:
+            raise ConfigError(f"prior_stage.guide_steps must be >= 0 (0: no guide), got {self.guide_steps}")
         if not self.lr > 0:
             raise ConfigError(f"prior_stage.lr must be > 0, got {self.lr}")
         if not 0 <= self.ema < 1:

@@ -1,6 +1,7 @@
 """The prior stage: after joint training, the prior trained further on the finished codec's latents.
 
-Runs on the driver on the consolidated model (``fit`` calls it when ``prior_stage.steps`` > 0): the
+Runs on the driver on the consolidated model (``fit`` calls it when ``prior_stage.steps`` or
+``prior_stage.guide_steps`` > 0; with steps 0 it trains only the guide): the
 training split is encoded once, the prior trained with ``diled.prior_training.train_prior``, and the
 model folder replaced atomically by one whose prior is the stage's (the joint one is kept beside it as
 ``model.joint``). A ``prior_stage.json`` in the model folder records the stage; a folder that has one is
@@ -32,7 +33,7 @@ def run_prior_stage(cfg, datatype, model_dir: Path) -> dict[str, Any] | None:
     from diled.prior_training import encode_all, train_prior
 
     stage = cfg.prior_stage
-    if not stage.steps:
+    if not stage.steps and not stage.guide_steps:
         return None
     target = Path(os.path.realpath(model_dir))
     if (target / RECORD).is_file():
@@ -46,14 +47,18 @@ def run_prior_stage(cfg, datatype, model_dir: Path) -> dict[str, Any] | None:
     z0 = encode_all(model, examples, log=lambda m: print(f"prior stage: {m}", flush=True))
     t1 = time.perf_counter()
     fresh = stage.prior_config(cfg.model)
-    prior = model.denoiser if fresh is None else build_prior(fresh)
-    trained, summary = train_prior(model, prior, z0, steps=stage.steps, batch_size=stage.batch_size, lr=stage.lr,
-                                   ema=stage.ema, seed=cfg.run.seed, t_sampling=stage.t_sampling,
-                                   log=lambda m: print(m, flush=True), log_every=max(1, stage.steps // 10))
-    model.denoiser = trained
-    record = {**summary, "prior": fresh or "the jointly trained prior, continued",
-              "parameters": sum(p.numel() for p in trained.parameters()), "encode_seconds": round(t1 - t0, 1),
-              "train_seconds": round(summary["seconds"], 1)}
+    if stage.steps:
+        prior = model.denoiser if fresh is None else build_prior(fresh)
+        trained, summary = train_prior(model, prior, z0, steps=stage.steps, batch_size=stage.batch_size,
+                                       lr=stage.lr, ema=stage.ema, seed=cfg.run.seed, t_sampling=stage.t_sampling,
+                                       log=lambda m: print(m, flush=True), log_every=max(1, stage.steps // 10))
+        model.denoiser = trained
+        record = {**summary, "prior": fresh or "the jointly trained prior, continued",
+                  "parameters": sum(p.numel() for p in trained.parameters()), "encode_seconds": round(t1 - t0, 1),
+                  "train_seconds": round(summary["seconds"], 1)}
+    else:  # only a guide: the prior stays the jointly trained one
+        summary = {"steps": 0, "final_loss": float("nan")}
+        record = {"steps": 0, "prior": "the jointly trained prior, unchanged", "encode_seconds": round(t1 - t0, 1)}
     guide = train_guide(model, datatype, z0, stage.guide_steps, cfg.run.seed) if stage.guide_steps else None
     tmp = target.with_name(target.name + ".prior_stage.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -68,8 +73,8 @@ def run_prior_stage(cfg, datatype, model_dir: Path) -> dict[str, Any] | None:
     shutil.rmtree(joint, ignore_errors=True)
     os.replace(target, joint)     # the jointly trained model stays, beside it
     os.replace(tmp, target)
-    print(f"prior stage: {summary['steps']} steps on {len(z0):,} latents in {time.perf_counter() - t0:.0f} s "
-          f"(final loss {summary['final_loss']:.4f})", flush=True)
+    what = f"{summary['steps']} steps (final loss {summary['final_loss']:.4f})" if stage.steps else "the guide only"
+    print(f"prior stage: {what} on {len(z0):,} latents in {time.perf_counter() - t0:.0f} s", flush=True)
     return record
 
 

@@ -564,9 +564,10 @@ def fit(cfg: JobConfig, datatype=None) -> TrainOutcome:
     ``datatype``: the config's data type with its splits already loaded (else it is built here)."""
     import shutil
 
-    if cfg.prior_stage.steps and "://" in cfg.run.storage_path:
-        raise ConfigError(f"prior_stage.steps={cfg.prior_stage.steps} rewrites the exported model folder, which "
-                          f"needs a local run.storage_path, got {cfg.run.storage_path!r}; set prior_stage.steps=0")
+    if (cfg.prior_stage.steps or cfg.prior_stage.guide_steps) and "://" in cfg.run.storage_path:
+        raise ConfigError(f"prior_stage.steps={cfg.prior_stage.steps} (guide_steps={cfg.prior_stage.guide_steps}) "
+                          f"rewrites the exported model folder, which needs a local run.storage_path, got "
+                          f"{cfg.run.storage_path!r}; set prior_stage.steps=0 and prior_stage.guide_steps=0")
     cfg = absolute_storage(cfg)
     check_storage_reaches_every_node(cfg.run.storage_path)
     sep = "" if cfg.run.storage_path.endswith("/") else "/"
@@ -592,7 +593,7 @@ def fit(cfg: JobConfig, datatype=None) -> TrainOutcome:
         best = result.get_best_checkpoint("val_loss", "min") if result.best_checkpoints else result.checkpoint
         best_dir = Path(best.path) / "model"
         (run_dir / "metrics.json").write_text(json.dumps(result.metrics, indent=2) + "\n")
-        if cfg.prior_stage.steps:
+        if cfg.prior_stage.steps or cfg.prior_stage.guide_steps:
             from diled_platform.prior_stage import run_prior_stage
 
             record = run_prior_stage(cfg, datatype, model_dir)

@@ -17,7 +17,8 @@ def test_image_job_tiny_with_the_two_stage_baseline(tmp_path):
     args = [sys.executable, str(ROOT / "jobs/train_image.py"), "--compare-two-stage", "--run.name=tiny",
             f"--run.storage_path={tmp_path}", "--data.max_examples=3000", "--optim.max_steps=60",
             "--run.checkpoint_every=30", "--scaling.num_workers=1", "--model.prior_hidden=64",
-            "--model.codec_args={width: 16}", "--model.latent_dim=8"]
+            "--model.codec_args={width: 16}", "--model.latent_dim=8",
+            "--prior_stage.guide_steps=50"]  # a class guide only (the prior stays the joint one)
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     out = subprocess.run(args, capture_output=True, text=True, timeout=850, env=env, cwd=tmp_path)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
@@ -36,3 +37,9 @@ def test_image_job_tiny_with_the_two_stage_baseline(tmp_path):
     s1 = json.loads((stage1 / "metrics.json").read_text())
     assert abs(b["train"]["val_rec"] - s1["val_rec"]) < 0.05 * abs(s1["val_rec"]) + 1.0
     assert "| model | rec. PSNR (dB) ↑ |" in out.stdout and "| two-stage |" in out.stdout
+    # the guide: trained on the labelled training latents, saved beside the model, judged by the feature
+    # classifier it never saw, with a row of samples per class
+    assert (joint / "model/guide/model.safetensors").is_file() and (joint / "guided_samples.png").is_file()
+    guided = a["guided"]
+    assert len(guided["by_class"]) == 10 and 0 <= guided["mean_judged_as_target"] <= 1
+    assert json.loads((joint / "prior_stage.json").read_text())["steps"] == 0

@@ -264,8 +264,8 @@ def test_the_prior_is_chosen_by_name_and_its_arguments_are_checked():
         load_config("vector-cpu", ["--prior_stage.ema=1.0"])
     with pytest.raises(ConfigError, match="prior_stage.batch_size must be > 0"):
         load_config("vector-cpu", ["--prior_stage.batch_size=0"])
-    with pytest.raises(ConfigError, match="guide_steps must be >= 0 and needs prior_stage.steps > 0"):
-        load_config("vector-cpu", ["--prior_stage.guide_steps=100"])
+    with pytest.raises(ConfigError, match=r"prior_stage.guide_steps must be >= 0 \(0: no guide\)"):
+        load_config("vector-cpu", ["--prior_stage.guide_steps=-1"])
     with pytest.raises(ConfigError, match=r"prior_stage.prior: unknown prior 'unet'"):
         load_config("vector-cpu", ["--prior_stage.prior={name: unet}"])
     with pytest.raises(ConfigError, match="prior_stage.prior must not set latent_dim"):

@@ -73,6 +73,19 @@ class ImageData(DataType):
             splits["train"] = tuple(None if a is None else a[:opts.max_examples] for a in splits["train"])
         return splits
 
+    def training_examples(self) -> np.ndarray:
+        return self.splits["train"][0]
+
+    def training_labels(self) -> tuple[list[str], list[int]]:
+        """Fashion-MNIST's ten classes; a user's image folder has no labels (ValueError)."""
+        from diled.data.image import FASHION_MNIST_CLASSES
+
+        labels = self.splits["train"][1]
+        if labels is None:
+            raise ValueError(f"data.source {self.options.source!r} has no labels to guide generation with; "
+                             f"set prior_stage.guide_steps=0")
+        return list(FASHION_MNIST_CLASSES), [int(v) for v in labels]
+
     def datasets(self):
         return {name: driver_dataset({"x": self.splits[name][0].reshape(len(self.splits[name][0]), -1)})
                 for name in ("train", "val")}
@@ -204,5 +217,33 @@ def image_report(model_dir: Path, splits: dict, out_dir: Path, classifier=None, 
         metrics["samples_class_histogram"] = torch.bincount(batched(classifier, samples).argmax(-1),
                                                             minlength=10).tolist()
         metrics["interpolation"] = interpolation_smoothness(classifier, paths)
+        if model.guide is not None:
+            metrics["guided"] = guided_classes(model, classifier, metrics["samples_class_histogram"], out_dir,
+                                               steps=steps, seed=seed)
     (out_dir / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
+
+
+@torch.no_grad()
+def guided_classes(model, classifier, unguided_histogram: list[int], out_dir: Path, n: int = 100,
+                   scale: float = 3.0, steps: int = 50, seed: int = 0) -> dict[str, Any]:
+    """Samples guided toward each class by the model's guide, judged by the run's feature classifier (which
+    the guide never saw): the share classified as the target, against that class's share of the unguided
+    samples; ``guided_samples.png`` holds a row of guided samples per class."""
+    from diled.metrics.image import save_grid
+
+    classes = model.guide.classes
+    total = max(1, sum(unguided_histogram))
+    out: dict[str, Any] = {"n_per_class": n, "guidance_scale": scale, "ddim_steps": steps, "by_class": {}}
+    rows = []
+    for i, name in enumerate(classes):
+        z = model.sample_latents(n, steps=steps, generator=torch.Generator().manual_seed(seed), condition=i,
+                                 guidance_scale=scale)
+        images = model.codec.decode_images(z)
+        hit = float((classifier(images).argmax(-1) == i).float().mean())
+        out["by_class"][name] = {"judged_as_target": hit, "unguided_share": unguided_histogram[i] / total}
+        rows.append(images[:8])
+    out["mean_judged_as_target"] = sum(v["judged_as_target"] for v in out["by_class"].values()) / len(classes)
+    save_grid(torch.cat(rows), out_dir / "guided_samples.png", nrow=8,
+              title=f"guided samples, one row per class ({', '.join(classes)}), scale {scale}")
+    return out
