@@ -32,6 +32,26 @@ def corpus_texts(n: int) -> list[str]:
     return default_corpus()[0].column("text").to_pylist()[:n]
 
 
+def length_bucket(n: int, pool: int = 5000) -> list[str]:
+    """``n`` corpus sentences of similar length from the middle of the first ``pool`` sorted by length: one
+    length bucket, as the trainer's batches are."""
+    texts = sorted(corpus_texts(pool), key=len)
+    return texts[len(texts) // 2 - n // 2:][:n]
+
+
+def optimizer_step(model, opt, batch, bf16: bool = False) -> None:
+    """One training step of a DiLED model on a prepared batch (bf16: under CPU autocast)."""
+    import contextlib
+
+    import torch
+
+    with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
+        out = model(batch)
+    opt.zero_grad(set_to_none=True)
+    out["loss"].backward()
+    opt.step()
+
+
 def text_tokenizer(directory: Path, vocab_size: int = 8000, n_texts: int = 5000) -> Path:
     """A BPE trained on the first ``n_texts`` corpus sentences (what the CPU preset trains on its split)."""
     from diled.text_tokenizers import train_bpe

@@ -12,13 +12,13 @@ of real corpus sentences; steps alternated between variants and medians compared
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
-from _common import alternate, corpus_texts, markdown_table, median, n_trainable, spread, text_tokenizer
+from _common import alternate, length_bucket, markdown_table, median, n_trainable, optimizer_step, spread, text_tokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
 
@@ -49,8 +49,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    texts = corpus_texts(5000)
-    texts = sorted(texts, key=len)[len(texts) // 2 - args.batch // 2:][:args.batch]
+    texts = length_bucket(args.batch)
     variants = {
         "text-cpu codec (bert 1 x 384, BPE), fp32": ("text-cpu", {}, False),
         "SmolLM2-135M, paper freezing, fp32": ("text-smollm2-cpu", {"decoder_trainable": "paper"}, False),
@@ -70,14 +69,7 @@ def main() -> None:
             opt = torch.optim.AdamW(params, lr=1e-5)
             batch = model.prepare_batch(model.codec.collate(texts))
 
-            def step(model=model, opt=opt, batch=batch, bf16=bf16):
-                cast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-                with cast:
-                    out = model(batch)
-                opt.zero_grad(set_to_none=True)
-                out["loss"].backward()
-                opt.step()
-            steps[name], sizes[name] = step, n_trainable(model)
+            steps[name], sizes[name] = partial(optimizer_step, model, opt, batch, bf16), n_trainable(model)
             tokens[name] = int(batch["dec_mask"].sum())
         times = alternate(steps, args.repeats)
         base = median(times[next(iter(variants))])

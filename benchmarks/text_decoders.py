@@ -14,9 +14,10 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+from functools import partial
 from pathlib import Path
 
-from _common import alternate, corpus_texts, markdown_table, median, n_trainable, spread, text_tokenizer
+from _common import alternate, length_bucket, markdown_table, median, n_trainable, optimizer_step, spread, text_tokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
 
@@ -71,9 +72,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    texts = corpus_texts(5000)
-    # one length bucket, as the trainer's batches are: sentences of similar length, taken from the middle
-    texts = sorted(texts, key=len)[len(texts) // 2 - args.batch // 2:][:args.batch]
+    texts = length_bucket(args.batch)
     with tempfile.TemporaryDirectory() as tmp:
         tok = text_tokenizer(Path(tmp))
         steps, sizes, tokens = {}, {}, {}
@@ -82,13 +81,7 @@ def main() -> None:
             params = [p for p in model.parameters() if p.requires_grad]
             opt = torch.optim.AdamW(params, lr=1e-4)
             batch = model.prepare_batch(model.codec.collate(texts))
-
-            def step(model=model, opt=opt, batch=batch):
-                out = model(batch)
-                opt.zero_grad(set_to_none=True)
-                out["loss"].backward()
-                opt.step()
-            steps[name], sizes[name] = step, n_trainable(model)
+            steps[name], sizes[name] = partial(optimizer_step, model, opt, batch), n_trainable(model)
             tokens[name] = int(batch["dec_mask"].sum())
         times = alternate(steps, args.repeats)
     base = median(times[BASE])
