@@ -69,6 +69,21 @@ class ProteinData(DataType):
     def datasets(self):
         return {name: driver_dataset(self.splits[name].select(["sequence", "fitness"])) for name in ("train", "val")}
 
+    def training_examples(self) -> list[str]:
+        return self.splits["train"].column("sequence").to_pylist()
+
+    def training_labels(self) -> tuple[list[str], list[int]]:
+        """Two classes by measured fitness: ``top_decile`` (at least the training split's 90th percentile)
+        and ``below_top_decile``; sequences without a fitness are unlabelled. ValueError without any."""
+        fitness = np.asarray([np.nan if v is None else v for v in self.splits["train"].column("fitness").to_pylist()],
+                             dtype=np.float64)
+        known = ~np.isnan(fitness)
+        if not known.any():
+            raise ValueError("the training split has no fitness values to guide generation with; set "
+                             "prior_stage.guide_steps=0")
+        threshold = float(np.quantile(fitness[known], 0.9))
+        return GUIDE_CLASSES, [-1 if not k else int(v >= threshold) for v, k in zip(fitness, known)]
+
     def tools(self, directory: Path, full: bool = False, **options) -> dict[str, Any]:
         """The complete data set's splits as the reference: for GB1 all 530k variants, so that "novel"
         means "not among GB1's training variants" and optimised proposals that GB1 measured get their
@@ -188,9 +203,56 @@ def protein_report(model_dir: Path, splits: dict, out_dir: Path, n_eval: int = 2
         for row in rows:
             f.write("\t".join(f"{x:.4f}" if isinstance(x, float) else str(x) for x in row) + "\n")
 
+    if model.guide is not None and model.guide.classes == GUIDE_CLASSES:
+        metrics["guided"] = guided_fitness(model, lookup, training, reference, out_dir, n=n_samples, seed=seed)
     _latent_plot(z, fitness, out_dir / "latents_fitness.png", model.objective)
     (out_dir / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
+
+
+GUIDE_CLASSES = ["below_top_decile", "top_decile"]  # by the training split's measured fitness
+
+
+@torch.no_grad()
+def guided_fitness(model, lookup: dict, training: set, reference: dict, out_dir: Path, n: int = 200,
+                   scale: float = 3.0, steps: int = 50, seed: int = 0) -> dict[str, Any]:
+    """Samples guided toward ``top_decile`` against unguided ones from the same seed: validity, novelty,
+    uniqueness, the fitness head's prediction, and, for the sequences GB1 measured, their measured fitness
+    and the share at least the training split's 90th percentile; ``guided_fitness.png``: histograms."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train_fitness = np.asarray([v for v in reference["train"].column("fitness").to_pylist() if v is not None])
+    threshold = float(np.quantile(train_fitness, 0.9))
+    steps = min(steps, model.diffusion.T)
+    out: dict[str, Any] = {"n": n, "guidance_scale": scale, "ddim_steps": steps, "target": "top_decile",
+                           "threshold_measured_fitness": threshold}
+    predicted = {}
+    for name, condition in (("unguided", None), ("guided", "top_decile")):
+        samples = model.generate(n, steps=steps, seed=seed, condition=condition, guidance_scale=scale)
+        valid = [s for s in samples if s and set(s) <= set("ACDEFGHIKLMNPQRSTVWY")]
+        measured = [lookup[s] for s in samples if s in lookup]
+        predicted[name] = model.codec.predict_fitness(_encode_all(model, valid)).numpy() if valid else np.zeros(0)
+        out[name] = {"valid": len(valid) / n, "novel": sum(s not in training for s in samples) / n,
+                     "unique": len(set(samples)) / n,
+                     "mean_predicted_fitness": float(predicted[name].mean()) if valid else float("nan"),
+                     "measured_in_gb1": len(measured),
+                     "mean_measured_fitness": float(np.mean(measured)) if measured else float("nan"),
+                     "measured_top_decile_share": float(np.mean([m >= threshold for m in measured]))
+                     if measured else float("nan")}
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for name, colour in (("unguided", "tab:gray"), ("guided", "tab:green")):
+        ax.hist(predicted[name], bins=30, alpha=0.6, color=colour, label=f"{name} ({len(predicted[name])} valid)")
+    ax.set_xlabel("predicted fitness (the model's head)")
+    ax.set_ylabel("samples")
+    ax.set_title(f"samples toward the top fitness decile (scale {scale})")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_dir / "guided_fitness.png", dpi=120)
+    plt.close(fig)
+    return out
 
 
 def _consensus(seqs: list[str]) -> str:
