@@ -111,9 +111,13 @@ class VAE(DiLED):
 
     @torch.no_grad()
     def sample_latents(self, n: int, steps: int | None = None, sampler: str = "ddim", eta: float | None = None,
-                       generator: torch.Generator | None = None, z_T: torch.Tensor | None = None) -> torch.Tensor:
-        """z ~ N(0, I) [n x D]: the VAE's prior needs no network (``steps``, ``eta`` are not used)."""
+                       generator: torch.Generator | None = None, z_T: torch.Tensor | None = None,
+                       condition=None, guidance_scale: float = 1.0, classifier=None) -> torch.Tensor:
+        """z ~ N(0, I) [n x D]: the VAE's prior needs no network (``steps``, ``eta`` are not used); it takes
+        no condition (guidance steers a diffusion prior)."""
         check_sampler_name(sampler)
+        if condition is not None:
+            raise ValueError("the VAE baseline samples its N(0, I) prior: it cannot be guided toward a condition")
         return self._noise(n, generator) if z_T is None else z_T
 
     @torch.no_grad()
