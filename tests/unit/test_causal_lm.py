@@ -268,7 +268,8 @@ def test_the_offline_smollm2_kind_overfits_eight_sentences():
     folder = causal_lm.resolve(gguf)
     assert (folder / "config.json").is_file() and causal_lm.model_type(folder) == "llama"
     torch.manual_seed(0)
-    args = dict(latent_dim=32, decoder_kind="causal_lm", encoder_layers=2, decoder_trainable="paper", max_length=24)
+    args = dict(latent_dim=32, decoder_kind="causal_lm", encoder_layers=2, encoder_trainable_layers=2,
+                decoder_trainable="paper", max_length=24)  # the encoder's embeddings frozen, as measured
     codec = TextCodec(**args)  # no decoder named: the GGUF file
     assert codec.decoder_name == gguf and codec.decoder_sha256 == causal_lm.file_sha256([Path(gguf)])
     assert type(codec.decoder).__name__ == "LlamaForCausalLM" and (codec.n_kv_heads, codec.n_layer) == (3, 30)
