@@ -25,6 +25,17 @@ log = logging.getLogger(__name__)
 RECORD = "prior_stage.json"
 
 
+def check_stage_storage(cfg) -> None:
+    """The stage rewrites the exported model folder in place: refused (ConfigError) with remote storage."""
+    from diled_platform.config import ConfigError
+
+    stage = cfg.prior_stage
+    if (stage.steps or stage.guide_steps) and "://" in cfg.run.storage_path:
+        raise ConfigError(f"prior_stage.steps={stage.steps} (guide_steps={stage.guide_steps}) rewrites the exported "
+                          f"model folder, which needs a local run.storage_path, got {cfg.run.storage_path!r}; set "
+                          f"prior_stage.steps=0 and prior_stage.guide_steps=0")
+
+
 def run_prior_stage(cfg, datatype, model_dir: Path) -> dict[str, Any] | None:
     """Train the prior of the model in ``model_dir`` (a checkpoint's ``model`` folder, or a link to one)
     on the encoder means of ``datatype``'s training split; returns the stage's record (None when

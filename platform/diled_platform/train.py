@@ -31,6 +31,7 @@ from diled_platform.config import ConfigError, JobConfig, deepspeed_config_path
 from diled_platform.memory import MemoryMeter, use_mmap_for_large_allocations
 from diled_platform.validation import all_reduce, evaluate
 from diled_platform.zero import build_model, export_pretrained, import_model_libraries, residency, share_fp32_master
+from diled_platform.prior_stage import check_stage_storage, run_prior_stage
 
 # Keys of a DeepSpeed JSON that the job config owns: a preset file setting them would be silently
 # overridden, so it is an error instead.
@@ -564,10 +565,7 @@ def fit(cfg: JobConfig, datatype=None) -> TrainOutcome:
     ``datatype``: the config's data type with its splits already loaded (else it is built here)."""
     import shutil
 
-    if (cfg.prior_stage.steps or cfg.prior_stage.guide_steps) and "://" in cfg.run.storage_path:
-        raise ConfigError(f"prior_stage.steps={cfg.prior_stage.steps} (guide_steps={cfg.prior_stage.guide_steps}) "
-                          f"rewrites the exported model folder, which needs a local run.storage_path, got "
-                          f"{cfg.run.storage_path!r}; set prior_stage.steps=0 and prior_stage.guide_steps=0")
+    check_stage_storage(cfg)
     cfg = absolute_storage(cfg)
     check_storage_reaches_every_node(cfg.run.storage_path)
     sep = "" if cfg.run.storage_path.endswith("/") else "/"
@@ -594,8 +592,6 @@ def fit(cfg: JobConfig, datatype=None) -> TrainOutcome:
         best_dir = Path(best.path) / "model"
         (run_dir / "metrics.json").write_text(json.dumps(result.metrics, indent=2) + "\n")
         if cfg.prior_stage.steps or cfg.prior_stage.guide_steps:
-            from diled_platform.prior_stage import run_prior_stage
-
             record = run_prior_stage(cfg, datatype, model_dir)
             (run_dir / "prior_stage.json").write_text(json.dumps(record, indent=2) + "\n")
     return TrainOutcome(run_dir, model_dir, best_dir, dict(result.metrics or {}), result, cfg)
