@@ -31,6 +31,16 @@ Spacing = Literal["quadratic", "uniform"]
 SPACINGS: tuple[str, ...] = get_args(Spacing)
 
 
+MAX_TEMPERATURE = 2.0
+
+
+def check_temperature(value) -> float:
+    """A sampling temperature (the scale of z_T): a number in (0, MAX_TEMPERATURE], else a ValueError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= MAX_TEMPERATURE:
+        raise ValueError(f"prior_temperature must be a number in (0, {MAX_TEMPERATURE}], got {value!r}")
+    return float(value)
+
+
 def check_sampler_name(name: str) -> str:
     if name not in SAMPLER_NAMES:
         raise ValueError(f"unknown sampler {name!r}; valid names: {', '.join(SAMPLER_NAMES)}")

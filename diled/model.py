@@ -20,7 +20,7 @@ from torch import nn
 
 from diled.codecs.base import Codec, build_codec, codec_reference
 from diled.denoiser import build_prior, prior_name
-from diled.diffusion import LatentDiffusion, check_sampler_name, ddim_invert, ddim_sample
+from diled.diffusion import LatentDiffusion, check_sampler_name, check_temperature, ddim_invert, ddim_sample
 from diled.persistence import (DEFAULT_SHARD_BYTES, INDEX_NAME, WEIGHTS_NAME, has_weights, load_into,
                                parameters_on_meta, save_sharded, weight_files)
 
@@ -67,13 +67,17 @@ class DiLED(nn.Module):
             baseline), is its own class, ``diled.baselines.VAE``; ``from_config`` builds it from a saved
             config that names it.
         vae: only the VAE's (an error here, naming its class).
+        prior_temperature: the scale of the starting noise z_T ~ N(0, prior_temperature^2 I) when sampling
+            from the prior (1 is the model as trained; below 1 pulls samples toward the prior's modes). Saved with
+            the model (``"sampling"`` in its config), so every surface samples alike; it does not touch
+            inversion, interpolation or editing, which start from codes.
     """
 
     #: the objectives this class trains (``diled.baselines.VAE`` has "vae")
     objectives: tuple[str, ...] = ("diled", "autoencoder", "prior_only")
 
     def __init__(self, codec: Codec, denoiser: nn.Module, diffusion: LatentDiffusion, w: float = 8.0,
-                 objective: Objective = "diled", vae=None):
+                 objective: Objective = "diled", vae=None, prior_temperature: float = 1.0):
         super().__init__()
         d_codec, d_prior = getattr(codec, "latent_dim", None), getattr(denoiser, "latent_dim", None)
         if d_codec != d_prior:
@@ -92,6 +96,7 @@ class DiLED(nn.Module):
             raise ValueError(f"vae options are for objective 'vae' (diled.baselines.VAE), not {objective!r}")
         self.codec, self.denoiser, self.diffusion, self.w = codec, denoiser, diffusion, float(w)
         self.objective = objective
+        self.prior_temperature = check_temperature(prior_temperature)
         # what an objective does not train is frozen, so optimisers (and DeepSpeed) never see it
         if objective in ("autoencoder", "vae"):
             self.denoiser.requires_grad_(False)
@@ -128,13 +133,13 @@ class DiLED(nn.Module):
         return {"format_version": FORMAT_VERSION, "w": self.w, "objective": self.objective,
                 "codec": {"name": codec_reference(type(self.codec)), **self.codec.get_config()},
                 "denoiser": {"name": prior_name(self.denoiser), **self.denoiser.get_config()},
-                "diffusion": self.diffusion.get_config()}
+                "diffusion": self.diffusion.get_config(), "sampling": {"prior_temperature": self.prior_temperature}}
 
     @classmethod
     def from_config(cls, config: dict[str, Any], directory: str | Path | None = None) -> "DiLED":
         """Build an untrained model from ``{"codec": {...}, "denoiser": {...}, "diffusion": {...}, "w": ...}``;
         ``"objective": "vae"`` builds the VAE baseline (``diled.baselines.VAE``)."""
-        known = {"format_version", "w", "objective", "codec", "denoiser", "diffusion", "vae"}
+        known = {"format_version", "w", "objective", "codec", "denoiser", "diffusion", "vae", "sampling"}
         unknown = sorted(set(config) - known)
         if unknown:
             raise ValueError(f"unknown DiLED config key(s) {unknown}; expected {sorted(known)}")
@@ -147,8 +152,13 @@ class DiLED(nn.Module):
 
             cls = VAE
         extra = {"vae": config["vae"]} if "vae" in config else {}
+        sampling = config.get("sampling", {})
+        unknown = sorted(set(sampling) - {"prior_temperature"})
+        if unknown:
+            raise ValueError(f"unknown DiLED config key(s) sampling.{unknown}; expected ['prior_temperature']")
         return cls(build_codec(config["codec"], directory=directory), build_prior(config["denoiser"]),
-                   LatentDiffusion(**config["diffusion"]), w=config.get("w", 8.0), objective=objective, **extra)
+                   LatentDiffusion(**config["diffusion"]), w=config.get("w", 8.0), objective=objective,
+                   prior_temperature=sampling.get("prior_temperature", 1.0), **extra)
 
     # ----------------------------------------------------------------- training
     def prepare_batch(self, batch) -> dict[str, torch.Tensor]:
@@ -244,32 +254,41 @@ class DiLED(nn.Module):
     @torch.no_grad()
     def sample_latents(self, n: int, steps: int | None = None, sampler: str = "ddim", eta: float | None = None,
                        generator: torch.Generator | None = None, z_T: torch.Tensor | None = None,
-                       condition=None, guidance_scale: float = 1.0, classifier=None) -> torch.Tensor:
+                       condition=None, guidance_scale: float = 1.0, classifier=None,
+                       prior_temperature: float | None = None) -> torch.Tensor:
         """z1 [n x D] from the prior: DDIM (eta = 0) on ``steps`` strided steps, or DDPM ancestral
-        (eta = 1; all T steps if ``steps`` is None); toward ``condition`` as ``guided_prior`` says."""
+        (eta = 1; all T steps if ``steps`` is None); toward ``condition`` as ``guided_prior`` says. The
+        start is ``z_T`` as given, else ``noise(n, generator, prior_temperature)``."""
         check_sampler_name(sampler)
         prior = self.guided_prior(condition, guidance_scale, classifier)
-        z_T = self._noise(n, generator) if z_T is None else z_T
+        z_T = self.noise(n, generator, prior_temperature) if z_T is None else z_T
         eta = (0.0 if sampler == "ddim" else 1.0) if eta is None else eta
         return ddim_sample(self.diffusion, prior, z_T, self._steps(steps, sampler), eta=eta, generator=generator)
 
-    def _noise(self, n: int, generator: torch.Generator | None) -> torch.Tensor:
-        """z_T ~ N(0, I) [n x D], drawn on the CPU (the same numbers on every device) and moved."""
+    def noise(self, n: int, generator: torch.Generator | None = None,
+              prior_temperature: float | None = None) -> torch.Tensor:
+        """The starting noise of sampling, z_T ~ N(0, t^2 I) [n x D], t = ``prior_temperature`` (default:
+        the model's), drawn on the CPU (the same numbers on every device) and moved."""
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be a positive integer, got {n!r}")
-        return torch.randn((n, self.latent_dim), generator=generator, device="cpu").to(self.device)
+        scale = self.prior_temperature if prior_temperature is None else check_temperature(prior_temperature)
+        z = torch.randn((n, self.latent_dim), generator=generator, device="cpu")
+        return (z if scale == 1.0 else z * scale).to(self.device)
 
     @torch.no_grad()
     def generate(self, n: int, steps: int | None = None, sampler: str = "ddim", seed: int | None = None,
                  generator: torch.Generator | None = None, condition=None, guidance_scale: float = 1.0,
-                 classifier=None, **decode_kwargs) -> list:
+                 classifier=None, prior_temperature: float | None = None, **decode_kwargs) -> list:
         """``n`` new items: sample z1 with the prior, decode it. The same generator (or ``seed``) also
         drives sampled decoding (``strategy="sample"``), so a seeded call is reproducible end to end.
-        ``condition``, ``guidance_scale``, ``classifier``: guided generation (``guided_prior``)."""
+        ``condition``, ``guidance_scale``, ``classifier``: guided generation (``guided_prior``);
+        ``prior_temperature``: the scale of z_T (default the model's, ``noise``); a ``temperature`` in
+        ``decode_kwargs`` is the decoder's (sampled decoding)."""
         if generator is None and seed is not None:
             generator = torch.Generator().manual_seed(seed)
         z1 = self.sample_latents(n, steps=steps, sampler=sampler, generator=generator, condition=condition,
-                                 guidance_scale=guidance_scale, classifier=classifier)
+                                 guidance_scale=guidance_scale, classifier=classifier,
+                                 prior_temperature=prior_temperature)
         if generator is not None:
             decode_kwargs.setdefault("generator", generator)
         return self.codec.decode(z1, **decode_kwargs)

@@ -17,6 +17,8 @@ from typing import Callable, Literal
 import torch
 from torch import nn
 
+from diled.diffusion import check_temperature
+
 
 @torch.no_grad()
 def encode_all(model, examples: list, batch_size: int = 200, log: Callable[[str], None] | None = None) -> torch.Tensor:
@@ -117,3 +119,26 @@ def train_prior(model, prior: nn.Module, z0: torch.Tensor, *, steps: int | None 
                "ema": ema, "t_sampling": t_sampling, "final_loss": sum(losses[-100:]) / max(1, len(losses[-100:])),
                "latents": len(z0), **({"classes": list(prior.classes), "drop_prob": drop_prob} if labels is not None else {})}
     return (averaged if ema > 0 else prior), summary
+
+
+def choose_temperature(model, score: Callable[[torch.Tensor], float], candidates, n: int = 500, seed: int = 0,
+                       log: Callable[[str], None] | None = None) -> dict:
+    """The sampling temperature (the scale of z_T, ``DiLED.prior_temperature``) among ``candidates`` whose ``n``
+    samples ``score`` (latents [n x D] -> a number, higher is better; e.g. MAUVE of their decodings against
+    held-out data) rates best. Every candidate scales the same seeded noise, so they differ only in the
+    temperature. Sets ``model.prior_temperature``; returns ``{"temperature", "scores": {str(t): score}, "n"}``."""
+    temps = [check_temperature(t) for t in candidates]
+    if not temps:
+        raise ValueError("choose_temperature needs at least one candidate temperature")
+    base = model.noise(n, torch.Generator().manual_seed(seed), prior_temperature=1.0)
+    scores = {}
+    for t in temps:
+        z = model.sample_latents(n, z_T=base * t, generator=torch.Generator().manual_seed(seed))
+        scores[str(t)] = float(score(z))
+        if log is not None:
+            log(f"temperature {t}: sample quality {scores[str(t)]:.4f}")
+    best = max(temps, key=lambda t: scores[str(t)])
+    model.prior_temperature = best
+    if log is not None:
+        log(f"temperature {best} chosen ({len(temps)} tried, {n} samples each)")
+    return {"temperature": best, "scores": scores, "n": n}

@@ -85,8 +85,10 @@ class VAE(DiLED):
     objectives = ("vae",)
 
     def __init__(self, codec, denoiser: nn.Module, diffusion: LatentDiffusion, w: float = 8.0,
-                 objective: str = "vae", vae: VAEOptions | dict | None = None):
-        super().__init__(codec, denoiser, diffusion, w=w, objective=objective)
+                 objective: str = "vae", vae: VAEOptions | dict | None = None,
+                 prior_temperature: float = 1.0):
+        super().__init__(codec, denoiser, diffusion, w=w, objective=objective,
+                         prior_temperature=prior_temperature)
         self.vae = vae if isinstance(vae, VAEOptions) else VAEOptions.from_dict(vae)
         self.vae_logvar = ZeroLinear(self.latent_dim, self.latent_dim)
         self.register_buffer("vae_step", torch.zeros((), dtype=torch.long))  # for KL annealing; checkpointed
@@ -112,13 +114,14 @@ class VAE(DiLED):
     @torch.no_grad()
     def sample_latents(self, n: int, steps: int | None = None, sampler: str = "ddim", eta: float | None = None,
                        generator: torch.Generator | None = None, z_T: torch.Tensor | None = None,
-                       condition=None, guidance_scale: float = 1.0, classifier=None) -> torch.Tensor:
-        """z ~ N(0, I) [n x D]: the VAE's prior needs no network (``steps``, ``eta`` are not used); it takes
+                       condition=None, guidance_scale: float = 1.0, classifier=None,
+                       prior_temperature: float | None = None) -> torch.Tensor:
+        """z ~ N(0, t^2 I), t = ``prior_temperature``, [n x D]: the VAE's prior needs no network (``steps``, ``eta`` are not used); it takes
         no condition (guidance steers a diffusion prior)."""
         check_sampler_name(sampler)
         if condition is not None:
             raise ValueError("the VAE baseline samples its N(0, I) prior: it cannot be guided toward a condition")
-        return self._noise(n, generator) if z_T is None else z_T
+        return self.noise(n, generator, prior_temperature) if z_T is None else z_T
 
     @torch.no_grad()
     def invert(self, batch, steps: int | None = None) -> torch.Tensor:

@@ -26,14 +26,16 @@ def stages(cfg: JobConfig, model: str, name: str, vae: dict | None = None) -> li
     autoencoder as ``<name>-stage1``, then the prior as ``name``). ``vae``: the VAE's settings."""
     base = replace(cfg, run={"name": name})
     # the prior stage (prior_stage.steps) trains a prior after the run: DiLED's and the two-stage model's
-    # final prior get it alike; a model whose prior is off (autoencoder, VAE, two-stage's first step) not
-    no_stage = {"steps": 0, "guide_steps": 0}
+    # final prior get it alike; a model whose prior is off (autoencoder, VAE, two-stage's first step) not;
+    # the VAE's sampling temperature is chosen as DiLED's is (prior_stage.temperatures)
+    no_stage = {"steps": 0, "guide_steps": 0, "temperatures": []}
+    vae_stage = {"steps": 0, "guide_steps": 0}  # its N(0, I) prior gets its sampling temperature chosen alike
     if model == "diled":
         return [replace(base, model={"objective": model})]
     if model == "autoencoder":
         return [replace(base, model={"objective": model}, prior_stage=no_stage)]
     if model == "vae":
-        return [replace(base, model={"objective": "vae", "vae": dict(vae or {})}, prior_stage=no_stage)]
+        return [replace(base, model={"objective": "vae", "vae": dict(vae or {})}, prior_stage=vae_stage)]
     if model == "two-stage":
         stage1 = replace(base, model={"objective": "autoencoder"}, run={"name": f"{name}-stage1"},
                          prior_stage=no_stage)

@@ -235,9 +235,20 @@ class PriorStageConfig:
     # beside the model as its guide: generate/edit toward a label (the data type's training_labels);
     # with steps 0, the stage trains only the guide
     guide_steps: int = 0
+    # non-empty: the sampling temperatures (scales of z_T) to try; the best on the validation split by the
+    # data type's sample_quality is saved with the model (DiLED.prior_temperature); empty: temperature 1
+    temperatures: list = field(default_factory=list)
+
+    @property
+    def active(self) -> bool:
+        """Whether the stage has anything to do."""
+        return bool(self.steps or self.guide_steps or self.temperatures)
 
     def validate(self):
         _positive(self, "batch_size")
+        for i, value in enumerate(self.temperatures):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 2:
+                raise ConfigError(f"prior_stage.temperatures[{i}] must be a number in (0, 2], got {value!r}")
         if self.steps < 0:
             raise ConfigError(f"prior_stage.steps must be >= 0 (0: off), got {self.steps}")
         if self.guide_steps < 0:

@@ -1,11 +1,13 @@
 """The prior stage: after joint training, the prior trained further on the finished codec's latents.
 
-Runs on the driver on the consolidated model (``fit`` calls it when ``prior_stage.steps`` or
-``prior_stage.guide_steps`` > 0; with steps 0 it trains only the guide): the
-training split is encoded once, the prior trained with ``diled.prior_training.train_prior``, and the
-model folder replaced atomically by one whose prior is the stage's (the joint one is kept beside it as
+Runs on the driver on the consolidated model (``fit`` calls it when ``prior_stage.active``: steps,
+guide_steps or temperatures; with steps 0 it trains only the guide): the
+training split is encoded once, the prior trained with ``diled.prior_training.train_prior``, the sampling
+temperature chosen on the validation split (``diled.prior_training.choose_temperature``), and the
+model folder replaced atomically by one whose prior is the stage's (the one before is kept beside it as
 ``model.joint``). A ``prior_stage.json`` in the model folder records the stage; a folder that has one is
-not trained again, so re-running a finished job (or resuming after a crash in the stage) is safe.
+not trained again, so re-running a finished job (or resuming after a crash in the stage) is safe; a stage
+record without a temperature gets one chosen when the config asks for it (only ``config.json`` changes).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ def check_stage_storage(cfg) -> None:
     from diled_platform.config import ConfigError
 
     stage = cfg.prior_stage
-    if (stage.steps or stage.guide_steps) and "://" in cfg.run.storage_path:
+    if stage.active and "://" in cfg.run.storage_path:
         raise ConfigError(f"prior_stage.steps={stage.steps} (guide_steps={stage.guide_steps}) rewrites the exported "
                           f"model folder, which needs a local run.storage_path, got {cfg.run.storage_path!r}; set "
                           f"prior_stage.steps=0 and prior_stage.guide_steps=0")
@@ -44,18 +46,20 @@ def run_prior_stage(cfg, datatype, model_dir: Path) -> dict[str, Any] | None:
     from diled.prior_training import encode_all, train_prior
 
     stage = cfg.prior_stage
-    if not stage.steps and not stage.guide_steps:
+    if not stage.active:
         return None
     target = Path(os.path.realpath(model_dir))
     if (target / RECORD).is_file():
         record = json.loads((target / RECORD).read_text())
         print(f"prior stage: already done for this model ({record['steps']} steps)", flush=True)
+        if stage.temperatures and "temperature" not in record:
+            record = temperature_only(cfg, datatype, target, record)
         return record
     t0 = time.perf_counter()
     torch.manual_seed(cfg.run.seed)
     model = DiLED.from_pretrained(target)
-    examples = datatype.training_examples()
-    z0 = encode_all(model, examples, log=lambda m: print(f"prior stage: {m}", flush=True))
+    if stage.steps or stage.guide_steps:
+        z0 = encode_all(model, datatype.training_examples(), log=lambda m: print(f"prior stage: {m}", flush=True))
     t1 = time.perf_counter()
     fresh = stage.prior_config(cfg.model)
     if stage.steps:
@@ -67,10 +71,12 @@ def run_prior_stage(cfg, datatype, model_dir: Path) -> dict[str, Any] | None:
         record = {**summary, "prior": fresh or "the jointly trained prior, continued",
                   "parameters": sum(p.numel() for p in trained.parameters()), "encode_seconds": round(t1 - t0, 1),
                   "train_seconds": round(summary["seconds"], 1)}
-    else:  # only a guide: the prior stays the jointly trained one
+    else:  # only a guide or a temperature: the prior stays the jointly trained one
         summary = {"steps": 0, "final_loss": float("nan")}
         record = {"steps": 0, "prior": "the jointly trained prior, unchanged", "encode_seconds": round(t1 - t0, 1)}
     guide = train_guide(model, datatype, z0, stage.guide_steps, cfg.run.seed) if stage.guide_steps else None
+    if stage.temperatures:
+        record["temperature"] = choose_stage_temperature(model, datatype, stage.temperatures, cfg.run.seed)
     tmp = target.with_name(target.name + ".prior_stage.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
@@ -84,8 +90,38 @@ def run_prior_stage(cfg, datatype, model_dir: Path) -> dict[str, Any] | None:
     shutil.rmtree(joint, ignore_errors=True)
     os.replace(target, joint)     # the jointly trained model stays, beside it
     os.replace(tmp, target)
-    what = f"{summary['steps']} steps (final loss {summary['final_loss']:.4f})" if stage.steps else "the guide only"
-    print(f"prior stage: {what} on {len(z0):,} latents in {time.perf_counter() - t0:.0f} s", flush=True)
+    what = (f"{summary['steps']} steps (final loss {summary['final_loss']:.4f})" if stage.steps
+            else "the guide" if stage.guide_steps else "the temperature only")
+    print(f"prior stage: {what} in {time.perf_counter() - t0:.0f} s", flush=True)
+    return record
+
+
+def choose_stage_temperature(model, datatype, candidates: list, seed: int) -> dict[str, Any]:
+    """Sets ``model.prior_temperature`` to the best of ``candidates`` by ``datatype.sample_quality`` on the
+    validation split (``diled.prior_training.choose_temperature``); its record."""
+    from diled.prior_training import choose_temperature
+
+    t0 = time.perf_counter()
+    # a seed apart from the report's (which samples with run.seed), so the choice is not tuned to its noise
+    chosen = choose_temperature(model, lambda z: datatype.sample_quality(model, z, seed=seed), candidates,
+                                seed=seed + 1, log=lambda m: print(f"prior stage: {m}", flush=True))
+    return {**chosen, "judged_by": f"the {datatype.name} data type's sample_quality on the validation split",
+            "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def temperature_only(cfg, datatype, target: Path, record: dict[str, Any]) -> dict[str, Any]:
+    """A staged model folder gets its sampling temperature chosen: ``config.json`` and the record are
+    rewritten (each atomically); the weights, and so a guide tied to them, stay as they are."""
+    from diled import DiLED
+    from diled.model import CONFIG_NAME
+
+    model = DiLED.from_pretrained(target)
+    record = {**record, "temperature": choose_stage_temperature(model, datatype, cfg.prior_stage.temperatures,
+                                                                cfg.run.seed)}
+    for name, text in ((CONFIG_NAME, json.dumps(model.get_config(), indent=2)), (RECORD, json.dumps(record, indent=2))):
+        tmp = target / f".{name}.tmp"
+        tmp.write_text(text + "\n")
+        os.replace(tmp, target / name)
     return record
 
 

@@ -415,7 +415,7 @@ class DiLEDService:
                 "decode_options": [k for k in DecodeOptions.model_fields if k in m.codec.decode_options],
                 "latent_dim": m.latent_dim,
                 "T": m.diffusion.T, "schedule": m.diffusion.schedule, "pid": os.getpid(),
-                "conditions": self._conditions(),
+                "conditions": self._conditions(), "prior_temperature": m.prior_temperature,
                 "torch_threads": torch.get_num_threads(), "batching": {**getattr(self, "batching", {}), **self.stats},
                 **({"provenance": self.provenance} if self.provenance else {})}
 
@@ -463,15 +463,16 @@ class DiLEDService:
         if req.condition is not None:  # guided: its own pass (the guide's gradient per step), not batched
             self._check_condition(req.condition)
             z = await self._run(self.model.sample_latents, req.n, steps=req.steps, sampler=req.sampler,
-                                generator=generator, condition=req.condition, guidance_scale=req.guidance_scale)
+                                generator=generator, condition=req.condition, guidance_scale=req.guidance_scale,
+                                prior_temperature=req.prior_temperature)
             outputs = await self._decode(z, kwargs, generator)
         elif req.sampler == "ddim" and kwargs.get("strategy", "greedy") == "greedy":
             # the same z_T as the unbatched path draws (sample_latents' first draw from the generator)
-            z_T = torch.randn((req.n, self.model.latent_dim), generator=generator)
+            z_T = self.model.noise(req.n, generator, req.prior_temperature)
             z, outputs = await self._generate_batched((z_T, req.steps, kwargs))
         else:
             z = await self._run(self.model.sample_latents, req.n, steps=req.steps, sampler=req.sampler,
-                                generator=generator)
+                                generator=generator, prior_temperature=req.prior_temperature)
             outputs = await self._decode(z, kwargs, generator)
         return GenerateResponse(outputs=outputs, seed=seed, latents=z.tolist() if req.return_latents else None)
 

@@ -59,6 +59,7 @@ class ReconstructRequest(DecodeOptions):
 
 Condition = Annotated[str, StringConstraints(min_length=1, max_length=200)] | Annotated[int, Field(ge=0, le=100_000)]
 MAX_GUIDANCE = 100.0
+MAX_TEMPERATURE = 2.0  # diled.model.MAX_TEMPERATURE (the schema stays free of torch)
 
 
 class GenerateRequest(DecodeOptions):
@@ -70,6 +71,8 @@ class GenerateRequest(DecodeOptions):
     # guided generation: a class the model knows (/healthz lists them) and the guidance scale
     condition: Condition | None = None
     guidance_scale: float = Field(3.0, ge=0, le=MAX_GUIDANCE)
+    # the scale of z_T; None: the model's own (chosen on validation where the job searched for one)
+    prior_temperature: float | None = Field(None, gt=0, le=MAX_TEMPERATURE)
 
 
 class EditRequest(DecodeOptions):

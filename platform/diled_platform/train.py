@@ -591,7 +591,7 @@ def fit(cfg: JobConfig, datatype=None) -> TrainOutcome:
         best = result.get_best_checkpoint("val_loss", "min") if result.best_checkpoints else result.checkpoint
         best_dir = Path(best.path) / "model"
         (run_dir / "metrics.json").write_text(json.dumps(result.metrics, indent=2) + "\n")
-        if cfg.prior_stage.steps or cfg.prior_stage.guide_steps:
+        if cfg.prior_stage.active:
             record = run_prior_stage(cfg, datatype, model_dir)
             (run_dir / "prior_stage.json").write_text(json.dumps(record, indent=2) + "\n")
     return TrainOutcome(run_dir, model_dir, best_dir, dict(result.metrics or {}), result, cfg)

@@ -207,11 +207,18 @@ def test_guided_generate_and_edit(service, models, tmp_path):
     torch.manual_seed(0)
     model = DiLED(VectorCodec(2, 2, hidden=16, depth=1),
                   MLPSkipNet(2, hidden=16, depth=2, time_dim=8, classes=["low", "high"]),
-                  LatentDiffusion("constant", 20), w=1.0).eval()
+                  LatentDiffusion("constant", 20), w=1.0, prior_temperature=0.6).eval()
     path = model.save_pretrained(tmp_path / "conditional")
     swap_model(config, path)
-    assert health_when(service, lambda h: h["model_dir"] == str(path))["conditions"] == ["low", "high"]
+    health = health_when(service, lambda h: h["model_dir"] == str(path))
+    assert health["conditions"] == ["low", "high"] and health["prior_temperature"] == 0.6
     client = DiLEDClient(service, api_key="")
+    # the model's own prior temperature by default (the batched path), or the request's
+    assert client.generate(n=3, steps=5, seed=4) == model.generate(3, steps=5, seed=4)
+    assert client.generate(n=3, steps=5, seed=4, prior_temperature=1.0) == \
+        model.generate(3, steps=5, seed=4, prior_temperature=1.0) != model.generate(3, steps=5, seed=4)
+    r = post(service, "/generate", {"n": 1, "prior_temperature": 2.5})
+    assert r.status_code == 422 and "prior_temperature" in r.text, r.text
     assert client.generate(n=3, steps=5, seed=1, condition="high", guidance_scale=2.0) == \
         model.generate(3, steps=5, seed=1, condition="high", guidance_scale=2.0)
     assert client.edit([[1.0, 2.0], [0.0, -1.0]], "low", strength=0.6, steps=5) == \

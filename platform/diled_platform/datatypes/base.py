@@ -87,6 +87,12 @@ class DataType(ABC):
         raise NotImplementedError(f"data type {self.name!r} has no labels to guide generation with; set "
                                   f"prior_stage.guide_steps=0")
 
+    def sample_quality(self, model, z, seed: int = 0) -> float:
+        """How close the decoded latents ``z`` [N x D] (prior samples) lie to the validation split, higher
+        is better (text: MAUVE against validation sentences); what ``prior_stage.temperatures`` chooses by."""
+        raise NotImplementedError(f"data type {self.name!r} has no sample_quality to choose a sampling "
+                                  f"temperature by; set prior_stage.temperatures=[]")
+
     def prepare(self, cfg: "JobConfig", run_dir: Path) -> "JobConfig":
         """Anything the model needs from the data before training (text: a tokenizer trained on the
         training split, kept in ``run_dir``); the config to train with. Idempotent: a prepared config

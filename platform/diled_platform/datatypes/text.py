@@ -100,6 +100,22 @@ class TextData(DataType):
                              "data.label_column); set prior_stage.guide_steps=0")
         return classes, [classes.index(label) if label else -1 for label in labels]
 
+    def sample_quality(self, model, z, seed: int = 0) -> float:
+        """MAUVE (``mauve-text``, MiniLM mean-pooled embeddings, as the report) of the latents ``z`` decoded
+        greedily against as many validation sentences (the report scores against the test split)."""
+        from diled.metrics.distribution import mauve_of_texts
+        from diled.metrics.sentiment import SentimentProbe
+
+        refs = self.splits["val"].column("text").to_pylist()[:len(z)]
+        if getattr(self, "_quality_embed", None) is None:  # MiniLM, loaded once for all candidates
+            self._quality_embed = SentimentProbe().embed
+        texts = [t for i in range(0, len(z), 100) for t in model.codec.decode(z[i:i + 100])]
+        score = mauve_of_texts(self._quality_embed, texts, refs, None)["mauve"]
+        if score is None:
+            raise ValueError(f"sample_quality needs at least 10 samples and validation sentences, got {len(texts)} "
+                             f"and {len(refs)}; set prior_stage.temperatures=[]")
+        return score
+
     def datasets(self):
         return {name: driver_dataset(self.splits[name].select(["text"]).rename_columns(["x"])) for name in ("train", "val")}
 
@@ -169,7 +185,7 @@ class TextData(DataType):
         # the blocking changes (a decoder trained briefly loops: "new new new new")
         samples, greedy = generate_texts(model, n_samples, ddim_steps, seed, no_repeat_ngram=(no_repeat_ngram, 0))
         training = {r["text"].lower() for r in train}
-        metrics.update({"samples": len(samples), "ddim_steps": ddim_steps,
+        metrics.update({"samples": len(samples), "ddim_steps": ddim_steps, "prior_temperature": model.prior_temperature,
                         "sample_decoding": f"greedy, no repeated token {no_repeat_ngram}-gram" if no_repeat_ngram else "greedy",
                         "samples_with_repeated_3gram": repeated_ngram_share(samples, 3),
                         "samples_with_repeated_3gram_plain_greedy": repeated_ngram_share(greedy, 3),

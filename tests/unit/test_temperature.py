@@ -1,0 +1,121 @@
+"""The sampling temperature (the scale of z_T): saved with the model, used by every sampling path, chosen
+among candidates by a score (``choose_temperature``) and by the prior stage on a staged folder."""
+
+import json
+import types
+
+import pytest
+import torch
+
+from diled import DiLED, LatentDiffusion, MLPSkipNet, VectorCodec
+from diled.guidance import model_weights_sha256
+from diled.prior_training import choose_temperature
+
+
+def tiny(seed=0, **kwargs):
+    torch.manual_seed(seed)
+    codec = VectorCodec(data_dim=2, latent_dim=3, hidden=16, depth=1)
+    return DiLED(codec, MLPSkipNet(3, hidden=16, depth=2, time_dim=8), LatentDiffusion("linear", 10), w=1.0, **kwargs)
+
+
+def test_the_temperature_scales_the_starting_noise_and_is_saved_with_the_model(tmp_path):
+    model = tiny(prior_temperature=0.7)
+    base = torch.randn(4, 3, generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(model.noise(4, torch.Generator().manual_seed(5)), base * 0.7)
+    torch.testing.assert_close(model.noise(4, torch.Generator().manual_seed(5), prior_temperature=1.0), base)
+    # generate and sample_latents start from that noise; an explicit z_T is taken as given
+    z = model.sample_latents(4, steps=5, generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(z, model.sample_latents(4, steps=5, z_T=base * 0.7))
+    colder = model.sample_latents(4, steps=5, generator=torch.Generator().manual_seed(5), prior_temperature=0.5)
+    torch.testing.assert_close(colder, model.sample_latents(4, steps=5, z_T=base * 0.5))
+    model.save_pretrained(tmp_path / "m")
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["sampling"] == {"prior_temperature": 0.7}
+    loaded = DiLED.from_pretrained(tmp_path / "m")
+    assert loaded.prior_temperature == 0.7
+    assert loaded.generate(3, steps=5, seed=1) == model.generate(3, steps=5, seed=1)
+
+
+def test_a_config_without_sampling_loads_at_temperature_one_and_bad_values_are_named():
+    config = tiny().get_config()
+    config.pop("sampling")
+    assert DiLED.from_config(config).prior_temperature == 1.0
+    with pytest.raises(ValueError, match=r"sampling.\['tempo'\]"):
+        DiLED.from_config({**config, "sampling": {"tempo": 1}})
+    for bad in (0, -1, 2.5, True, "0.9"):
+        with pytest.raises(ValueError, match=r"prior_temperature must be a number in \(0, 2.0\], got"):
+            tiny(prior_temperature=bad)
+        with pytest.raises(ValueError, match="temperature must be"):
+            tiny().generate(2, steps=3, prior_temperature=bad)
+
+
+def test_choose_temperature_takes_the_best_scored_candidate_from_the_same_noise():
+    model = tiny()
+    seen = []
+    target = model.sample_latents(50, z_T=model.noise(50, torch.Generator().manual_seed(3), prior_temperature=0.8)).std()
+
+    def score(z):
+        seen.append(z)
+        return -float((z.std() - target).abs())
+
+    out = choose_temperature(model, score, [1.0, 0.8, 0.6], n=50, seed=3)
+    assert out["temperature"] == 0.8 and model.prior_temperature == 0.8 and out["scores"]["0.8"] == 0.0
+    assert out["scores"]["1.0"] < 0 and out["scores"]["0.6"] < 0 and len(seen) == 3
+    with pytest.raises(ValueError, match="at least one candidate"):
+        choose_temperature(model, score, [])
+    with pytest.raises(ValueError, match="temperature must be"):
+        choose_temperature(model, score, [0.9, 3.0])
+
+
+class QualityPrefers:
+    """A data type stand-in whose sample quality is highest for samples of the spread a temperature gives."""
+    name = "toy"
+
+    def __init__(self, model, temperature):
+        self.target = model.sample_latents(500, z_T=model.noise(500, torch.Generator().manual_seed(1),
+                                                                prior_temperature=temperature)).std()
+
+    def sample_quality(self, model, z, seed=0):
+        return -float((z.std() - self.target).abs())
+
+
+def test_the_prior_stage_chooses_the_temperature_of_a_staged_folder_leaving_its_weights(tmp_path):
+    from diled_platform.config import PriorStageConfig
+    from diled_platform.prior_stage import RECORD, run_prior_stage
+
+    model = tiny()
+    folder = tmp_path / "model"
+    model.save_pretrained(folder)
+    (folder / RECORD).write_text(json.dumps({"steps": 100, "prior": "earlier"}))
+    weights = model_weights_sha256(folder)
+    cfg = types.SimpleNamespace(prior_stage=PriorStageConfig(temperatures=[1.0, 0.9, 0.8]),
+                                run=types.SimpleNamespace(seed=0), model=None)
+    record = run_prior_stage(cfg, QualityPrefers(model, 0.9), folder)   # seed 0 + 1: the datatype's seed
+    assert record["temperature"]["temperature"] == 0.9 and record["steps"] == 100
+    assert json.loads((folder / RECORD).read_text()) == record
+    assert DiLED.from_pretrained(folder).prior_temperature == 0.9
+    assert model_weights_sha256(folder) == weights    # only config.json and the record changed
+    # done: a second run does not choose again
+    assert run_prior_stage(cfg, None, folder) == record
+
+
+def test_a_temperature_only_stage_rewrites_the_folder_with_the_chosen_temperature(tmp_path):
+    from diled_platform.config import PriorStageConfig
+    from diled_platform.prior_stage import run_prior_stage
+
+    model = tiny()
+    folder = tmp_path / "model"
+    model.save_pretrained(folder)
+    cfg = types.SimpleNamespace(prior_stage=PriorStageConfig(temperatures=[1.0, 0.8]),
+                                run=types.SimpleNamespace(seed=0), model=None)
+    record = run_prior_stage(cfg, QualityPrefers(model, 0.8), folder)
+    assert record["steps"] == 0 and record["temperature"]["temperature"] == 0.8
+    assert DiLED.from_pretrained(folder).prior_temperature == 0.8
+    assert (tmp_path / "model.joint").is_dir()   # the folder before the stage, kept beside it
+
+
+def test_temperatures_in_a_config_are_checked():
+    from diled_platform.config import ConfigError, PriorStageConfig
+
+    assert not PriorStageConfig().active and PriorStageConfig(temperatures=[0.9]).active
+    with pytest.raises(ConfigError, match=r"prior_stage.temperatures\[1\] must be a number in \(0, 2\], got 0"):
+        PriorStageConfig(temperatures=[0.9, 0]).validate()
