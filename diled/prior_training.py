@@ -122,23 +122,28 @@ def train_prior(model, prior: nn.Module, z0: torch.Tensor, *, steps: int | None 
 
 
 def choose_temperature(model, score: Callable[[torch.Tensor], float], candidates, n: int = 500, seed: int = 0,
-                       log: Callable[[str], None] | None = None) -> dict:
+                       repeats: int = 1, log: Callable[[str], None] | None = None) -> dict:
     """The sampling temperature (the scale of z_T, ``DiLED.prior_temperature``) among ``candidates`` whose ``n``
     samples ``score`` (latents [n x D] -> a number, higher is better; e.g. MAUVE of their decodings against
-    held-out data) rates best. Every candidate scales the same seeded noise, so they differ only in the
-    temperature. Sets ``model.prior_temperature``; returns ``{"temperature", "scores": {str(t): score}, "n"}``."""
+    held-out data) rates best, averaged over ``repeats`` draws of the noise (seeds ``seed``, ``seed + 1``, ...).
+    Within a draw every candidate scales the same noise, so they differ only in the temperature. Sets
+    ``model.prior_temperature``; returns ``{"temperature", "scores": {str(t): mean score}, "per_draw", "n"}``."""
     temps = [check_temperature(t) for t in candidates]
     if not temps:
         raise ValueError("choose_temperature needs at least one candidate temperature")
-    base = model.noise(n, torch.Generator().manual_seed(seed), prior_temperature=1.0)
-    scores = {}
-    for t in temps:
-        z = model.sample_latents(n, z_T=base * t, generator=torch.Generator().manual_seed(seed))
-        scores[str(t)] = float(score(z))
-        if log is not None:
-            log(f"temperature {t}: sample quality {scores[str(t)]:.4f}")
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"repeats must be a positive integer, got {repeats!r}")
+    per_draw: dict[str, list[float]] = {str(t): [] for t in temps}
+    for r in range(repeats):
+        base = model.noise(n, torch.Generator().manual_seed(seed + r), prior_temperature=1.0)
+        for t in temps:
+            z = model.sample_latents(n, z_T=base * t, generator=torch.Generator().manual_seed(seed + r))
+            per_draw[str(t)].append(float(score(z)))
+            if log is not None:
+                log(f"temperature {t}, draw {r + 1}/{repeats}: sample quality {per_draw[str(t)][-1]:.4f}")
+    scores = {k: sum(v) / len(v) for k, v in per_draw.items()}
     best = max(temps, key=lambda t: scores[str(t)])
     model.prior_temperature = best
     if log is not None:
-        log(f"temperature {best} chosen ({len(temps)} tried, {n} samples each)")
-    return {"temperature": best, "scores": scores, "n": n}
+        log(f"temperature {best} chosen ({len(temps)} tried, {repeats} x {n} samples each)")
+    return {"temperature": best, "scores": scores, "per_draw": per_draw, "n": n}

@@ -60,10 +60,16 @@ def test_choose_temperature_takes_the_best_scored_candidate_from_the_same_noise(
     out = choose_temperature(model, score, [1.0, 0.8, 0.6], n=50, seed=3)
     assert out["temperature"] == 0.8 and model.prior_temperature == 0.8 and out["scores"]["0.8"] == 0.0
     assert out["scores"]["1.0"] < 0 and out["scores"]["0.6"] < 0 and len(seen) == 3
+    # averaged over draws: the second draw (seed 4) is scored too, and the mean decides
+    again = choose_temperature(model, score, [1.0, 0.8, 0.6], n=50, seed=3, repeats=2)
+    assert len(seen) == 9 and again["per_draw"]["0.8"][0] == 0.0 and len(again["per_draw"]["0.8"]) == 2
+    assert again["scores"]["0.8"] == sum(again["per_draw"]["0.8"]) / 2
     with pytest.raises(ValueError, match="at least one candidate"):
         choose_temperature(model, score, [])
     with pytest.raises(ValueError, match="temperature must be"):
         choose_temperature(model, score, [0.9, 3.0])
+    with pytest.raises(ValueError, match="repeats must be a positive integer, got 0"):
+        choose_temperature(model, score, [0.9], repeats=0)
 
 
 class QualityPrefers:
