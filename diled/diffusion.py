@@ -1,6 +1,6 @@
 """The latent diffusion process of DiLED: schedule buffers, the objective's diffusion terms, samplers.
 
-Notation (DESIGN.md section 1): ``z0`` is the encoder mean mu(x0), ``z1`` the first latent
+Notation (docs/design.md section 1): ``z0`` is the encoder mean mu(x0), ``z1`` the first latent
 ``z1 = z0 + sqrt(beta_1) * eps'``, and ``z_t`` (t in 1..T) the noisy latent
 
     z_t = sqrt(abar_t) * z1 + sqrt(1 - abar_t) * eps,        abar_t = prod_{s <= t} alpha_s,
@@ -118,7 +118,7 @@ class LatentDiffusion(nn.Module):
         return 1.0 if t == 0 else float(self._f64["alphas_cumprod"][t - 1])
 
     def rec_weight(self, t: torch.Tensor) -> torch.Tensor:
-        """1 / (T * lambda_t): [N]. The reconstruction term's share at step t (DESIGN.md section 1)."""
+        """1 / (T * lambda_t): [N]. The reconstruction term's share at step t (docs/design.md section 1)."""
         return self.rec_weights[t.long() - 1]
 
     # ----------------------------------------------------------------- forward process
@@ -160,7 +160,7 @@ class LatentDiffusion(nn.Module):
         z_t = self.q_sample(z1, t, eps)
         eps_pred = denoiser(z_t, t) if cond is None else denoiser(z_t, t, cond)
         l_diff = (eps - eps_pred).pow(2).mean(dim=-1)
-        # At t == 1, abar_1 = alpha_1 and 1 - abar_1 = beta_1, so this is DESIGN.md's
+        # At t == 1, abar_1 = alpha_1 and 1 - abar_1 = beta_1, so this is docs/design.md's
         # (z_t - sqrt(beta_1) eps_theta) / sqrt(alpha_1); both z0 (encoder) and eps_pred (prior) get gradient.
         z1_pred = self.predict_start_from_noise(z_t, t, eps_pred)
         a1, b1 = self._f64["alphas"][0], self._f64["betas"][0]

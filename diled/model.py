@@ -1,7 +1,7 @@
 """DiLED: a codec (learnable encoder + decoder), a latent prior network and a diffusion process, as one
-``nn.Module`` (the one that DeepSpeed wraps). The public API of DESIGN.md section 3.
+``nn.Module`` (the one that DeepSpeed wraps). The public API of docs/design.md section 3.
 
-The loss, per example with t ~ U{1..T} (DESIGN.md section 1; Liu et al., ICML 2024):
+The loss, per example with t ~ U{1..T} (docs/design.md section 1; Liu et al., ICML 2024):
 
     loss = mean_N[ L_rec / (T * lambda_t) ] + w * mean_N[ L_diff (t >= 2) or L_align (t == 1) ]
 
@@ -26,7 +26,7 @@ from diled.persistence import (DEFAULT_SHARD_BYTES, INDEX_NAME, WEIGHTS_NAME, ha
 
 CONFIG_NAME = "config.json"
 FORMAT_VERSION = 1
-DEFAULT_STEPS = 50  # DDIM steps when none are given: the largest of DESIGN.md's 10/20/50
+DEFAULT_STEPS = 50  # DDIM steps when none are given: the largest of the usual 10/20/50
 
 Via = Literal["latent", "inversion"]
 Objective = Literal["diled", "autoencoder", "prior_only", "vae"]
@@ -175,9 +175,9 @@ class DiLED(nn.Module):
         """The DiLED loss on a batch.
 
         Returns ``loss`` (scalar), ``rec`` [N] (-log p(x0 | z1)), ``diff`` [N] (L_diff, or L_align where
-        t == 1), ``nelbo`` [N] (the w-free negative ELBO estimate ``rec + T * lambda_t * diff``, DESIGN.md
+        t == 1), ``nelbo`` [N] (the w-free negative ELBO estimate ``rec + T * lambda_t * diff``, docs/design.md
         section 1), ``t`` [N], ``z0`` [N x D] (the detached encoder means) and ``mu_abs`` (mean |mu|, to
-        watch the latent scale against sqrt(beta_1), DESIGN.md section 6). ``t`` fixes the steps instead
+        watch the latent scale against sqrt(beta_1), docs/design.md section 7). ``t`` fixes the steps instead
         of drawing them.
         """
         batch = self.prepare_batch(batch)

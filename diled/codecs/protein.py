@@ -5,7 +5,7 @@ is trained jointly (its MSE is added to the DiLED loss with ``fitness_weight``).
 Sequences of different lengths are padded and masked. The decoder predicts, at every position, one of
 the 20 amino acids or "stop" (the position after the last residue; GB1's sequences all have the same
 length, so there it never occurs). ``-log p(x0 | z)`` is the per-residue cross-entropy summed over the
-sequence (stop included): the sequence's negative log-likelihood. (Text divides by the length, DESIGN.md
+sequence (stop included): the sequence's negative log-likelihood. (Text divides by the length, docs/design.md
 section 1; for proteins most positions of a variant are the wild type, and the per-residue mean made the
 one or two mutated positions so small a part of the loss that the decoder learned the wild type and
 ignored z: measured on GB1, 0.05% accuracy at mutated positions. ``rec_reduction="mean"`` keeps it.)

@@ -99,7 +99,7 @@ class TextCodec(Codec):
         latent_memory / latent_embedding: the two ways z enters the decoder (both on in Optimus and DiLED).
         pool_norm: normalise the pooled encoder state (LayerNorm without parameters) before the linear map
             to the latent, so that sentences differ by more than the encoding noise sqrt(beta_1) from the
-            first step (off: the plain masked mean-pool of DESIGN.md).
+            first step (off: the plain masked mean-pool of Optimus).
         decoder_kind: "causal_lm", "gpt2" or "bert" (see the module docstring).
         decoder_layers: bert: keep only the checkpoint's first k layers (-1: all).
         decoder_init: bert: "pretrained" (the checkpoint's weights) or "random" (its shape only: the

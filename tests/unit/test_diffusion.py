@@ -76,7 +76,7 @@ def test_align_term_is_the_eps_loss_when_the_target_is_z1():
     t = torch.ones(6, dtype=torch.long)
     out = d.training_losses(net, z1, z1, t, eps=eps)
     torch.testing.assert_close(out["diff"], (eps - out["eps_pred"]).pow(2).mean(-1), rtol=1e-4, atol=1e-5)
-    # and with a different target the term is exactly DESIGN.md's formula
+    # and with a different target the term is exactly docs/design.md's formula
     z0 = torch.randn(6, 4)
     a1, b1 = 1 - 0.008, 0.008
     z_t = math.sqrt(a1) * z1 + math.sqrt(b1) * eps

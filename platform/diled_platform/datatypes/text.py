@@ -25,7 +25,7 @@ log = logging.getLogger("diled")
 @dataclass
 class TextOptions(DataOptions):
     type: str = "text"
-    # text_corpus: the offline corpus (DESIGN.md section 4); text_files: a user's .txt/.csv/.jsonl/.parquet/
+    # text_corpus: the offline corpus (docs/design.md section 6); text_files: a user's .txt/.csv/.jsonl/.parquet/
     # .arrow file or saved datasets folder, cleaned like the corpus
     source: Literal["text_corpus", "text_files"] = "text_corpus"
     column: str = "text"                        # text_files: the column that holds one sentence
