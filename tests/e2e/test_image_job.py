@@ -42,4 +42,9 @@ def test_image_job_tiny_with_the_two_stage_baseline(tmp_path):
     assert (joint / "model/guide/model.safetensors").is_file() and (joint / "guided_samples.png").is_file()
     guided = a["guided"]
     assert len(guided["by_class"]) == 10 and 0 <= guided["mean_judged_as_target"] <= 1
+    # each class's Frechet distance against that class's test images, beside the unguided samples' and the floor
+    assert all(v["frechet_vs_class_test"] > 0 for v in guided["by_class"].values())
+    assert guided["max_class_frechet"] == max(v["frechet_vs_class_test"] for v in guided["by_class"].values())
+    assert guided["unguided_frechet_vs_test"] == a["frechet_classifier_features"]["samples_vs_test"]
+    assert 0 < guided["size_matched_floor"] < guided["max_class_frechet"]
     assert json.loads((joint / "prior_stage.json").read_text())["steps"] == 0

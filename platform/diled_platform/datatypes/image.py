@@ -218,19 +218,27 @@ def image_report(model_dir: Path, splits: dict, out_dir: Path, classifier=None, 
                                                             minlength=10).tolist()
         metrics["interpolation"] = interpolation_smoothness(classifier, paths)
         if model.guide is not None:
+            labels = splits["test"][1]
+            test = None if labels is None else (f_test, torch.as_tensor(np.asarray(labels[:len(x)])))
             metrics["guided"] = guided_classes(model, classifier, metrics["samples_class_histogram"], out_dir,
-                                               steps=steps, seed=seed)
+                                               steps=steps, seed=seed, test=test,
+                                               unguided_fd=metrics["frechet_classifier_features"]["samples_vs_test"])
     (out_dir / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
 
 
 @torch.no_grad()
-def guided_classes(model, classifier, unguided_histogram: list[int], out_dir: Path, n: int = 100,
-                   scale: float = 3.0, steps: int = 50, seed: int = 0) -> dict[str, Any]:
+def guided_classes(model, classifier, unguided_histogram: list[int], out_dir: Path, n: int = 200,
+                   scale: float = 3.0, steps: int = 50, seed: int = 0, test: tuple | None = None,
+                   unguided_fd: float | None = None) -> dict[str, Any]:
     """Samples guided toward each class by the model's guide, judged by the run's feature classifier (which
     the guide never saw): the share classified as the target, against that class's share of the unguided
-    samples; ``guided_samples.png`` holds a row of guided samples per class."""
-    from diled.metrics.image import save_grid
+    samples; with ``test`` (the test images' classifier features and labels), each class's Frechet distance
+    against that class's test images, beside ``unguided_fd`` (the unguided samples' against all test
+    images) and a size-matched floor (as many random test images against all test images: what ``n``
+    images score at best, the distance's small-sample bias).
+    ``guided_samples.png`` holds a row of guided samples per class."""
+    from diled.metrics.image import frechet_distance, save_grid
 
     classes = model.guide.classes
     total = max(1, sum(unguided_histogram))
@@ -242,8 +250,19 @@ def guided_classes(model, classifier, unguided_histogram: list[int], out_dir: Pa
         images = model.codec.decode_images(z)
         hit = float((classifier(images).argmax(-1) == i).float().mean())
         out["by_class"][name] = {"judged_as_target": hit, "unguided_share": unguided_histogram[i] / total}
+        if test is not None and int((test[1] == i).sum()) >= 10:
+            features = classifier.features(images)
+            out["by_class"][name]["frechet_vs_class_test"] = frechet_distance(features, test[0][test[1] == i])
         rows.append(images[:8])
     out["mean_judged_as_target"] = sum(v["judged_as_target"] for v in out["by_class"].values()) / len(classes)
+    fds = [v["frechet_vs_class_test"] for v in out["by_class"].values() if "frechet_vs_class_test" in v]
+    if fds and unguided_fd is not None:
+        pick = torch.randperm(len(test[0]), generator=torch.Generator().manual_seed(seed))[:n]
+        out.update({"unguided_frechet_vs_test": unguided_fd, "max_class_frechet": max(fds),
+                    "max_class_frechet_vs_unguided": max(fds) / unguided_fd,
+                    "size_matched_floor": frechet_distance(test[0][pick], test[0]),
+                    "frechet_note": f"{n} guided samples of a class against that class's test images; the "
+                                    f"floor: {n} random test images against all test images"})
     save_grid(torch.cat(rows), out_dir / "guided_samples.png", nrow=8,
               title=f"guided samples, one row per class ({', '.join(classes)}), scale {scale}")
     return out
