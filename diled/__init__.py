@@ -10,6 +10,8 @@ from diled.guidance import CFGPrior, ClassifierGuidedPrior, LatentClassifier
 from diled.model import DiLED
 from diled.schedules import SCHEDULE_NAMES, get_betas
 
+from diled import baselines  # noqa: E402,F401 -- registers the VAE's objective for DiLED.from_config
+
 __version__ = "0.1.0"
 
 __all__ = [

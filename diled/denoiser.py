@@ -23,6 +23,8 @@ import math
 import torch
 from torch import nn
 
+from diled.conditions import ConditionEmbedding, check_classes
+
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
     """Sinusoidal embedding of integer steps (Vaswani et al. 2017; DDPM). ``t`` [N] -> [N x dim]."""
@@ -187,8 +189,6 @@ def _check_input(prior: nn.Module, z_t: torch.Tensor, cond) -> None:
 def _add_classes(prior: nn.Module, classes, dim: int) -> None:
     """Give ``prior`` its class names and, if it has any, a class embedding of ``dim`` (the width its time
     embedding is added at)."""
-    from diled.guidance import ConditionEmbedding, check_classes
-
     prior.classes = check_classes(classes)
     prior.class_embedding = ConditionEmbedding(len(prior.classes), dim) if prior.classes else None
 

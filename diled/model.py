@@ -31,6 +31,7 @@ DEFAULT_STEPS = 50  # DDIM steps when none are given: the largest of the usual 1
 Via = Literal["latent", "inversion"]
 Objective = Literal["diled", "autoencoder", "prior_only", "vae"]
 OBJECTIVES = ("diled", "autoencoder", "prior_only", "vae")
+MODEL_CLASSES: dict[str, type] = {}  # objective -> the DiLED subclass that trains it (filled by subclassing)
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -75,6 +76,13 @@ class DiLED(nn.Module):
 
     #: the objectives this class trains (``diled.baselines.VAE`` has "vae")
     objectives: tuple[str, ...] = ("diled", "autoencoder", "prior_only")
+
+    def __init_subclass__(cls, **kwargs):
+        """A subclass with objectives of its own (the VAE) is what ``from_config`` builds for them."""
+        super().__init_subclass__(**kwargs)
+        for objective in cls.objectives:
+            if objective not in DiLED.objectives:
+                MODEL_CLASSES[objective] = cls
 
     def __init__(self, codec: Codec, denoiser: nn.Module, diffusion: LatentDiffusion, w: float = 8.0,
                  objective: Objective = "diled", vae=None, prior_temperature: float = 1.0):
@@ -147,10 +155,8 @@ class DiLED(nn.Module):
             if key not in config:
                 raise ValueError(f"DiLED config is missing the {key!r} section")
         objective = config.get("objective", "diled")
-        if objective == "vae":
-            from diled.baselines.vae import VAE
-
-            cls = VAE
+        if objective not in cls.objectives and objective in MODEL_CLASSES:
+            cls = MODEL_CLASSES[objective]  # the class that trains it (the VAE's, registered by diled.baselines)
         extra = {"vae": config["vae"]} if "vae" in config else {}
         sampling = config.get("sampling", {})
         unknown = sorted(set(sampling) - {"prior_temperature"})

@@ -60,9 +60,7 @@ def builtin_codec_names() -> list[str]:
     """The codecs shipped in ``diled/codecs/`` (one file each) and any registered since."""
     import pkgutil
 
-    import diled.codecs
-
-    files = {m.name for m in pkgutil.iter_modules(diled.codecs.__path__) if m.name != "base"}
+    files = {m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)]) if m.name != "base"}
     return sorted(files | set(CODECS))
 
 

@@ -8,7 +8,6 @@ name the key and list the valid ones; so are values of the wrong type.
 
 from __future__ import annotations
 
-import re
 import types
 import typing
 from dataclasses import asdict, dataclass, field, fields
@@ -20,14 +19,13 @@ import yaml
 
 from diled.model import Objective
 from diled.schedules import ScheduleName
+from diled_platform.options import ConfigError, DataOptions, positive  # noqa: F401 (public here too)
+
+_positive = positive  # the name plug-ins written before diled_platform.options use
 
 PLATFORM_DIR = Path(__file__).resolve().parent.parent  # .../platform
 PRESETS_DIR = PLATFORM_DIR / "presets"
 DEEPSPEED_DIR = PLATFORM_DIR / "deepspeed"
-
-
-class ConfigError(ValueError):
-    """A malformed job config; the message names the offending key."""
 
 
 @dataclass
@@ -80,36 +78,6 @@ class DiffusionConfig:
     def validate(self):
         if self.T < 2:
             raise ConfigError(f"diffusion.T must be >= 2, got {self.T}")
-
-
-@dataclass
-class DataOptions:
-    """What every data type's options share. Each data type (``diled_platform.datatypes``) subclasses this
-    with its own sources and fields; the job config's ``data`` section is one of them, chosen by ``type``
-    (a litgpt-style discriminated union: ``data: {type: text, source: text_corpus, ...}``)."""
-
-    type: str = "vector"                        # the data type: a module of diled_platform.datatypes, or module:Class
-    source: str = ""                            # where the examples come from: one of the data type's sources
-    path: str | None = None                     # a file or folder, for the sources that read one
-    val_fraction: float = 0.1
-    test_fraction: float = 0.0                  # held out for the job's final evaluation
-    batch_size: int = 128                       # per worker (DeepSpeed's micro batch)
-    # > 1: draw this many batches at a time and regroup them by example length (text: less padding); 0/1: off
-    length_buckets: int = 0
-    seed: int = 0
-
-    #: the sources that read ``path`` (it is then required)
-    path_sources: typing.ClassVar[tuple[str, ...]] = ()
-
-    def validate(self):
-        _positive(self, "batch_size")
-        if self.length_buckets < 0:
-            raise ConfigError(f"data.length_buckets must be >= 0, got {self.length_buckets}")
-        if not 0 < self.val_fraction < 1 or not 0 <= self.test_fraction < 1 or self.val_fraction + self.test_fraction >= 1:
-            raise ConfigError(f"data.val_fraction ({self.val_fraction}) and data.test_fraction ({self.test_fraction}) "
-                              f"must be fractions that leave a training split")
-        if self.source in self.path_sources and not self.path:
-            raise ConfigError(f"data.path is required when data.source is {self.source!r}")
 
 
 @dataclass
@@ -333,19 +301,6 @@ def _check_prior(config: dict[str, Any], where: str) -> None:
             build_prior(config)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"{where}: {err}") from None
-
-
-def _positive(section, *names):
-    for name in names:
-        value = getattr(section, name)
-        if value <= 0:
-            raise ConfigError(f"{_section_name(section)}.{name} must be > 0, got {value}")
-
-
-def _section_name(section) -> str:
-    if isinstance(section, DataOptions):
-        return "data"
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", type(section).__name__.removesuffix("Config")).lower()
 
 
 def _build_section(name: str, factory, values: dict):

@@ -59,31 +59,6 @@ def _flatten(x: Any) -> list[torch.Tensor]:
     return out
 
 
-def memory_probe_loop(config: dict) -> None:
-    """Ray Train worker for benchmarks/zero_memory.py: build the engine of ``config["job"]``, take
-    ``config["steps"]`` steps on synthetic ring data, write this rank's model-state bytes to
-    ``<config["out_dir"]>/rank<r>.json``."""
-    import json
-    from pathlib import Path
-
-    from diled.data.toy import gaussian_ring
-    from diled_platform.config import JobConfig
-    from diled_platform.train import _context, setup_model_and_engine, train_step
-
-    cfg = JobConfig.from_dict(config["job"])
-    ctx = _context()
-    engine = setup_model_and_engine(cfg, ctx)
-    x = gaussian_ring(cfg.data.batch_size, seed=ctx.rank, dim=engine.module.codec.data_dim)
-    for _ in range(config["steps"]):
-        train_step(engine, {"x": x})
-    # measure with the gradients alive: after backward, before the optimizer step frees them
-    engine.backward(engine({"x": x})["loss"])
-    counts = model_state_bytes(engine)
-    engine.step()
-    counts["n_params"] = sum(getattr(p, "ds_numel", p.numel()) for p in engine.module.parameters())
-    Path(config["out_dir"], f"rank{ctx.rank}.json").write_text(json.dumps(counts))
-
-
 # ----------------------------------------------------------------------------- process memory (measured)
 def _status_kib(field: str) -> int | None:
     try:

@@ -141,7 +141,8 @@ class WorkerContext:
     local_rank: int = 0
 
 
-def _context() -> WorkerContext:
+def worker_context() -> WorkerContext:
+    """This Ray Train worker's rank, world size and local rank."""
     import ray.train
 
     ctx = ray.train.get_context()
@@ -399,7 +400,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     import ray.data
 
     cfg = JobConfig.from_dict(config)
-    ctx = _context()
+    ctx = worker_context()
     if not cfg.scaling.use_gpu:
         # one intra-op thread per reserved CPU: Ray's OMP_NUM_THREADS reaches torch only in a fresh worker
         # process (a reused one keeps the thread count of its first task), and fractional CPUs round down

@@ -123,33 +123,3 @@ def export_pretrained(engine, directory: Path, stage: int, rank: int) -> None:
     elif rank == 0:
         module.save_pretrained(directory)
 
-
-def zero3_probe_loop(config: dict) -> None:
-    """Ray Train worker for the ZeRO-3 test: build the engine of ``config["job"]`` (partitioned), record
-    what this rank holds right after construction, take ``config["steps"]`` steps on the examples
-    ``config["texts"]``, then compute the trained model's teacher-forced decoder logits on them from the
-    encoder means (no noise; every rank takes part) and export the model with the platform's streamed
-    export. Rank 0 writes ``logits.safetensors``, ``residency<r>.json`` come from every rank and the
-    export goes to ``<out_dir>/model``."""
-    import json
-
-    from safetensors.torch import save_file
-
-    from diled_platform.train import _context, setup_model_and_engine, train_step, zero_stage
-
-    cfg = JobConfig.from_dict(config["job"])
-    ctx = _context()
-    out = Path(config["out_dir"])
-    engine = setup_model_and_engine(cfg, ctx)
-    (out / f"residency{ctx.rank}.json").write_text(json.dumps(engine.diled_residency))
-    codec = engine.module.codec
-    batch = codec.collate(config["texts"])
-    for _ in range(config["steps"]):
-        train_step(engine, batch)
-    engine.module.eval()
-    with torch.no_grad():
-        z = codec.encode(batch)
-        logits = codec.decoder_logits(batch["dec_ids"][:, :-1], batch["dec_mask"][:, :-1], z)
-    export_pretrained(engine, out / "model", zero_stage(cfg), ctx.rank)
-    if ctx.rank == 0:
-        save_file({"logits": logits.contiguous(), "z": z.contiguous()}, str(out / "logits.safetensors"))

@@ -24,7 +24,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, get_args, get_type_hints
 
-from diled_platform.config import DataOptions
+from diled_platform.options import DataOptions
 
 if TYPE_CHECKING:
     from diled_platform.config import JobConfig
@@ -170,10 +170,10 @@ _LOADED: dict[str, type[DataType]] = {}
 
 
 def builtin_names() -> list[str]:
-    """The data types shipped in this package: one module each."""
-    import diled_platform.datatypes as package
-
-    return sorted(m.name for m in pkgutil.iter_modules(package.__path__) if m.name != "base")
+    """The data types shipped in this package: one module each (``base`` and modules whose name starts
+    with ``_``, helpers, are not data types)."""
+    return sorted(m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)])
+                  if m.name != "base" and not m.name.startswith("_"))
 
 
 def datatype_class(name: str) -> type[DataType]:

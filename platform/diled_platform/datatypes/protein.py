@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import torch
 
-from diled_platform.config import ConfigError, DataOptions
+from diled_platform.options import ConfigError, DataOptions
 from diled_platform.datatypes.base import DataType, Metric, driver_dataset, replace_options
 
 log = logging.getLogger("diled")

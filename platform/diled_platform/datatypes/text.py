@@ -11,11 +11,14 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 
-from diled_platform.config import ConfigError, DataOptions, JobConfig, _positive
+from diled_platform.options import ConfigError, DataOptions, positive
+
+if TYPE_CHECKING:
+    from diled_platform.config import JobConfig
 from diled_platform.datatypes.base import DataType, Metric, driver_dataset
 from diled_platform.reports import loss_plot
 
@@ -38,7 +41,7 @@ class TextOptions(DataOptions):
 
     def validate(self):
         super().validate()
-        _positive(self, "min_words", "max_words")
+        positive(self, "min_words", "max_words")
         if self.min_words > self.max_words:
             raise ConfigError(f"data.min_words ({self.min_words}) > data.max_words ({self.max_words})")
 
@@ -325,7 +328,7 @@ def prepare_tokenizer(cfg: JobConfig, run_dir: Path, train_texts: list[str]) -> 
         args["tokenizer"] = str(directory)
     data = cfg.to_dict()
     data["model"]["codec_args"] = args
-    return JobConfig.from_dict(data)
+    return type(cfg).from_dict(data)
 
 
 def _batches(items: list, size: int):

@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import torch
 
-from diled_platform.config import ConfigError, DataOptions, _positive
+from diled_platform.options import ConfigError, DataOptions, positive
 from diled_platform.datatypes.base import DataType, Metric, driver_dataset
 
 
@@ -30,7 +30,7 @@ class VectorOptions(DataOptions):
 
     def validate(self):
         super().validate()
-        _positive(self, "n_train")
+        positive(self, "n_train")
 
 
 class VectorData(DataType):

@@ -1,0 +1,57 @@
+"""Conditions of a prior: class names, a class index from a name, and the class embedding that a prior
+built with classes adds to its time embedding (``NULL``, -1, is the learned "no condition"). Shared by the
+priors (``diled.denoiser``) and guidance (``diled.guidance``)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+NULL = -1  # the class index of "no condition"
+
+
+def check_classes(classes) -> list[str]:
+    """``classes`` as a list of distinct non-empty names (ValueError naming the problem)."""
+    if classes is None:
+        return []
+    if isinstance(classes, str) or not all(isinstance(c, str) and c for c in classes):
+        raise ValueError(f"classes must be a list of non-empty names, got {classes!r}")
+    classes = list(classes)
+    if len(set(classes)) != len(classes):
+        raise ValueError(f"classes must be distinct, got {classes}")
+    return classes
+
+
+def class_index(classes: list[str], condition) -> int:
+    """The index of ``condition`` (a class name or an index) among ``classes``; ValueError listing them."""
+    if not classes:
+        raise ValueError("this model's prior has no classes: it takes no condition (train a conditional prior, "
+                         "or guide it with a classifier)")
+    if isinstance(condition, str):
+        if condition not in classes:
+            raise ValueError(f"unknown condition {condition!r}; this model knows {classes}")
+        return classes.index(condition)
+    if isinstance(condition, bool) or not isinstance(condition, int) or not 0 <= condition < len(classes):
+        raise ValueError(f"a condition is a class name or an index in 0..{len(classes) - 1}, got {condition!r}")
+    return condition
+
+
+class ConditionEmbedding(nn.Module):
+    """A class index [N] (``NULL`` = -1 for none) -> a vector [N x dim]; the null class is learned too."""
+
+    def __init__(self, num_classes: int, dim: int):
+        super().__init__()
+        self.num_classes = num_classes
+        self.table = nn.Embedding(num_classes + 1, dim)
+        nn.init.normal_(self.table.weight, std=0.02)
+
+    def forward(self, cond: torch.Tensor | None, n: int, device) -> torch.Tensor:
+        if cond is None:
+            cond = NULL
+        cond = torch.as_tensor(cond, device=device).long().reshape(-1)
+        if cond.numel() == 1:
+            cond = cond.expand(n)
+        if cond.shape != (n,) or bool(((cond < NULL) | (cond >= self.num_classes)).any()):
+            raise ValueError(f"cond must be {n} class indices in -1..{self.num_classes - 1} (-1: none), "
+                             f"got {cond.tolist()[:8]}")
+        return self.table(torch.where(cond == NULL, torch.full_like(cond, self.num_classes), cond))
