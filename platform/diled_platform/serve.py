@@ -174,12 +174,13 @@ def _json_safe(value, depth: int = 0):
         return "..."
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
-    if isinstance(value, str):
-        return value if len(value) <= 200 else value[:200] + "..."
+    if isinstance(value, str):  # a lone surrogate is echoed escaped: it has no UTF-8 encoding
+        value = value if len(value) <= 200 else value[:200] + "..."
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
     if isinstance(value, (list, tuple)):
         return [_json_safe(v, depth + 1) for v in value[:8]] + (["..."] if len(value) > 8 else [])
     if isinstance(value, dict):
-        return {str(k)[:100]: _json_safe(v, depth + 1) for k, v in list(value.items())[:16]}
+        return {_json_safe(str(k)[:100], depth + 1): _json_safe(v, depth + 1) for k, v in list(value.items())[:16]}
     if value is None or isinstance(value, (bool, int, float)):
         return value
     return str(value)[:200]

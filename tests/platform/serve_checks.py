@@ -101,6 +101,12 @@ BAD = [
     ("/reconstruct", '{"latents": [[Infinity, 0, 0, 0, 0, 0, 0, 0]]}', "finite"),
     ("/encode", '{"inputs": [[-Infinity, 1.0]]}', "finite"),
     ("/generate", '{"temperature": NaN}', "finite"),
+    # a lone UTF-16 surrogate is valid JSON but not Unicode: refused in every string field (pydantic's strict
+    # strings), its echo escaped so that the 422 itself encodes
+    ("/reconstruct", '{"inputs": ["fine", "a\\ud800b"]}', '"input":"a\\\\ud800b"'),
+    ("/encode", '{"inputs": ["\\udfff"]}', "unable to parse raw data as a unicode string"),
+    ("/interpolate", '{"a": "x", "b": "\\ud83d"}', "unable to parse raw data as a unicode string"),
+    ("/generate", '{"n": 1, "condition": "pos\\ud800"}', "unable to parse raw data as a unicode string"),
     ("/interpolate", '{"a": [NaN, 1.0], "b": "y"}', "finite"),
     ("/interpolate", {"a": "x", "b": "y", "num": 1}, "greater than or equal"),
     ("/interpolate", {"a": "x"}, "missing"),
