@@ -1,13 +1,33 @@
-"""Conditions of a prior: class names, a class index from a name, and the class embedding that a prior
-built with classes adds to its time embedding (``NULL``, -1, is the learned "no condition"). Shared by the
-priors (``diled.denoiser``) and guidance (``diled.guidance``)."""
+"""Conditions of a prior: class names, a class index from a name, the class embedding that a prior
+built with classes adds to its time embedding (``NULL``, -1, is the learned "no condition"), and value
+conditions (``">= y"``: a value of at least y, which a value guide steers toward). Shared by the priors
+(``diled.denoiser``), guidance (``diled.guidance``) and the model.
+
+A condition is a class name (``"positive"``), a class index, or a string ``">= y"`` with a number y."""
 
 from __future__ import annotations
+
+import math
+import re
 
 import torch
 from torch import nn
 
 NULL = -1  # the class index of "no condition"
+_AT_LEAST = re.compile(r"^\s*>=\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
+
+
+def at_least(condition) -> float | None:
+    """The y of a value condition ``">= y"`` (ValueError if y is not finite); None for any other condition."""
+    if not isinstance(condition, str):
+        return None
+    match = _AT_LEAST.match(condition)
+    if match is None:
+        return None
+    value = float(match.group(1))
+    if not math.isfinite(value):
+        raise ValueError(f"a value condition needs a finite number, got {condition!r}")
+    return value
 
 
 def check_classes(classes) -> list[str]:

@@ -239,23 +239,51 @@ class DiLED(nn.Module):
             steps = min(DEFAULT_STEPS, self.diffusion.T)
         return self.diffusion.timesteps(steps)
 
+    @property
+    def conditions(self) -> list[str]:
+        """What generation and editing can be guided toward: the classes of a prior built with them, else
+        its guide's classes, or ``[">= y"]`` for a value guide (``diled.guidance.LatentRegressor``); [] if
+        neither."""
+        from diled.guidance import LatentRegressor
+
+        if getattr(self.denoiser, "classes", None):
+            return list(self.denoiser.classes)
+        if isinstance(self.guide, LatentRegressor):
+            return [f">= y ({self.guide.value} at least y)"]
+        return list(self.guide.classes) if self.guide is not None else []
+
     def guided_prior(self, condition=None, guidance_scale: float = 1.0, classifier=None) -> nn.Module:
         """The prior to sample with (``diled.guidance``): the prior itself with no ``condition``; toward the
         class ``condition`` (a name or an index) at ``guidance_scale``: classifier-free if the prior was built
-        with classes, else guided by ``classifier`` (a ``LatentClassifier``; default the model's ``guide``).
-        An explicit ``classifier`` is used in either case."""
-        from diled.guidance import CFGPrior, ClassifierGuidedPrior, class_index
+        with classes, else guided by ``classifier`` (a ``LatentClassifier``; default the model's ``guide``);
+        toward ``">= y"`` (a value of at least y) by a ``LatentRegressor`` (``classifier``, or the model's
+        guide). An explicit ``classifier`` is used in any case. ValueError naming what the model knows."""
+        from diled.guidance import (AtLeastGuidedPrior, CFGPrior, ClassifierGuidedPrior, LatentRegressor, at_least,
+                                    class_index)
 
         if condition is None:
             if classifier is not None:
                 raise ValueError("a classifier guides toward a condition: pass condition=<class name or index>")
             return self.denoiser
-        if classifier is None and not getattr(self.denoiser, "classes", None):
-            classifier = self.guide  # the classifier saved beside the model, if any
+        target = at_least(condition)
+        if classifier is None and (target is not None or not getattr(self.denoiser, "classes", None)):
+            classifier = self.guide  # the guide saved beside the model, if any
+        if target is not None:
+            if not isinstance(classifier, LatentRegressor):
+                raise ValueError(f"condition {condition!r} asks for a value of at least {target}, which needs a value "
+                                 f"guide (prior_stage.guide: value); this model knows {self.conditions}")
+            return AtLeastGuidedPrior(self.denoiser, classifier, self.diffusion, target, guidance_scale)
+        if isinstance(classifier, LatentRegressor):
+            raise ValueError(f"unknown condition {condition!r}; this model's guide takes a value condition "
+                             f"'>= y' ({classifier.value} at least y)")
         if classifier is not None:
             return ClassifierGuidedPrior(self.denoiser, classifier, self.diffusion,
                                          class_index(classifier.classes, condition), guidance_scale)
         return CFGPrior(self.denoiser, class_index(getattr(self.denoiser, "classes", []), condition), guidance_scale)
+
+    def check_condition(self, condition) -> None:
+        """ValueError (naming what the model knows) unless generation can be guided toward ``condition``."""
+        self.guided_prior(condition)
 
     @torch.no_grad()
     def sample_latents(self, n: int, steps: int | None = None, sampler: str = "ddim", eta: float | None = None,

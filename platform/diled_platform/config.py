@@ -203,6 +203,9 @@ class PriorStageConfig:
     # beside the model as its guide: generate/edit toward a label (the data type's training_labels);
     # with steps 0, the stage trains only the guide
     guide_steps: int = 0
+    # what the guide steers toward: "classes" (a classifier on the data type's training_labels) or
+    # "value" (a regressor on its training_values, for conditions ">= y": protein fitness)
+    guide: Literal["classes", "value"] = "classes"
     # non-empty: the sampling temperatures (scales of z_T) to try; the best on the validation split by the
     # data type's sample_quality is saved with the model (DiLED.prior_temperature); empty: temperature 1
     temperatures: list = field(default_factory=list)

@@ -75,7 +75,7 @@ def run_prior_stage(cfg, datatype, model_dir: Path) -> dict[str, Any] | None:
     else:  # only a guide or a temperature: the prior stays the jointly trained one
         summary = {"steps": 0, "final_loss": float("nan")}
         record = {"steps": 0, "prior": "the jointly trained prior, unchanged", "encode_seconds": round(t1 - t0, 1)}
-    guide = train_guide(model, datatype, z0, stage.guide_steps, cfg.run.seed) if stage.guide_steps else None
+    guide = train_guide(model, datatype, z0, stage.guide_steps, cfg.run.seed, stage.guide) if stage.guide_steps else None
     if stage.temperatures:
         record["temperature"] = choose_stage_temperature(model, datatype, stage.temperatures, cfg.run.seed)
     tmp = target.with_name(target.name + ".prior_stage.tmp")
@@ -128,19 +128,31 @@ def temperature_only(cfg, datatype, target: Path, record: dict[str, Any]) -> dic
     return record
 
 
-def train_guide(model, datatype, z0: torch.Tensor, steps: int, seed: int):
-    """A ``LatentClassifier`` on the labelled ones of the training latents ``z0`` (the data type's
-    ``training_labels``), noised as the prior sees them; returns (classifier, its record)."""
-    from diled.guidance import LatentClassifier, train_classifier
+def train_guide(model, datatype, z0: torch.Tensor, steps: int, seed: int, kind: str = "classes"):
+    """A guide on the training latents ``z0``, noised as the prior sees them: a ``LatentClassifier`` on the
+    labelled ones (the data type's ``training_labels``), or with ``kind="value"`` a ``LatentRegressor`` on
+    those with a value (``training_values``); returns (guide, its record)."""
+    from diled.guidance import LatentClassifier, LatentRegressor, train_classifier, train_regressor
 
     t0 = time.perf_counter()
+    torch.manual_seed(seed)
+    if kind == "value":
+        name, values = datatype.training_values()
+        keep = torch.tensor([v is not None for v in values])
+        y = torch.tensor([float(v) for v in values if v is not None])
+        regressor = LatentRegressor(model.latent_dim, name)
+        summary = train_regressor(regressor, model.diffusion, z0[keep], y, steps=steps, seed=seed)
+        print(f"prior stage: value guide ({name}) on {int(keep.sum()):,} latents, {steps} steps, NLL "
+              f"{summary['final_nll']:.3f} (a constant prediction: {summary['constant_nll']:.3f})", flush=True)
+        return regressor, {**summary, "kind": "value", "with_value": int(keep.sum()),
+                           "seconds": round(time.perf_counter() - t0, 1)}
     classes, labels = datatype.training_labels()
     labels = torch.tensor(labels, dtype=torch.long)
     keep = labels >= 0
-    torch.manual_seed(seed)
     classifier = LatentClassifier(model.latent_dim, classes)
     summary = train_classifier(classifier, model.diffusion, z0[keep], labels[keep], steps=steps, seed=seed)
     counts = {c: int((labels == i).sum()) for i, c in enumerate(classes)}
     print(f"prior stage: guide on {int(keep.sum()):,} labelled latents {counts}, {steps} steps, loss "
           f"{summary['final_loss']:.3f} (chance {summary['chance_loss']:.3f})", flush=True)
-    return classifier, {**summary, "classes": classes, "labelled": counts, "seconds": round(time.perf_counter() - t0, 1)}
+    return classifier, {**summary, "kind": "classes", "classes": classes, "labelled": counts,
+                        "seconds": round(time.perf_counter() - t0, 1)}

@@ -444,15 +444,12 @@ class DiLEDService:
         return OutputsResponse(outputs=await self._decode(z, kwargs, generator))
 
     def _conditions(self) -> list[str]:
-        """The classes generation and editing can be guided toward (a conditional prior's, or its guide's)."""
-        m = self.model
-        return list(getattr(m.denoiser, "classes", None) or (m.guide.classes if m.guide is not None else []))
+        """What generation and editing can be guided toward (``DiLED.conditions``)."""
+        return self.model.conditions
 
     def _check_condition(self, condition) -> None:
-        from diled.guidance import class_index
-
         try:
-            class_index(self._conditions(), condition)
+            self.model.check_condition(condition)
         except ValueError as e:
             raise BadRequest(f"condition: {e}") from None
 

@@ -17,7 +17,7 @@ def test_protein_job_tiny_with_the_autoencoder_baseline(tmp_path):
     args = [sys.executable, str(ROOT / "jobs/train_protein.py"), "--compare-autoencoder", "--run.name=tiny",
             f"--run.storage_path={tmp_path}", "--data.max_examples=2000", "--optim.max_steps=60",
             "--run.checkpoint_every=30", "--scaling.num_workers=1", "--model.prior_hidden=64",
-            "--prior_stage.guide_steps=50"]  # a guide toward the top fitness decile (the prior stays the joint one)
+            "--prior_stage.guide_steps=50", "--prior_stage.guide=value"]  # a fitness guide: ">= y" (the prior stays)
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     out = subprocess.run(args, capture_output=True, text=True, timeout=850, env=env, cwd=tmp_path)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
@@ -35,7 +35,8 @@ def test_protein_job_tiny_with_the_autoencoder_baseline(tmp_path):
     assert "| model | residue acc. ↑ |" in out.stdout and "| diled |" in out.stdout and "| autoencoder |" in out.stdout
     # DiLED's guide, judged by GB1's measurements and the fitness head; the autoencoder has none
     guided = a["guided"]
-    assert guided["target"] == "top_decile" and (diled / "guided_fitness.png").is_file()
+    # toward the training split's 90th percentile of measured fitness, as a value condition
+    assert guided["target"] == f">= {guided['threshold_measured_fitness']:.4f}" and (diled / "guided_fitness.png").is_file()
     for name in ("unguided", "guided"):
         assert 0 <= guided[name]["valid"] <= 1 and 0 <= guided[name]["novel"] <= 1 and guided[name]["measured_in_gb1"] >= 0
-    assert "guided" not in b and (diled / "model/guide/config.json").is_file()
+    assert "guided" not in b and "regressor" in json.loads((diled / "model/guide/config.json").read_text())

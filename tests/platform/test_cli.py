@@ -118,6 +118,17 @@ def test_guided_generate_and_edit(tmp_path):
     out = cli("edit", "--model", str(path), "--condition", "low", "--strength", "0.7", "--steps", "5", "[1.0, 2.0]")
     assert out.returncode == 0, out.stderr
     assert [r["output"] for r in lines(out)] == model.edit([[1.0, 2.0]], "low", strength=0.7, guidance_scale=3.0, steps=5)
+    # a value guide: "--condition '>= y'"
+    from diled.guidance import LatentRegressor, save_guide
+
+    plain = DiLED(VectorCodec(2, 2, hidden=16, depth=1), MLPSkipNet(2, hidden=16, depth=2, time_dim=8),
+                  LatentDiffusion("constant", 20), w=1.0).eval()
+    valued = plain.save_pretrained(tmp_path / "valued")
+    save_guide(LatentRegressor(2, "height", hidden=8, depth=1, time_dim=8), valued)
+    plain = DiLED.from_pretrained(valued)
+    out = cli("generate", "--model", str(valued), "-n", "2", "--seed", "1", "--steps", "5", "--condition", ">= 0.5")
+    assert out.returncode == 0, out.stderr
+    assert [r["output"] for r in lines(out)] == plain.generate(2, steps=5, seed=1, condition=">= 0.5", guidance_scale=3.0)
     out = cli("generate", "--model", str(path), "--condition", "sideways")
     assert out.returncode != 0 and "unknown condition 'sideways'; this model knows ['low', 'high']" in out.stderr
     out = cli("edit", "--model", str(path), "--condition", "low", "--strength", "2", "[1.0, 2.0]")

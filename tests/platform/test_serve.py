@@ -228,6 +228,8 @@ def test_guided_generate_and_edit(service, models, tmp_path):
         r = post(service, path_, body)
         assert r.status_code == 422 and "this model knows ['low', 'high']" in r.json()["detail"], r.text
     assert post(service, "/edit", {"inputs": [[1.0, 2.0]], "condition": "low", "strength": 1.5}).status_code == 422
+    r = post(service, "/generate", {"n": 1, "condition": ">= 1.5"})   # a value condition, and no value guide
+    assert r.status_code == 422 and "needs a value guide" in r.json()["detail"], r.text
     swap_model(config, models[0])
     health = health_when(service, lambda h: h["model_dir"] == str(models[0]))
     assert health["conditions"] == []  # the text model's prior has no classes and it has no guide

@@ -131,3 +131,39 @@ def test_a_slot_transformer_takes_classes_too():
     nn_out = prior(z, t, torch.tensor([0, 1, -1]))
     assert nn_out.shape == (3, 4)
     torch.testing.assert_close(prior(z, t), prior(z, t, torch.tensor([-1, -1, -1])))  # no cond: the null class
+
+
+def test_value_guidance_steers_toward_at_least_y_and_saves_with_the_model(tmp_path):
+    """A regressor on noisy latents (a value: z's first number, plus noise) guides an unconditional prior toward
+    ">= y": most guided samples reach y where few unguided ones do; saved as the model's guide, it is what
+    ``conditions`` lists, and a class condition is refused by name."""
+    from diled.conditions import at_least
+    from diled.guidance import LatentRegressor, save_guide, train_regressor
+
+    z0, _ = clusters()
+    values = z0[:, 0] + 0.1 * torch.randn(len(z0), generator=torch.Generator().manual_seed(1))
+    model = model_with(MLPSkipNet(2, hidden=64, depth=3, time_dim=32))
+    model.denoiser, _ = train_prior(model, model.denoiser, z0, steps=1500, batch_size=256, lr=2e-3, ema=0.99,
+                                    warmup=50)
+    regressor = LatentRegressor(2, "height", hidden=64, depth=2, time_dim=32)
+    summary = train_regressor(regressor, model.diffusion, z0, values, steps=800, lr=3e-3)
+    assert summary["final_nll"] < summary["constant_nll"] - 0.3
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    plain = model.sample_latents(400, steps=50, generator=g())
+    guided = model.sample_latents(400, steps=50, generator=g(), condition=">= 1.5", classifier=regressor,
+                                  guidance_scale=3.0)
+    assert float((plain[:, 0] >= 1.5).float().mean()) < 0.35 < 0.7 < float((guided[:, 0] >= 1.5).float().mean())
+    assert at_least(">= 1.5") == 1.5 and at_least(" >=-2e-1") == -0.2 and at_least("right") is None
+    with pytest.raises(ValueError, match="needs a value guide"):
+        model.sample_latents(2, condition=">= 1")
+
+    folder = model.save_pretrained(tmp_path / "m")
+    save_guide(regressor, folder, summary)
+    loaded = DiLED.from_pretrained(folder)
+    assert isinstance(loaded.guide, LatentRegressor) and loaded.conditions == [">= y (height at least y)"]
+    torch.testing.assert_close(loaded.sample_latents(6, steps=20, generator=g(), condition=">=1.5", guidance_scale=3.0),
+                               model.sample_latents(6, steps=20, generator=g(), condition=">=1.5",
+                                                    classifier=regressor, guidance_scale=3.0))
+    with pytest.raises(ValueError, match=r"unknown condition 'right'; this model's guide takes a value condition"):
+        loaded.check_condition("right")
+    loaded.check_condition(">= 0.5")

@@ -87,6 +87,12 @@ class DataType(ABC):
         raise NotImplementedError(f"data type {self.name!r} has no labels to guide generation with; set "
                                   f"prior_stage.guide_steps=0")
 
+    def training_values(self) -> tuple[str, list[float | None]]:
+        """The name of a value a guide can steer toward (``">= y"``) and, for each of ``training_examples``,
+        its value (None: unknown); what ``prior_stage.guide: value`` trains on."""
+        raise NotImplementedError(f"data type {self.name!r} has no values to guide generation with; set "
+                                  f"prior_stage.guide=classes or prior_stage.guide_steps=0")
+
     def sample_quality(self, model, z, seed: int = 0) -> float:
         """How close the decoded latents ``z`` [N x D] (prior samples) lie to the validation split, higher
         is better (text: MAUVE against validation sentences); what ``prior_stage.temperatures`` chooses by."""

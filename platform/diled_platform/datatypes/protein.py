@@ -84,6 +84,10 @@ class ProteinData(DataType):
         threshold = float(np.quantile(fitness[known], 0.9))
         return GUIDE_CLASSES, [-1 if not k else int(v >= threshold) for v, k in zip(fitness, known)]
 
+    def training_values(self) -> tuple[str, list[float | None]]:
+        """The measured fitness of each training sequence (None where unknown)."""
+        return "fitness", self.splits["train"].column("fitness").to_pylist()
+
     def tools(self, directory: Path, full: bool = False, **options) -> dict[str, Any]:
         """The complete data set's splits as the reference: for GB1 all 530k variants, so that "novel"
         means "not among GB1's training variants" and optimised proposals that GB1 measured get their
@@ -203,7 +207,7 @@ def protein_report(model_dir: Path, splits: dict, out_dir: Path, n_eval: int = 2
         for row in rows:
             f.write("\t".join(f"{x:.4f}" if isinstance(x, float) else str(x) for x in row) + "\n")
 
-    if model.guide is not None and model.guide.classes == GUIDE_CLASSES:
+    if getattr(model.guide, "value", None) == "fitness" or getattr(model.guide, "classes", None) == GUIDE_CLASSES:
         metrics["guided"] = guided_fitness(model, lookup, training, reference, out_dir, n=n_samples, seed=seed)
     _latent_plot(z, fitness, out_dir / "latents_fitness.png", model.objective)
     (out_dir / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")
@@ -216,9 +220,11 @@ GUIDE_CLASSES = ["below_top_decile", "top_decile"]  # by the training split's me
 @torch.no_grad()
 def guided_fitness(model, lookup: dict, training: set, reference: dict, out_dir: Path, n: int = 200,
                    scale: float = 3.0, steps: int = 50, seed: int = 0) -> dict[str, Any]:
-    """Samples guided toward ``top_decile`` against unguided ones from the same seed: validity, novelty,
+    """Samples guided toward the top decile (``top_decile`` for a class guide, ``">= y"`` with y the training
+    split's 90th percentile for a value guide) against unguided ones from the same seed: validity, novelty,
     uniqueness, the fitness head's prediction, and, for the sequences GB1 measured, their measured fitness
-    and the share at least the training split's 90th percentile; ``guided_fitness.png``: histograms."""
+    (with a one-sided Mann-Whitney test of guided above unguided) and the share at least the training
+    split's 90th percentile; ``guided_fitness.png``: histograms."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -227,13 +233,14 @@ def guided_fitness(model, lookup: dict, training: set, reference: dict, out_dir:
     train_fitness = np.asarray([v for v in reference["train"].column("fitness").to_pylist() if v is not None])
     threshold = float(np.quantile(train_fitness, 0.9))
     steps = min(steps, model.diffusion.T)
-    out: dict[str, Any] = {"n": n, "guidance_scale": scale, "ddim_steps": steps, "target": "top_decile",
+    target = "top_decile" if getattr(model.guide, "classes", None) == GUIDE_CLASSES else f">= {threshold:.4f}"
+    out: dict[str, Any] = {"n": n, "guidance_scale": scale, "ddim_steps": steps, "target": target,
                            "threshold_measured_fitness": threshold}
-    predicted = {}
-    for name, condition in (("unguided", None), ("guided", "top_decile")):
+    predicted, measured_by = {}, {}
+    for name, condition in (("unguided", None), ("guided", target)):
         samples = model.generate(n, steps=steps, seed=seed, condition=condition, guidance_scale=scale)
         valid = [s for s in samples if s and set(s) <= set("ACDEFGHIKLMNPQRSTVWY")]
-        measured = [lookup[s] for s in samples if s in lookup]
+        measured = measured_by[name] = [lookup[s] for s in samples if s in lookup]
         predicted[name] = model.codec.predict_fitness(_encode_all(model, valid)).numpy() if valid else np.zeros(0)
         out[name] = {"valid": len(valid) / n, "novel": sum(s not in training for s in samples) / n,
                      "unique": len(set(samples)) / n,
@@ -242,12 +249,17 @@ def guided_fitness(model, lookup: dict, training: set, reference: dict, out_dir:
                      "mean_measured_fitness": float(np.mean(measured)) if measured else float("nan"),
                      "measured_top_decile_share": float(np.mean([m >= threshold for m in measured]))
                      if measured else float("nan")}
+    if min(len(v) for v in measured_by.values()) >= 2:
+        from scipy.stats import mannwhitneyu
+
+        out["measured_guided_above_unguided_p"] = float(mannwhitneyu(measured_by["guided"], measured_by["unguided"],
+                                                                     alternative="greater").pvalue)
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for name, colour in (("unguided", "tab:gray"), ("guided", "tab:green")):
         ax.hist(predicted[name], bins=30, alpha=0.6, color=colour, label=f"{name} ({len(predicted[name])} valid)")
     ax.set_xlabel("predicted fitness (the model's head)")
     ax.set_ylabel("samples")
-    ax.set_title(f"samples toward the top fitness decile (scale {scale})")
+    ax.set_title(f"samples toward {target} (scale {scale})")
     ax.legend()
     fig.tight_layout()
     fig.savefig(out_dir / "guided_fitness.png", dpi=120)
