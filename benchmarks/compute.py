@@ -84,7 +84,7 @@ def scaling(steps: int, rounds: int) -> list[dict]:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from diled_platform.config import load_config, replace
-    from diled_platform.train import fit
+    from diled_platform.training.driver import fit
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     storage = Path(tempfile.mkdtemp(prefix="compute_scaling_"))

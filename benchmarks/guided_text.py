@@ -36,7 +36,7 @@ def main() -> None:
     from diled_platform.config import load_config
     from diled_platform.datatypes.base import datatype_for
     from diled_platform.datatypes.text import guided_sentiment, sentiment_probe
-    from diled_platform.prior_stage import train_guide
+    from diled_platform.training.prior_stage import train_guide
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

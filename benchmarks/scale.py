@@ -41,7 +41,7 @@ import json, sys, time
 sys.path[:0] = {paths!r}
 import torch, diled  # noqa: F401  (the libraries are not the model)
 from diled import DiLED
-from diled_platform.memory import rss_bytes, _reset_peak, _status_kib
+from diled_platform.training.memory import rss_bytes, _reset_peak, _status_kib
 base = rss_bytes(); _reset_peak(); t = time.perf_counter()
 model = DiLED.from_pretrained({model!r})
 seconds = time.perf_counter() - t
@@ -82,7 +82,8 @@ def machine_bytes() -> int:
 def run_one(shape: str, stage: str, steps: int, out: Path, tokenizer: Path, checkpointing: bool = False,
             precision: str | None = None) -> dict:
     from diled_platform.config import load_config
-    from diled_platform.train import fit, use_bf16
+    from diled_platform.training.driver import fit
+    from diled_platform.training.train import use_bf16
 
     n_layer, n_embd, n_head = SHAPES[shape]
     name = f"{shape}-{stage}"

@@ -125,7 +125,7 @@ def main() -> int:
     parser.add_argument("--max-batch-size", type=int, default=16, help="batching on: the batch limit")
     parser.add_argument("--direct", action="store_true",
                         help="clients post to the replica's own HTTP server (Serve's direct ingress, "
-                             "diled_platform.serve.direct_ingress_env), not through the proxy")
+                             "diled_platform.serving.deploy.direct_ingress_env), not through the proxy")
     parser.add_argument("--torch-threads", type=int, default=None,
                         help="torch threads in the replica (default: Ray's, 1 per CPU of the replica)")
     parser.add_argument("--off-torch-threads", type=int, default=None,
@@ -141,7 +141,7 @@ def main() -> int:
     if bad_env:
         parser.error(f"--replica-env {bad_env[0]!r}: give KEY=VALUE")
 
-    from diled_platform.serve import direct_ingress_env, direct_urls
+    from diled_platform.serving.deploy import direct_ingress_env, direct_urls
 
     if args.direct:
         os.environ.update(direct_ingress_env())  # before ray.init: Ray's processes read it at start
@@ -151,7 +151,7 @@ def main() -> int:
     import ray
     import requests
     from compute import matmul_peak
-    from diled_platform.serve import deploy, serve_config
+    from diled_platform.serving.deploy import deploy, serve_config
 
     print(f"torch fp32 matmul on this machine: {matmul_peak() / 1e9:.0f} GFLOP/s (2048^3)", flush=True)
 

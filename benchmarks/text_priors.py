@@ -32,7 +32,7 @@ CANDIDATES = {
 def judge(model, z1: torch.Tensor, embedder, test_feats, vocabulary, training, val_moments) -> dict:
     from diled.metrics.distribution import mauve
     from diled.metrics.text import novelty, unseen_word_share
-    from diled_platform.validation import prior_fit
+    from diled_platform.training.validation import prior_fit
 
     texts = [s for i in range(0, len(z1), 100) for s in model.codec.decode(z1[i:i + 100])]
     score = mauve(embedder.embed([t if t.strip() else "." for t in texts]), test_feats)

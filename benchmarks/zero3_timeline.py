@@ -61,10 +61,10 @@ def worker(rank: int, world: int, args, tokenizer_dir: str) -> None:
     import torch.distributed as dist
 
     from diled_platform.config import load_config
-    from diled_platform.memory import _reset_peak, use_mmap_for_large_allocations
+    from diled_platform.training.memory import _reset_peak, use_mmap_for_large_allocations
     from diled_platform.datatypes.text import prepare_tokenizer
-    from diled_platform.train import WorkerContext, setup_model_and_engine
-    from diled_platform.zero import import_model_libraries
+    from diled_platform.training.train import WorkerContext, setup_model_and_engine
+    from diled_platform.training.zero import import_model_libraries
 
     dist.init_process_group("gloo", rank=rank, world_size=world)
     cfg = prepare_tokenizer(load_config(args.preset, ["--" + item for item in args.set]), Path(tokenizer_dir), [SENTENCE])

@@ -29,7 +29,7 @@ def measure(name: str, hidden: int, depth: int, workers: int) -> list[dict]:
     from ray.train.torch import TorchTrainer
 
     from diled_platform.config import load_config
-    from diled_platform.probes import memory_probe_loop
+    from diled_platform.training.probes import memory_probe_loop
 
     cfg = load_config("vector-cpu", [f"--scaling.deepspeed={name}", f"--model.prior_hidden={hidden}",
                                      f"--model.prior_depth={depth}", f"--scaling.num_workers={workers}"])

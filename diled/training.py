@@ -1,5 +1,5 @@
 """A minimal single-process training loop (no Ray, no DeepSpeed) for small models, tests and demos.
-The distributed trainer lives in ``diled_platform.train``; both optimise the same ``DiLED.forward``."""
+The distributed trainer lives in ``diled_platform.training.train``; both optimise the same ``DiLED.forward``."""
 
 from __future__ import annotations
 

@@ -23,11 +23,11 @@ from pathlib import Path
 
 import _path  # noqa: F401  (repository on sys.path)
 
-from diled_platform.baselines import BASELINES
+from diled_platform.comparison.baselines import BASELINES
 from diled_platform.config import load_config, preset_names, replace
 from diled_platform.datatypes import builtin_names, datatype_class, datatype_for
-from diled_platform.evaluation import MODELS, run_comparison
-from diled_platform.runtime import init_ray
+from diled_platform.comparison.evaluation import MODELS, run_comparison
+from diled_platform.training.runtime import init_ray
 
 
 def main(argv=None) -> int:

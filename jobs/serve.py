@@ -15,7 +15,7 @@ Then: curl 127.0.0.1:8000/healthz, the OpenAPI page at /docs, or `diled generate
 --direct: every replica also serves the same app on its own port (Ray Serve's direct ingress; printed at
 start), skipping the proxy's per-request hand-off: several times the requests per second of a small model
 (benchmarks/README.md). The proxy's address still balances across replicas. On an embedded Ray this job
-sets it up; a cluster must be started with the environment of diled_platform.serve.direct_ingress_env.
+sets it up; a cluster must be started with the environment of diled_platform.serving.deploy.direct_ingress_env.
 """
 
 import argparse
@@ -27,9 +27,10 @@ from pathlib import Path
 import _path  # noqa: F401  (repository on sys.path)
 
 from diled.persistence import has_weights
-from diled_platform.runtime import init_ray
-from diled_platform.serve import (DEFAULT_CONFIG, DIRECT_PORT, api_key_from_env, check_bind, deploy, direct_ingress_env,
-                                  direct_urls, key_digest, serve_config)
+from diled_platform.training.runtime import init_ray
+from diled_platform.serving.deploy import (DEFAULT_CONFIG, DIRECT_PORT, deploy, direct_ingress_env, direct_urls,
+                                           serve_config)
+from diled_platform.serving.http import api_key_from_env, check_bind, key_digest
 
 
 def model_folder(path: str) -> Path:
@@ -101,7 +102,7 @@ def main(argv=None) -> int:
         urls = direct_urls(host=args.host if args.host not in ("0.0.0.0", "::") else None)
         if not urls:
             raise SystemExit("error: --direct: no replica serves on its own port; on a cluster start Ray with "
-                             "the environment of diled_platform.serve.direct_ingress_env")
+                             "the environment of diled_platform.serving.deploy.direct_ingress_env")
         print(f"replicas' own addresses (no proxy): {', '.join(urls)}", flush=True)
     if args.detach:
         if mode == "local":

@@ -15,7 +15,7 @@ folder: ``python jobs/serve.py --model <name>/best_model``; its provenance.json 
 GET /healthz shows). ``--pick TRIAL`` promotes that trial (of the front) instead of the default (the best
 trial; with several objectives, the front's balanced point). ``--serve`` then starts the Serve app on
 it, as ``jobs/serve.py`` would (until Ctrl-C). Every trial is an MLflow run in the experiment named
-after the sweep (``diled_platform.tracking``). Interrupted (Ctrl-C, a crash),
+after the sweep (``diled_platform.training.tracking``). Interrupted (Ctrl-C, a crash),
 the same command resumes the sweep: finished trials are kept, unfinished ones continue from their last
 checkpoint.
 """
@@ -27,8 +27,8 @@ import sys
 import _path  # noqa: F401  (repository on sys.path)
 
 from diled_platform.config import ConfigError, JobConfig
-from diled_platform.runtime import init_ray
-from diled_platform.tune import SweepConfig, SweepInterrupted, run_sweep
+from diled_platform.training.runtime import init_ray
+from diled_platform.sweeps.tune import SweepConfig, SweepInterrupted, run_sweep
 
 
 def main(argv=None, default_sweep: str | None = None) -> int:

@@ -21,13 +21,13 @@ import time
 
 import _path  # noqa: F401  (repository on sys.path)
 
-from diled_platform.baselines import BASELINES, train
+from diled_platform.comparison.baselines import BASELINES, train
 from diled_platform.config import load_config, preset_names
 from diled_platform.datatypes import datatype_for
-from diled_platform.evaluation import comparison_table
-from diled_platform.runtime import init_ray
-from diled_platform.tracking import log_report
-from diled_platform.train import absolute_storage, fit
+from diled_platform.comparison.evaluation import comparison_table
+from diled_platform.training.runtime import init_ray
+from diled_platform.training.tracking import log_report
+from diled_platform.training.driver import absolute_storage, fit
 
 
 def main(argv=None, default_preset: str | None = None, aliases: dict[str, list[str]] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""Test environment (../shared/STACK.md): no Ray auth token or usage stats in tests, fast health checks,
+"""Test environment: no Ray auth token or usage stats in tests, fast health checks,
 DeepSpeed on the CPU accelerator, and no model-hub look-ups (they would time out, not fail)."""
 
 import os

@@ -66,7 +66,7 @@ def _check_pair(items) -> None:
 
 def _remote(args) -> int:
     """The same commands against a running service."""
-    from diled_platform.client import DiLEDClient, DiLEDServiceError
+    from diled_platform.serving.client import DiLEDClient, DiLEDServiceError
 
     client = DiLEDClient(args.url)
     steps = {"steps": args.steps} if args.steps is not None else {}

@@ -158,7 +158,7 @@ class RunConfig:
     report_samples: int | None = None           # samples generated (text 500, protein 200, image/vector 2000)
     report_ddim_steps: int = 50                 # DDIM steps of sampling, inversion and interpolation
     report_guided: int = 100                    # guided samples per target and scale (a model with a guide)
-    # experiment tracking (diled_platform.tracking): MLflow in a local store beside the runs by default
+    # experiment tracking (diled_platform.training.tracking): MLflow in a local store beside the runs by default
     tracking: Literal["mlflow", "none"] = "mlflow"
     tracking_uri: str | None = None             # a shared MLflow server; None: <storage_path>/mlflow.db
     experiment: str = "diled"                   # the MLflow experiment (a sweep uses its own name)

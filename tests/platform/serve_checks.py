@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 
 from diled import DiLED, LatentDiffusion, MLPSkipNet, VectorCodec
 from diled.codecs.text import TextCodec, train_bpe
-from diled_platform.serve import serve_config
+from diled_platform.serving.deploy import serve_config
 
 SENTENCES = [
     "the movie was bad and boring.", "what a great film, i loved it.", "a warm, funny and moving story.",

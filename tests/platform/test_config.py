@@ -2,7 +2,7 @@ import pytest
 
 from diled_platform.config import (ConfigError, JobConfig, apply_overrides, load_config, load_preset,
                                    preset_names)
-from diled_platform.train import deepspeed_config
+from diled_platform.training.train import deepspeed_config
 
 
 @pytest.mark.parametrize("name", preset_names())
@@ -151,7 +151,7 @@ def _group_lrs(cfg, groups, scales, steps=8):
 def test_lr_scale_gives_prefixes_their_own_lr(decay):
     import torch
 
-    from diled_platform.train import param_groups
+    from diled_platform.training.train import param_groups
 
     model = torch.nn.ModuleDict({"enc": torch.nn.Linear(2, 2), "dec": torch.nn.Linear(2, 2),
                                  "frozen": torch.nn.Linear(2, 2)})
@@ -176,7 +176,7 @@ def test_lr_scale_gives_prefixes_their_own_lr(decay):
 def test_length_buckets_group_similar_lengths_and_keep_every_example():
     import numpy as np
 
-    from diled_platform.train import length_bucketed
+    from diled_platform.training.train import length_bucketed
 
     texts = np.array(["x" * n for n in [5, 1, 9, 3, 7, 2, 8, 4, 6, 10, 11, 12]], dtype=object)
     cols = {"x": texts, "label": np.arange(12)}
@@ -201,7 +201,7 @@ def test_the_report_size_is_set_per_run_and_mapped_to_each_report():
 
 
 def test_the_xl_preset_is_gpt2_xl_shaped_under_zero3():
-    from diled_platform.train import zero_stage
+    from diled_platform.training.train import zero_stage
 
     cfg = load_config("text-xl-cpu")
     dec = cfg.model.codec_args["decoder_config"]
@@ -213,7 +213,7 @@ def test_the_xl_preset_is_gpt2_xl_shaped_under_zero3():
 
 def test_a_relative_storage_path_survives_ray_job_submit(tmp_path, monkeypatch):
     from diled_platform.config import load_config
-    from diled_platform.train import absolute_storage, runs_base
+    from diled_platform.training.driver import absolute_storage, runs_base
 
     cfg = load_config("vector-cpu", ["--run.storage_path=runs"])
     monkeypatch.delenv("DILED_RUNS", raising=False)
@@ -235,7 +235,7 @@ def test_a_relative_storage_path_survives_ray_job_submit(tmp_path, monkeypatch):
 
 def test_a_local_storage_path_is_refused_on_a_cluster_of_several_machines(monkeypatch):
     from diled_platform.config import ConfigError
-    from diled_platform.train import check_storage_reaches_every_node
+    from diled_platform.training.driver import check_storage_reaches_every_node
 
     one_machine = [{"NodeManagerAddress": "10.0.0.1", "Alive": True}] * 2  # e.g. ray.cluster_utils.Cluster
     two = [{"NodeManagerAddress": "10.0.0.1", "Alive": True}, {"NodeManagerAddress": "10.0.0.2", "Alive": True}]

@@ -4,10 +4,10 @@ import csv
 
 import pytest
 
-from diled_platform.baselines import stages
+from diled_platform.comparison.baselines import stages
 from diled_platform.config import load_config
 from diled_platform.datatypes import Metric
-from diled_platform.evaluation import best_models, markdown_table, plot_summary, summarize, write_csv
+from diled_platform.comparison.evaluation import best_models, markdown_table, plot_summary, summarize, write_csv
 
 METRICS = [Metric("bleu", "BLEU", True), Metric("ppl", "PPL", False), Metric("nested.x", "x", True)]
 RESULTS = {"diled": [{"bleu": 10.0, "ppl": 50.0, "nested": {"x": 1}}, {"bleu": 12.0, "ppl": 70.0, "nested": {"x": 3}}],
@@ -125,8 +125,8 @@ def test_the_image_floor_needs_only_the_data_and_the_classifier(monkeypatch, tmp
 
 
 def test_a_job_comparison_is_the_harness_table_with_one_seed():
-    from diled_platform.evaluation import comparison_table
-    from diled_platform.reports import lookup
+    from diled_platform.comparison.evaluation import comparison_table
+    from diled_platform.datatypes._reports import lookup
 
     results = {"diled": {"a": {"b": 0.5}, "n": 3}, "autoencoder": {"n": 4}}
     metrics = [Metric("a.b", "nested", True), Metric("n", "count", False)]

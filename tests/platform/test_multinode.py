@@ -4,7 +4,7 @@ that what breaks only across nodes (storage paths, placement, checkpoint merging
 import pytest
 
 from diled_platform.config import load_config
-from diled_platform.train import fit
+from diled_platform.training.driver import fit
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -10,9 +10,9 @@ import torch
 
 from diled import DiLED, LatentDiffusion, MLPSkipNet, SlotTransformer
 from diled.codecs.text import TextCodec
-from diled_platform.client import DiLEDClient, DiLEDServiceError
-from diled_platform.serve import (api_key_from_env, app_builder, build_app, check_bind, deploy, key_digest,
-                                  swap_model)
+from diled_platform.serving.client import DiLEDClient, DiLEDServiceError
+from diled_platform.serving.deploy import app_builder, build_app, deploy, swap_model
+from diled_platform.serving.http import api_key_from_env, check_bind, key_digest
 
 from serve_checks import (BAD, SENTENCES, check_bad_request, check_schema, check_unreadable_bodies, config_for,
                           free_port, health_when, kill_under_load, make_models, post, train)

@@ -1,10 +1,10 @@
-"""The Serve app's batcher (diled_platform.batching.Batcher), on its own: plain asyncio, no Ray."""
+"""The Serve app's batcher (diled_platform.serving.batching.Batcher), on its own: plain asyncio, no Ray."""
 
 import asyncio
 
 import pytest
 
-from diled_platform.batching import Batcher
+from diled_platform.serving.batching import Batcher
 
 
 class Model:

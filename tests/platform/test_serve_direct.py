@@ -1,5 +1,5 @@
 """The Serve app through a replica's own HTTP server (Ray Serve's direct ingress, set up by
-``diled_platform.serve.direct_ingress_env``): the same answers as through the proxy, the same refusals
+``diled_platform.serving.deploy.direct_ingress_env``): the same answers as through the proxy, the same refusals
 (schemathesis included), the API key, and a replica killed under load."""
 
 import concurrent.futures as cf
@@ -11,7 +11,8 @@ import requests
 import torch
 
 from diled import DiLED
-from diled_platform.serve import deploy, direct_ingress_env, direct_urls, key_digest
+from diled_platform.serving.deploy import deploy, direct_ingress_env, direct_urls
+from diled_platform.serving.http import key_digest
 
 from serve_checks import (BAD, SENTENCES, check_bad_request, check_schema, check_unreadable_bodies, config_for,
                           free_port, health_when, kill_under_load, make_models, post)

@@ -10,7 +10,7 @@ import torch
 
 from diled import DiLED
 from diled_platform.config import load_config
-from diled_platform.train import fit
+from diled_platform.training.driver import fit
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -161,7 +161,7 @@ def test_bf16_on_gpu(ray_local, tmp_path):
 def test_bf16_if_native_follows_the_cpu(monkeypatch, tmp_path, native):
     """precision bf16-if-native: bf16 where the CPU computes bf16 in hardware, fp32 elsewhere, bf16 on GPUs;
     the DeepSpeed config then has bf16 exactly when the resolved precision is bf16."""
-    import diled_platform.train as train
+    import diled_platform.training.train as train
 
     cfg = tiny(tmp_path, "native", "--scaling.precision=bf16-if-native")
     monkeypatch.setattr(train, "cpu_has_native_bf16", lambda: native)

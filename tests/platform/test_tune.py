@@ -11,7 +11,7 @@ import yaml
 
 from diled import DiLED
 from diled_platform.config import ConfigError
-from diled_platform.tune import SweepConfig, run_sweep
+from diled_platform.sweeps.tune import SweepConfig, run_sweep
 
 SPACE = {"model.w": {"loguniform": [0.1, 10.0]}, "diffusion.schedule": {"choice": ["constant", "linear", "cosine"]},
          "diffusion.T": {"choice": [100, 1000]}, "optim.lr": {"loguniform": [3.0e-4, 3.0e-3]}}
@@ -44,7 +44,7 @@ def test_sweep_file_errors_name_the_problem(tmp_path, change, message):
 
 
 def test_shipped_sweep_files_are_valid():
-    from diled_platform.tune import SWEEPS_DIR
+    from diled_platform.sweeps.tune import SWEEPS_DIR
 
     names = sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml"))
     assert {"text-cpu", "vector-cpu", "text-pareto", "protein-pareto"} <= set(names)
@@ -58,7 +58,7 @@ def serving(model_dir, port: int):
     """The Serve app on ``model_dir`` with one replica on half a CPU, at 127.0.0.1:``port``."""
     from ray import serve
 
-    from diled_platform.serve import deploy, serve_config
+    from diled_platform.serving.deploy import deploy, serve_config
 
     config = serve_config(model_dir, port=port)
     dep = config["applications"][0]["deployments"][0]
@@ -128,7 +128,7 @@ def test_optuna_asha_sweep_promotes_a_servable_model(ray_with_dashboard, tmp_pat
 
 
 def test_pareto_front_keeps_exactly_the_non_dominated_points():
-    from diled_platform.tune import balanced_point, pareto_front
+    from diled_platform.sweeps.tune import balanced_point, pareto_front
 
     points = {"a": [1.0, 5.0], "b": [2.0, 2.0], "c": [3.0, 3.0], "d": [5.0, 1.0], "e": [2.0, 2.0],
               "nan": [float("nan"), 0.0]}
@@ -157,7 +157,7 @@ def test_multi_objective_sweep_file_errors(tmp_path, change, message):
 def test_two_objective_sweep_reports_a_pareto_front_and_serves_a_point_of_it(ray_with_dashboard, tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from diled_platform.tune import pareto_front
+    from diled_platform.sweeps.tune import pareto_front
 
     sweep = tiny_sweep(tmp_path, name="pareto", num_samples=6, metric=["val_rec", "val_prior_fd"],
                        mode=["min", "min"], points=[{"model.w": 8.0, "diffusion.schedule": "constant",

@@ -6,7 +6,7 @@ import torch
 
 from diled import DiLED, LatentDiffusion, MLPSkipNet, VectorCodec
 from diled.data.toy import gaussian_ring
-from diled_platform.validation import ACTIVE_DIM_THRESHOLD, active_dim_threshold, evaluate, prior_fit
+from diled_platform.training.validation import ACTIVE_DIM_THRESHOLD, active_dim_threshold, evaluate, prior_fit
 
 
 def model_with_latents(schedule: str, scales: list[float]) -> DiLED:

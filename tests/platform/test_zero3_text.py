@@ -30,7 +30,7 @@ def probe(tmp_path, name, job, steps):
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from diled_platform.probes import zero3_probe_loop
+    from diled_platform.training.probes import zero3_probe_loop
 
     out = tmp_path / name
     out.mkdir()

@@ -145,3 +145,14 @@ def test_no_issue_numbers_in_code_or_docs():
     bad = [f"{p.relative_to(ROOT)}: {m.group(0)!r}" for p in text_files() if p.resolve() != this
            for m in pattern.finditer(p.read_text(errors="ignore"))]
     assert not bad, bad
+
+
+def test_the_platform_keeps_its_rooms():
+    """The platform's modules live in folders by concern (training, serving, sweeps, comparison, datatypes);
+    at its top only the config, the package files, the options data types build on, and the public
+    Serve path that deployment files name (``diled_platform.serve:app_builder``)."""
+    top = sorted(p.name for p in PACKAGES["diled_platform"].glob("*.py"))
+    assert top == ["__init__.py", "__main__.py", "config.py", "options.py", "serve.py"], top
+    from diled_platform.datatypes import builtin_names
+
+    assert builtin_names() == ["image", "protein", "text", "vector"]  # a helper module (_reports) is no data type

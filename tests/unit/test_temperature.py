@@ -86,7 +86,7 @@ class QualityPrefers:
 
 def test_the_prior_stage_chooses_the_temperature_of_a_staged_folder_leaving_its_weights(tmp_path):
     from diled_platform.config import PriorStageConfig
-    from diled_platform.prior_stage import RECORD, run_prior_stage
+    from diled_platform.training.prior_stage import RECORD, run_prior_stage
 
     model = tiny()
     folder = tmp_path / "model"
@@ -106,7 +106,7 @@ def test_the_prior_stage_chooses_the_temperature_of_a_staged_folder_leaving_its_
 
 def test_a_temperature_only_stage_rewrites_the_folder_with_the_chosen_temperature(tmp_path):
     from diled_platform.config import PriorStageConfig
-    from diled_platform.prior_stage import run_prior_stage
+    from diled_platform.training.prior_stage import run_prior_stage
 
     model = tiny()
     folder = tmp_path / "model"

@@ -20,7 +20,7 @@ from diled_platform.options import ConfigError, DataOptions, positive
 if TYPE_CHECKING:
     from diled_platform.config import JobConfig
 from diled_platform.datatypes.base import DataType, Metric, driver_dataset
-from diled_platform.reports import loss_plot
+from diled_platform.datatypes._reports import loss_plot
 
 log = logging.getLogger("diled")
 

@@ -2,29 +2,12 @@
 choosing the configurations and ASHA stopping the weak ones early, and the best trial's model exported
 as a ``save_pretrained`` folder that ``jobs/serve.py`` deploys as is.
 
-The Train V2 pattern (../shared/STACK.md): each Tune trial runs a small driver function that builds one
+Ray Train V2's pattern for Tune: each Tune trial runs a small driver function that builds one
 ``TorchTrainer`` (the same trainer as a single run) and fits it; the trainer's reports reach Tune through
 ``TuneReportCallback``. Every trial reports its validation metrics at every checkpoint
 (``run.checkpoint_every``), so ASHA has several points per trial to stop on.
 
-A sweep file (``platform/sweeps/*.yaml``)::
-
-    name: sweep-text                  # folder under storage_path; re-running resumes it
-    preset: text-cpu                  # the job config each trial starts from
-    overrides: {optim.max_steps: 300, run.checkpoint_every: 75}
-    metric: val_nelbo                 # w-free negative ELBO (val_loss depends on w: not comparable)
-    mode: min
-    # or several objectives, a multi-objective search with a Pareto front (ASHA stops on the first):
-    # metric: [val_rec, val_prior_fd]
-    # mode: [min, min]
-    num_samples: 8
-    seed: 0                           # Optuna's sampler seed
-    asha: {grace_period: 1, reduction_factor: 2}
-    space:
-      model.w: {loguniform: [0.1, 10.0]}
-      diffusion.schedule: {choice: [constant, linear, cosine]}
-      diffusion.T: {choice: [200, 1000]}
-      optim.lr: {loguniform: [1.0e-4, 2.0e-3]}
+The sweep file and its checks: ``diled_platform.sweeps.spec``.
 """
 
 from __future__ import annotations
@@ -37,159 +20,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from diled_platform.config import ConfigError, JobConfig, load_preset
+from diled_platform.config import ConfigError, JobConfig
+from diled_platform.sweeps.spec import SWEEPS_DIR, SweepConfig
+
+__all__ = ["SWEEPS_DIR", "SweepConfig", "SweepInterrupted", "SweepOutcome", "run_sweep", "trial_driver", "pareto_front",
+           "balanced_point", "summarize", "concurrent_trials"]
 
 log = logging.getLogger("diled")
 
-SWEEPS_DIR = Path(__file__).resolve().parents[1] / "sweeps"
 DRIVER_CPUS = 0.1            # the per-trial driver function; its TorchTrainer's workers hold the rest
-DISTRIBUTIONS = ("loguniform", "uniform", "choice", "randint")
-# what every run reports at each validation (diled_platform.train.evaluate); a codec's own terms come as
-# val_<name> (protein: val_fitness_mse) and are accepted too
-METRICS = ("val_nelbo", "val_rec", "val_diff", "val_loss", "val_prior_fd")
-
-
-@dataclass
-class SweepConfig:
-    name: str
-    preset: str
-    space: dict[str, dict[str, list]]
-    overrides: dict[str, Any] = field(default_factory=dict)
-    metric: str | list[str] = "val_nelbo"     # one metric, or a list: a multi-objective sweep
-    mode: str | list[str] = "min"
-    num_samples: int = 8
-    seed: int = 0
-    asha: dict[str, Any] = field(default_factory=lambda: {"grace_period": 1, "reduction_factor": 2})
-    storage_path: str = "runs"
-    max_concurrent_trials: int | None = None   # None: as many as the cluster's CPUs/GPUs hold
-    report: bool = True                        # the data type's report on the promoted model (best_report/)
-    # configurations tried first, before the sampler's own (e.g. the paper's w = 8 and w = 1), each a
-    # value for every key of the space; they count among num_samples
-    points: list = field(default_factory=list)
-
-    @classmethod
-    def load(cls, name_or_path: str, **changes) -> "SweepConfig":
-        """A sweep file by path, or by name from ``platform/sweeps/``; ``changes`` override its keys."""
-        import yaml
-
-        path = Path(name_or_path)
-        if not path.is_file():
-            path = SWEEPS_DIR / f"{name_or_path}.yaml"
-        if not path.is_file():
-            known = sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml"))
-            raise ConfigError(f"no sweep file {name_or_path!r} (a path, or one of {known})")
-        data = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: a sweep file is a mapping, got {type(data).__name__}")
-        data.update({k: v for k, v in changes.items() if v is not None})
-        allowed = set(cls.__dataclass_fields__)
-        unknown = sorted(set(data) - allowed)
-        if unknown:
-            raise ConfigError(f"{path}: unknown sweep key(s) {unknown}; valid: {sorted(allowed)}")
-        for key in ("name", "preset", "space"):
-            if key not in data:
-                raise ConfigError(f"{path}: the sweep needs '{key}'")
-        sweep = cls(**data)
-        sweep.validate()
-        return sweep
-
-    @property
-    def metrics(self) -> list[str]:
-        return [self.metric] if isinstance(self.metric, str) else list(self.metric)
-
-    @property
-    def modes(self) -> list[str]:
-        return [self.mode] * len(self.metrics) if isinstance(self.mode, str) else list(self.mode)
-
-    @property
-    def multi(self) -> bool:
-        return len(self.metrics) > 1
-
-    def validate(self) -> None:
-        metrics = self.metrics
-        if not metrics or len(set(metrics)) != len(metrics):
-            raise ConfigError(f"sweep metric must be a name or a list of distinct names, got {self.metric!r}")
-        from diled.codecs import codec_class
-
-        try:
-            terms = codec_class(self.base().get("model", {}).get("codec", "vector")).auxiliary_terms
-        except ValueError as e:
-            raise ConfigError(f"sweep preset {self.preset!r}: {e}") from None
-        reported = [*METRICS, *(f"val_{t}" for t in terms)]
-        for m in metrics:
-            if m not in reported:
-                raise ConfigError(f"sweep metric {m!r} is not reported; valid: {reported}")
-        if len(self.modes) != len(metrics) or any(m not in ("min", "max") for m in self.modes):
-            raise ConfigError(f"sweep mode must be 'min' or 'max' (one per metric), got {self.mode!r}")
-        if not isinstance(self.num_samples, int) or self.num_samples < 1:
-            raise ConfigError(f"sweep num_samples must be a positive integer, got {self.num_samples!r}")
-        if not self.space:
-            raise ConfigError("sweep space is empty: give at least one key to search")
-        for key, spec in self.space.items():
-            if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in DISTRIBUTIONS:
-                raise ConfigError(f"space.{key} must be one of {{{', '.join(DISTRIBUTIONS)}: [...]}}, got {spec!r}")
-            (kind, args), = spec.items()
-            if kind in ("loguniform", "uniform", "randint"):
-                if not (isinstance(args, list) and len(args) == 2 and args[0] < args[1]):
-                    raise ConfigError(f"space.{key}: {kind} needs [low, high] with low < high, got {args!r}")
-                if kind == "loguniform" and args[0] <= 0:
-                    raise ConfigError(f"space.{key}: loguniform needs low > 0, got {args[0]}")
-            elif not (isinstance(args, list) and args):
-                raise ConfigError(f"space.{key}: choice needs a non-empty list, got {args!r}")
-        for key in ("grace_period", "reduction_factor"):
-            if key not in self.asha:
-                raise ConfigError(f"sweep asha needs {key}")
-        self.job_config({k: _example(v) for k, v in self.space.items()})  # every key and value type is valid
-        if not isinstance(self.points, list) or len(self.points) > self.num_samples:
-            raise ConfigError(f"sweep points must be a list of at most num_samples ({self.num_samples}) mappings")
-        for point in self.points:  # Optuna takes a point only with a value for every key of the space
-            if not isinstance(point, dict) or set(point) != set(self.space):
-                keys = sorted(set(point) ^ set(self.space)) if isinstance(point, dict) else []
-                raise ConfigError(f"sweep points: {point!r} must give a value for every key of the space "
-                                  f"({', '.join(self.space)}); missing or not in it: {keys}")
-            self.job_config(point)
-
-    # ------------------------------------------------------------------ configs
-    def base(self) -> dict[str, Any]:
-        """The preset with the sweep's ``overrides`` (every trial starts from it)."""
-        return _set_dotted(load_preset(self.preset), self.overrides, "overrides")
-
-    def job_config(self, params: dict[str, Any], base: dict | None = None, run_name: str | None = None) -> JobConfig:
-        """The job config of one trial: the preset, the sweep's overrides, the trial's sampled values."""
-        data = _set_dotted(base if base is not None else self.base(), params, "space")
-        if run_name:
-            data.setdefault("run", {})["name"] = run_name
-        return JobConfig.from_dict(data)
-
-    def param_space(self) -> dict[str, Any]:
-        from ray import tune
-
-        make = {"loguniform": lambda a: tune.loguniform(*a), "uniform": lambda a: tune.uniform(*a),
-                "randint": lambda a: tune.randint(*a), "choice": tune.choice}
-        return {key: make[kind](args) for key, spec in self.space.items() for kind, args in spec.items()}
-
-    def reports_per_trial(self, base: dict) -> int:
-        cfg = JobConfig.from_dict(base)
-        return math.ceil(cfg.optim.max_steps / cfg.run.checkpoint_every)
-
-
-def _set_dotted(data: dict, values: dict[str, Any], where: str) -> dict:
-    """A deep copy of the config ``data`` with ``section.key`` entries set (``where`` names the sweep key)."""
-    data = json.loads(json.dumps(data))
-    for dotted, value in values.items():
-        parts = str(dotted).split(".")
-        if len(parts) != 2 or not all(parts):
-            raise ConfigError(f"{where}: {dotted!r} must be section.key, e.g. model.w")
-        section = data.setdefault(parts[0], {})
-        if not isinstance(section, dict):
-            raise ConfigError(f"{where}: {dotted!r}: section {parts[0]!r} is not a mapping")
-        section[parts[1]] = value
-    return data
-
-
-def _example(spec: dict) -> Any:
-    (kind, args), = spec.items()
-    return args[0] if kind != "randint" else int(args[0])
 
 
 # ----------------------------------------------------------------------------- the per-trial driver
@@ -200,7 +39,7 @@ def trial_driver(config: dict[str, Any], meta: dict[str, Any]) -> None:
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from diled_platform.train import build_trainer
+    from diled_platform.training.driver import build_trainer
 
     params, sweep_meta = dict(config), meta
     trial_id = tune.get_context().get_trial_id()
@@ -446,7 +285,7 @@ def summarize(sweep: SweepConfig, grid, sweep_dir: Path, base: dict, pick: str |
     # the served model says where it came from (GET /healthz shows it)
     (best_model / "provenance.json").write_text(json.dumps({k: v for k, v in best.items() if k != "report"},
                                                            indent=2, default=str) + "\n")
-    from diled_platform.sweep_plots import pareto_plot, sensitivity_plot, sweep_plot
+    from diled_platform.sweeps.plots import pareto_plot, sensitivity_plot, sweep_plot
 
     plot = sweep_dir / ("pareto.png" if sweep.multi else "sweep.png")
     (pareto_plot if sweep.multi else sweep_plot)(rows, sweep, plot)
@@ -459,7 +298,7 @@ def summarize(sweep: SweepConfig, grid, sweep_dir: Path, base: dict, pick: str |
 def _track(sweep: SweepConfig, base: dict, sweep_dir: Path, best: dict, files: list[Path]) -> None:
     """The sweep itself as one MLflow run in its experiment (beside its trials): the promoted trial and
     the tables and plots as artifacts."""
-    from diled_platform.tracking import tracking_uri
+    from diled_platform.training.tracking import tracking_uri
 
     storage = sweep_dir.parent
     cfg = JobConfig.from_dict({**base, "run": {**base.get("run", {}), "storage_path": str(storage),
@@ -470,7 +309,7 @@ def _track(sweep: SweepConfig, base: dict, sweep_dir: Path, best: dict, files: l
     try:
         import mlflow
 
-        from diled_platform.tracking import experiment_id
+        from diled_platform.training.tracking import experiment_id
 
         mlflow.set_tracking_uri(uri)
         with mlflow.start_run(experiment_id=experiment_id(mlflow, cfg), run_name=f"{sweep.name} (sweep)",

@@ -1,4 +1,4 @@
-"""The comparison harness behind ``jobs/evaluate.py``: DiLED and its baselines (``diled_platform.baselines``)
+"""The comparison harness behind ``jobs/evaluate.py``: DiLED and its baselines (``diled_platform.comparison.baselines``)
 trained by the same platform (same codec, data, trainer and step budget; a baseline is a config change),
 evaluated by their data type's one report on one held-out split over several seeds, summarised as
 mean +/- std tables and plots over the data type's metric list. The jobs' ``--compare`` tables are the
@@ -15,10 +15,10 @@ import statistics
 import time
 from pathlib import Path
 
-from diled_platform.baselines import train
+from diled_platform.comparison.baselines import train
 from diled_platform.config import JobConfig, replace
 from diled_platform.datatypes import DataType, Metric
-from diled_platform.reports import lookup
+from diled_platform.datatypes._reports import lookup
 
 log = logging.getLogger("diled")
 MODELS = ("diled", "vae", "two-stage")   # the harness's default line-up (any of baselines.BASELINES)

@@ -1,6 +1,6 @@
-"""A small client for the DiLED HTTP service (``diled_platform.serve``); standard library only.
+"""A small client for the DiLED HTTP service (``diled_platform.serving.app``); standard library only.
 
-    from diled_platform.client import DiLEDClient
+    from diled_platform.serving.client import DiLEDClient
     client = DiLEDClient("http://127.0.0.1:8000")        # API key from DILED_API_KEY / DILED_API_KEY_FILE
     z = client.encode(["a sentence", "another one"])     # [[...], [...]]
     client.generate(n=4, seed=0)                         # ["...", ...]
@@ -28,7 +28,7 @@ class DiLEDServiceError(RuntimeError):
 class DiLEDClient:
     def __init__(self, url: str = DEFAULT_URL, api_key: str | None = None, timeout: float = 120.0):
         if api_key is None:
-            from diled_platform.serve import api_key_from_env
+            from diled_platform.serving.http import api_key_from_env
             api_key = api_key_from_env()
         self.url, self.api_key, self.timeout = url.rstrip("/"), api_key, timeout
 

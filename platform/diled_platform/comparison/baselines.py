@@ -47,7 +47,7 @@ def stages(cfg: JobConfig, model: str, name: str, vae: dict | None = None) -> li
 def train(cfg: JobConfig, model: str, name: str, vae: dict | None = None, datatype=None) -> tuple[Path, float]:
     """Train ``model`` as run ``name``: each stage that has no finished ``model/`` folder yet (so an
     interrupted comparison resumes where it stopped). The final model folder and the seconds spent now."""
-    from diled_platform.train import absolute_storage, fit
+    from diled_platform.training.driver import absolute_storage, fit
 
     seconds, folder = 0.0, None
     for stage in stages(absolute_storage(cfg), model, name, vae):

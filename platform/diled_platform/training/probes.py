@@ -11,9 +11,9 @@ from pathlib import Path
 import torch
 
 from diled_platform.config import JobConfig
-from diled_platform.memory import model_state_bytes
-from diled_platform.train import setup_model_and_engine, train_step, worker_context, zero_stage
-from diled_platform.zero import export_pretrained
+from diled_platform.training.memory import model_state_bytes
+from diled_platform.training.train import setup_model_and_engine, train_step, worker_context, zero_stage
+from diled_platform.training.zero import export_pretrained
 
 
 def memory_probe_loop(config: dict) -> None:

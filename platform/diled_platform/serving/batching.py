@@ -1,4 +1,4 @@
-"""Dynamic batching for the Serve app (``diled_platform.serve``): concurrent requests joined into one
+"""Dynamic batching for the Serve app (``diled_platform.serving.app``): concurrent requests joined into one
 model call, the next batch formed when the model is free."""
 
 import asyncio
