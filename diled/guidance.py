@@ -32,7 +32,7 @@ from diled.denoiser import timestep_embedding
 
 __all__ = ["NULL", "ConditionEmbedding", "check_classes", "class_index", "at_least", "CFGPrior", "LatentClassifier",
            "ClassifierGuidedPrior", "LatentRegressor", "AtLeastGuidedPrior", "train_classifier", "train_regressor",
-           "model_weights_sha256", "save_guide", "load_guide"]
+           "model_weights_sha256", "save_guide", "load_guide", "model_conditions", "guided_prior"]
 
 class CFGPrior(nn.Module):
     """Classifier-free guidance of a prior built with classes: ``eps(z_t, t)`` toward class ``cond``
@@ -216,6 +216,44 @@ def train_classifier(classifier: LatentClassifier, diffusion, z0: torch.Tensor, 
     classifier.eval()
     tail = losses[-max(1, steps // 10):]
     return {"steps": steps, "final_loss": sum(tail) / len(tail), "chance_loss": math.log(len(classifier.classes))}
+
+
+def model_conditions(model) -> list[str]:
+    """What ``model`` (a ``DiLED``) can be guided toward: the classes of a prior built with them, else its
+    guide's classes, or ``[">= y"]`` for a value guide (``LatentRegressor``); [] if neither."""
+    if getattr(model.denoiser, "classes", None):
+        return list(model.denoiser.classes)
+    if isinstance(model.guide, LatentRegressor):
+        return [f">= y ({model.guide.value} at least y)"]
+    return list(model.guide.classes) if model.guide is not None else []
+
+
+def guided_prior(model, condition=None, guidance_scale: float = 1.0, classifier=None) -> nn.Module:
+    """The prior of ``model`` to sample with: the prior itself with no ``condition``; toward the class
+    ``condition`` (a name or an index) at ``guidance_scale``: classifier-free if the prior was built with
+    classes, else guided by ``classifier`` (a ``LatentClassifier``; default the model's ``guide``); toward
+    ``">= y"`` (a value of at least y) by a ``LatentRegressor`` (``classifier``, or the model's guide). An
+    explicit ``classifier`` is used in any case. ValueError naming what the model knows."""
+    prior = model.denoiser
+    if condition is None:
+        if classifier is not None:
+            raise ValueError("a classifier guides toward a condition: pass condition=<class name or index>")
+        return prior
+    target = at_least(condition)
+    if classifier is None and (target is not None or not getattr(prior, "classes", None)):
+        classifier = model.guide  # the guide saved beside the model, if any
+    if target is not None:
+        if not isinstance(classifier, LatentRegressor):
+            raise ValueError(f"condition {condition!r} asks for a value of at least {target}, which needs a value "
+                             f"guide (prior_stage.guide: value); this model knows {model_conditions(model)}")
+        return AtLeastGuidedPrior(prior, classifier, model.diffusion, target, guidance_scale)
+    if isinstance(classifier, LatentRegressor):
+        raise ValueError(f"unknown condition {condition!r}; this model's guide takes a value condition "
+                         f"'>= y' ({classifier.value} at least y)")
+    if classifier is not None:
+        return ClassifierGuidedPrior(prior, classifier, model.diffusion, class_index(classifier.classes, condition),
+                                     guidance_scale)
+    return CFGPrior(prior, class_index(getattr(prior, "classes", []), condition), guidance_scale)
 
 
 GUIDE_DIR = "guide"

@@ -241,45 +241,19 @@ class DiLED(nn.Module):
 
     @property
     def conditions(self) -> list[str]:
-        """What generation and editing can be guided toward: the classes of a prior built with them, else
-        its guide's classes, or ``[">= y"]`` for a value guide (``diled.guidance.LatentRegressor``); [] if
-        neither."""
-        from diled.guidance import LatentRegressor
+        """What generation and editing can be guided toward (``diled.guidance.model_conditions``): the classes
+        of a prior built with them, else its guide's classes, or ``[">= y"]`` for a value guide; [] if neither."""
+        from diled.guidance import model_conditions
 
-        if getattr(self.denoiser, "classes", None):
-            return list(self.denoiser.classes)
-        if isinstance(self.guide, LatentRegressor):
-            return [f">= y ({self.guide.value} at least y)"]
-        return list(self.guide.classes) if self.guide is not None else []
+        return model_conditions(self)
 
     def guided_prior(self, condition=None, guidance_scale: float = 1.0, classifier=None) -> nn.Module:
-        """The prior to sample with (``diled.guidance``): the prior itself with no ``condition``; toward the
-        class ``condition`` (a name or an index) at ``guidance_scale``: classifier-free if the prior was built
-        with classes, else guided by ``classifier`` (a ``LatentClassifier``; default the model's ``guide``);
-        toward ``">= y"`` (a value of at least y) by a ``LatentRegressor`` (``classifier``, or the model's
-        guide). An explicit ``classifier`` is used in any case. ValueError naming what the model knows."""
-        from diled.guidance import (AtLeastGuidedPrior, CFGPrior, ClassifierGuidedPrior, LatentRegressor, at_least,
-                                    class_index)
+        """The prior to sample with: the prior itself with no ``condition``, else the prior guided toward it
+        (``diled.guidance.guided_prior``: a class by classifier-free guidance or by a classifier, ``">= y"`` by
+        a value guide; ``classifier`` defaults to the model's ``guide``). ValueError naming what it knows."""
+        from diled.guidance import guided_prior
 
-        if condition is None:
-            if classifier is not None:
-                raise ValueError("a classifier guides toward a condition: pass condition=<class name or index>")
-            return self.denoiser
-        target = at_least(condition)
-        if classifier is None and (target is not None or not getattr(self.denoiser, "classes", None)):
-            classifier = self.guide  # the guide saved beside the model, if any
-        if target is not None:
-            if not isinstance(classifier, LatentRegressor):
-                raise ValueError(f"condition {condition!r} asks for a value of at least {target}, which needs a value "
-                                 f"guide (prior_stage.guide: value); this model knows {self.conditions}")
-            return AtLeastGuidedPrior(self.denoiser, classifier, self.diffusion, target, guidance_scale)
-        if isinstance(classifier, LatentRegressor):
-            raise ValueError(f"unknown condition {condition!r}; this model's guide takes a value condition "
-                             f"'>= y' ({classifier.value} at least y)")
-        if classifier is not None:
-            return ClassifierGuidedPrior(self.denoiser, classifier, self.diffusion,
-                                         class_index(classifier.classes, condition), guidance_scale)
-        return CFGPrior(self.denoiser, class_index(getattr(self.denoiser, "classes", []), condition), guidance_scale)
+        return guided_prior(self, condition, guidance_scale, classifier)
 
     def check_condition(self, condition) -> None:
         """ValueError (naming what the model knows) unless generation can be guided toward ``condition``."""

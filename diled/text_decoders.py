@@ -1,7 +1,8 @@
-"""The text codec's decoder builders and helpers: causal LMs built from scratch or found by their blocks,
-BERT checkpoints run as causal decoders (with a transplanted vocabulary), the read-only KV cache that
-holds the latent memory in a teacher-forced pass, and top-k / top-p sampling. ``diled.codecs.text`` uses
-them; they live here so that the codec's file holds the codec."""
+"""The text codec's decoder builders and helpers: causal LMs built from scratch, pretrained (with the
+SHA-256 pin) or from a saved folder, found by their blocks; BERT checkpoints run as causal decoders (with a
+transplanted vocabulary); which parameters train; the read-only KV cache that holds the latent memory in a
+teacher-forced pass; the word pieces' latent slots; and generation (greedy, top-k / top-p sampling).
+``diled.codecs.text`` uses them; they live here so that the codec's file holds the codec."""
 
 from __future__ import annotations
 
@@ -130,3 +131,164 @@ def _sample(logits: torch.Tensor, top_k: int, top_p: float, generator) -> torch.
         logits = torch.full_like(logits, float("-inf")).scatter(1, idx, sorted_logits)
     probs = logits.softmax(-1)
     return torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(1).to(logits.device)
+
+
+def freeze_codec(codec) -> None:
+    """Freeze what a ``TextCodec`` does not train: all but the top ``encoder_trainable_layers`` encoder layers
+    (-1: none frozen), and per ``decoder_trainable`` the decoder ("paper": all but the embeddings, the first
+    block and, for a bert decoder, its new LM-head transform; "none": all of it; the latent connectors,
+    outside the decoder, always train)."""
+    k = codec.encoder_trainable_layers
+    if k >= 0:
+        layers = codec.encoder.encoder.layer
+        for p in codec.encoder.parameters():
+            p.requires_grad_(False)
+        for layer in list(layers)[len(layers) - k:] if k else []:
+            for p in layer.parameters():
+                p.requires_grad_(True)
+    if codec.decoder_trainable != "all":
+        for p in codec.decoder.parameters():
+            p.requires_grad_(False)
+        if codec.decoder_kind == "bert":
+            bert = codec.decoder.bert
+            modules = [codec.decoder.cls.predictions]  # the transform and output bias are new: they train
+            if codec.tokenizer_name is not None:  # transplanted embeddings (tied to the output) train too
+                modules.append(bert.embeddings.word_embeddings)
+            if codec.decoder_trainable == "paper":
+                modules += [bert.embeddings, bert.encoder.layer[0]]
+        elif codec.decoder_trainable == "paper":  # embeddings (GPT-2's positions too) and the first block
+            wpe = getattr(codec.decoder.base_model, "wpe", None)
+            modules = [codec.decoder.get_input_embeddings(), codec.decoder_blocks()[0]] + ([wpe] if wpe else [])
+        else:
+            modules = []
+        for module in modules:
+            for p in module.parameters():
+                p.requires_grad_(True)
+
+
+@torch.no_grad()
+def generate_ids(codec, z: torch.Tensor, max_new_tokens: int | None = None, strategy: str = "greedy",
+                 temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+                 generator: torch.Generator | None = None, no_repeat_ngram: int = 0) -> list[list[int]]:
+    """``TextCodec.decode_ids``: batched generation from the latents ``z`` with the KV cache, whose first
+    entry is the latent memory."""
+    if strategy not in ("greedy", "sample"):
+        raise ValueError(f"strategy must be 'greedy' or 'sample', got {strategy!r}")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    if no_repeat_ngram < 0:
+        raise ValueError(f"no_repeat_ngram must be >= 0, got {no_repeat_ngram}")
+    steps = min(max_new_tokens or codec.max_length, codec.n_positions - 1)
+    n = z.shape[0]
+    block = None
+    if no_repeat_ngram:
+        from transformers import NoRepeatNGramLogitsProcessor
+
+        block = NoRepeatNGramLogitsProcessor(no_repeat_ngram)
+    cache, n_mem = codec._memory_cache(z)
+    token = torch.full((n, 1), codec.bos_id, dtype=torch.long, device=z.device)
+    attn = torch.ones((n, n_mem), dtype=torch.long, device=z.device)
+    done = torch.zeros(n, dtype=torch.bool, device=z.device)
+    out = []
+    for pos in range(steps):
+        attn = torch.cat([attn, attn.new_ones(n, 1)], dim=1)
+        res = codec.decoder(inputs_embeds=codec._embed(token, z, start=pos), attention_mask=attn,
+                           position_ids=torch.full((n, 1), pos, device=z.device),
+                           past_key_values=cache, use_cache=True)
+        cache = res.past_key_values
+        logits = res.logits[:, -1].float()
+        if block is not None and out:
+            logits = block(torch.stack(out, dim=1), logits)
+        if strategy == "greedy":
+            nxt = logits.argmax(-1)
+        else:
+            nxt = _sample(logits / temperature, top_k, top_p, generator)
+        nxt = torch.where(done, torch.full_like(nxt, codec.eos_id), nxt)
+        out.append(nxt)
+        done |= nxt == codec.eos_id
+        if bool(done.all()):
+            break
+        token = nxt.unsqueeze(1)
+    tokens = torch.stack(out, dim=1).tolist() if out else [[] for _ in range(n)]
+    return [seq[: seq.index(codec.eos_id)] if codec.eos_id in seq else seq for seq in tokens]
+
+
+def load_pretrained_causal(name: str, revision: str | None, sha256: str | None, tokenizer: str | None,
+                           trust_remote_code: bool, overrides: dict):
+    """A pretrained causal decoder from ``name`` (hub name, folder or GGUF file; one local folder in the end,
+    see ``diled.causal_lm``), its tokenizer (or ``tokenizer``) and its weights' SHA-256, checked against the
+    pin ``sha256`` when one is given: (decoder, tokenizer, sha256)."""
+    import os
+
+    from transformers import AutoModelForCausalLM
+
+    from diled.causal_lm import resolve, weights_sha256
+    from diled.text_tokenizers import load_decoder_tokenizer
+
+    folder = resolve(name, revision=revision, allow_download=os.environ.get("HF_HUB_OFFLINE", "0") in ("0", ""))
+    digest = weights_sha256(name, folder)
+    if sha256 is not None and digest != sha256.lower():
+        raise ValueError(f"decoder {name!r}: its weights' SHA-256 is {digest}, the config pins decoder_sha256={sha256}")
+    decoder = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, trust_remote_code=trust_remote_code,
+                                                   **overrides)
+    return decoder, load_decoder_tokenizer(tokenizer or str(folder)), digest
+
+
+def base_decoder_files(name: str, revision: str | None, sha256: str | None) -> list:
+    """The safetensors files of the pretrained decoder ``name`` (resolved without downloading), checked
+    against the SHA-256 a model was trained from: where a model saved with ``save_decoder="trained"`` reads
+    its frozen decoder weights."""
+    from diled.causal_lm import resolve, weights_sha256
+
+    folder = resolve(name, revision=revision, allow_download=False)
+    digest = weights_sha256(name, folder)
+    if digest != sha256:
+        raise ValueError(f"this model was saved without its frozen decoder weights, to be read from {name!r} with "
+                         f"SHA-256 {sha256}; that source now has {digest}")
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"the decoder base {folder} has no .safetensors files to read the frozen weights from")
+    return files
+
+
+def load_saved_parts(saved, decoder_kind: str, transplant: bool, trust_remote_code: bool):
+    """A ``TextCodec`` saved in ``saved`` (a ``save_pretrained`` folder): its encoder and decoder built from
+    their saved configs (weights are loaded afterwards; under ZeRO-3 built partitioned, never whole) and
+    their tokenizers: (encoder, encoder tokenizer, decoder, decoder tokenizer)."""
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    from diled.text_tokenizers import load_bert_decoder_tokenizer, load_decoder_tokenizer
+
+    encoder = AutoModel.from_config(AutoConfig.from_pretrained(saved / "encoder"))
+    enc_tokenizer = AutoTokenizer.from_pretrained(saved / "encoder")
+    if decoder_kind == "bert":
+        from transformers import BertConfig, BertLMHeadModel
+
+        load = load_decoder_tokenizer if transplant else load_bert_decoder_tokenizer
+        return (encoder, enc_tokenizer, BertLMHeadModel._from_config(BertConfig.from_pretrained(saved / "decoder")),
+                load(str(saved / "decoder_tokenizer")))
+    from transformers import AutoModelForCausalLM
+
+    decoder = AutoModelForCausalLM.from_config(
+        AutoConfig.from_pretrained(saved / "decoder", trust_remote_code=trust_remote_code),
+        trust_remote_code=trust_remote_code)
+    return encoder, enc_tokenizer, decoder, load_decoder_tokenizer(str(saved / "decoder_tokenizer"))
+
+
+def word_piece_slots(texts: list[str], enc_offsets: list, dec_offsets: list, enc_mask: torch.Tensor,
+                     slot_tokens: int, latent_slots: int) -> torch.Tensor:
+    """[N x L_enc]: the latent slot of each encoder word piece, that of the decoder token holding its first
+    character (token k is in slot k // ``slot_tokens``, the last slot for the rest; -1: special, padding, or
+    cut off with the decoder's truncated tokens). The two tokenizers differ, so they meet at character offsets."""
+    out = torch.full(enc_mask.shape, -1, dtype=torch.long)
+    for i, text in enumerate(texts):
+        token_at = [-1] * (len(text) + 1)
+        for k, (a, b) in enumerate(dec_offsets[i]):
+            for c in range(a, b):
+                token_at[c] = k
+        for j, (a, b) in enumerate(enc_offsets[i]):
+            if b > a and enc_mask[i, j] and token_at[a] >= 0:
+                out[i, j] = min(token_at[a] // slot_tokens, latent_slots - 1)
+    return out

@@ -34,7 +34,6 @@ prior.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -42,7 +41,9 @@ import torch
 from torch import nn
 
 from diled.codecs.base import Codec, register_codec
-from diled.text_decoders import (_read_only_memory_class, _sample, build_bert_decoder,  # noqa: F401
+from diled.text_decoders import (_read_only_memory_class, _sample, base_decoder_files, build_bert_decoder,  # noqa: F401
+                                 freeze_codec, generate_ids, load_pretrained_causal, load_saved_parts,
+                                 word_piece_slots,
                                  build_causal_decoder, causal_blocks, transplant_vocabulary)
 # the tokenizer helpers live in diled.text_tokenizers; imported here too, where they were first defined
 from diled.text_tokenizers import (EOS, gpt2_tokenizer_from_tiktoken, load_bert_decoder_tokenizer,  # noqa: F401
@@ -128,7 +129,7 @@ class TextCodec(Codec):
                  trust_remote_code: bool = False, save_decoder: Literal["all", "trained"] = "all",
                  _directory: str | None = None):
         super().__init__()
-        from transformers import AutoConfig, AutoModel, AutoTokenizer
+        from transformers import AutoModel, AutoTokenizer
 
         if decoder_kind not in DECODER_KINDS:
             raise ValueError(f"decoder_kind must be one of {', '.join(DECODER_KINDS)}; got {decoder_kind!r}")
@@ -180,24 +181,9 @@ class TextCodec(Codec):
         self.pool_norm = bool(pool_norm)
 
         saved = Path(_directory) if _directory else None
-        if saved is not None:
-            # a save_pretrained folder: architectures and tokenizers from it, weights loaded afterwards
-            self.encoder = AutoModel.from_config(AutoConfig.from_pretrained(saved / "encoder"))
-            self.enc_tokenizer = AutoTokenizer.from_pretrained(saved / "encoder")
-            if decoder_kind == "bert":
-                from transformers import BertConfig, BertLMHeadModel
-
-                load = load_decoder_tokenizer if transplant else load_bert_decoder_tokenizer
-                self.tokenizer = load(str(saved / "decoder_tokenizer"))
-                self.decoder = BertLMHeadModel._from_config(BertConfig.from_pretrained(saved / "decoder"))
-            else:
-                from transformers import AutoModelForCausalLM
-
-                self.tokenizer = load_decoder_tokenizer(str(saved / "decoder_tokenizer"))
-                # _from_config (through the auto class): under ZeRO-3 built partitioned, never whole
-                self.decoder = AutoModelForCausalLM.from_config(
-                    AutoConfig.from_pretrained(saved / "decoder", trust_remote_code=self.trust_remote_code),
-                    trust_remote_code=self.trust_remote_code)
+        if saved is not None:  # a save_pretrained folder: architectures and tokenizers, weights loaded afterwards
+            self.encoder, self.enc_tokenizer, self.decoder, self.tokenizer = load_saved_parts(
+                saved, decoder_kind, transplant, self.trust_remote_code)
         else:
             self.encoder = AutoModel.from_pretrained(self.encoder_name)
             self.enc_tokenizer = AutoTokenizer.from_pretrained(self.encoder_name)
@@ -243,23 +229,10 @@ class TextCodec(Codec):
         self.set_activation_checkpointing(bool(activation_checkpointing))
 
     def _load_pretrained_causal(self, tokenizer: str | None) -> None:
-        """A pretrained causal decoder from ``decoder_name`` (hub name, folder or GGUF file; one local folder
-        in the end, see ``diled.causal_lm``) and its tokenizer (or ``tokenizer``); checks the SHA-256 pin."""
-        from transformers import AutoModelForCausalLM
-
-        from diled.causal_lm import resolve, weights_sha256
-
-        folder = resolve(self.decoder_name, revision=self.decoder_revision,
-                         allow_download=os.environ.get("HF_HUB_OFFLINE", "0") in ("0", ""))
-        digest = weights_sha256(self.decoder_name, folder)
-        if self.decoder_sha256 is not None and digest != self.decoder_sha256.lower():
-            raise ValueError(f"decoder {self.decoder_name!r}: its weights' SHA-256 is {digest}, the config pins "
-                             f"decoder_sha256={self.decoder_sha256}")
-        self.decoder_sha256 = digest
-        self.tokenizer = load_decoder_tokenizer(tokenizer or str(folder))
-        self.decoder = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32,
-                                                            trust_remote_code=self.trust_remote_code,
-                                                            **self.decoder_config_dict)
+        """A pretrained causal decoder and its tokenizer (``load_pretrained_causal``)."""
+        self.decoder, self.tokenizer, self.decoder_sha256 = load_pretrained_causal(
+            self.decoder_name, self.decoder_revision, self.decoder_sha256, tokenizer, self.trust_remote_code,
+            self.decoder_config_dict)
 
     def base_weight_keys(self) -> set[str]:
         if self.save_decoder != "trained":
@@ -267,21 +240,10 @@ class TextCodec(Codec):
         return {f"decoder.{name}" for name, p in self.decoder.named_parameters() if not p.requires_grad}
 
     def base_weights(self) -> tuple[list[Path], str] | None:
-        """With ``save_decoder="trained"``: the pretrained decoder's safetensors files (its source resolved
-        without downloading), checked against the SHA-256 the model was trained from."""
+        """With ``save_decoder="trained"``: the pretrained decoder's safetensors files (``base_decoder_files``)."""
         if self.save_decoder != "trained":
             return None
-        from diled.causal_lm import resolve, weights_sha256
-
-        folder = resolve(self.decoder_name, revision=self.decoder_revision, allow_download=False)
-        digest = weights_sha256(self.decoder_name, folder)
-        if digest != self.decoder_sha256:
-            raise ValueError(f"this model was saved without its frozen decoder weights, to be read from "
-                             f"{self.decoder_name!r} with SHA-256 {self.decoder_sha256}; that source now has {digest}")
-        files = sorted(folder.glob("*.safetensors"))
-        if not files:
-            raise FileNotFoundError(f"the decoder base {folder} has no .safetensors files to read the frozen weights from")
-        return files, "decoder."
+        return base_decoder_files(self.decoder_name, self.decoder_revision, self.decoder_sha256), "decoder."
 
     def decoder_blocks(self) -> nn.ModuleList:
         """The decoder's repeated blocks (BERT's ``encoder.layer``; a causal LM's one ModuleList of
@@ -345,32 +307,8 @@ class TextCodec(Codec):
         self.tokenizer.save_pretrained(directory / "decoder_tokenizer")
 
     def _freeze(self) -> None:
-        k = self.encoder_trainable_layers
-        if k >= 0:
-            layers = self.encoder.encoder.layer
-            for p in self.encoder.parameters():
-                p.requires_grad_(False)
-            for layer in list(layers)[len(layers) - k:] if k else []:
-                for p in layer.parameters():
-                    p.requires_grad_(True)
-        if self.decoder_trainable != "all":
-            for p in self.decoder.parameters():
-                p.requires_grad_(False)
-            if self.decoder_kind == "bert":
-                bert = self.decoder.bert
-                modules = [self.decoder.cls.predictions]  # the transform and output bias are new: they train
-                if self.tokenizer_name is not None:  # transplanted embeddings (tied to the output) train too
-                    modules.append(bert.embeddings.word_embeddings)
-                if self.decoder_trainable == "paper":
-                    modules += [bert.embeddings, bert.encoder.layer[0]]
-            elif self.decoder_trainable == "paper":  # embeddings (GPT-2's positions too) and the first block
-                wpe = getattr(self.decoder.base_model, "wpe", None)
-                modules = [self.decoder.get_input_embeddings(), self.decoder_blocks()[0]] + ([wpe] if wpe else [])
-            else:
-                modules = []
-            for module in modules:
-                for p in module.parameters():
-                    p.requires_grad_(True)
+        """Train only what ``encoder_trainable_layers`` and ``decoder_trainable`` say (``freeze_codec``)."""
+        freeze_codec(self)
 
     # ----------------------------------------------------------------- batches
     def check_inputs(self, examples) -> list[str]:
@@ -408,18 +346,8 @@ class TextCodec(Codec):
 
     def _word_piece_slots(self, texts: list[str], enc_offsets: list, dec_offsets: list,
                           enc_mask: torch.Tensor) -> torch.Tensor:
-        """[N x L_enc]: the latent slot of each encoder word piece, that of the decoder token holding its
-        first character (-1: special, padding, or cut off with the decoder's truncated tokens)."""
-        out = torch.full(enc_mask.shape, -1, dtype=torch.long)
-        for i, text in enumerate(texts):
-            token_at = [-1] * (len(text) + 1)
-            for k, (a, b) in enumerate(dec_offsets[i]):
-                for c in range(a, b):
-                    token_at[c] = k
-            for j, (a, b) in enumerate(enc_offsets[i]):
-                if b > a and enc_mask[i, j] and token_at[a] >= 0:
-                    out[i, j] = min(token_at[a] // self.slot_tokens, self.latent_slots - 1)
-        return out
+        """[N x L_enc]: each encoder word piece's latent slot (``word_piece_slots``)."""
+        return word_piece_slots(texts, enc_offsets, dec_offsets, enc_mask, self.slot_tokens, self.latent_slots)
 
     def example_lengths(self, examples) -> list[int]:
         """Decoder tokens per text (the longer of the two padded sequences, as a rule)."""
@@ -515,47 +443,6 @@ class TextCodec(Codec):
                    generator: torch.Generator | None = None, no_repeat_ngram: int = 0) -> list[list[int]]:
         """Token ids [N lists] (EOS and what follows removed) from batched generation with the KV cache (the
         latent memory is its first entry): greedy or sampling with temperature / top-k / top-p, stopping
-        at EOS or ``max_new_tokens`` (default max_length).
-        ``no_repeat_ngram`` > 0 forbids repeating any n-gram of that size within a sequence (Hugging Face's
-        ``no_repeat_ngram_size``)."""
-        if strategy not in ("greedy", "sample"):
-            raise ValueError(f"strategy must be 'greedy' or 'sample', got {strategy!r}")
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        if not 0 < top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-        if no_repeat_ngram < 0:
-            raise ValueError(f"no_repeat_ngram must be >= 0, got {no_repeat_ngram}")
-        steps = min(max_new_tokens or self.max_length, self.n_positions - 1)
-        n = z.shape[0]
-        block = None
-        if no_repeat_ngram:
-            from transformers import NoRepeatNGramLogitsProcessor
-
-            block = NoRepeatNGramLogitsProcessor(no_repeat_ngram)
-        cache, n_mem = self._memory_cache(z)
-        token = torch.full((n, 1), self.bos_id, dtype=torch.long, device=z.device)
-        attn = torch.ones((n, n_mem), dtype=torch.long, device=z.device)
-        done = torch.zeros(n, dtype=torch.bool, device=z.device)
-        out = []
-        for pos in range(steps):
-            attn = torch.cat([attn, attn.new_ones(n, 1)], dim=1)
-            res = self.decoder(inputs_embeds=self._embed(token, z, start=pos), attention_mask=attn,
-                               position_ids=torch.full((n, 1), pos, device=z.device),
-                               past_key_values=cache, use_cache=True)
-            cache = res.past_key_values
-            logits = res.logits[:, -1].float()
-            if block is not None and out:
-                logits = block(torch.stack(out, dim=1), logits)
-            if strategy == "greedy":
-                nxt = logits.argmax(-1)
-            else:
-                nxt = _sample(logits / temperature, top_k, top_p, generator)
-            nxt = torch.where(done, torch.full_like(nxt, self.eos_id), nxt)
-            out.append(nxt)
-            done |= nxt == self.eos_id
-            if bool(done.all()):
-                break
-            token = nxt.unsqueeze(1)
-        tokens = torch.stack(out, dim=1).tolist() if out else [[] for _ in range(n)]
-        return [seq[: seq.index(self.eos_id)] if self.eos_id in seq else seq for seq in tokens]
+        at EOS or ``max_new_tokens`` (default max_length). ``no_repeat_ngram`` > 0 forbids repeating any
+        n-gram of that size within a sequence (Hugging Face's ``no_repeat_ngram_size``). See ``generate_ids``."""
+        return generate_ids(self, z, max_new_tokens, strategy, temperature, top_k, top_p, generator, no_repeat_ngram)

@@ -156,3 +156,10 @@ def test_the_platform_keeps_its_rooms():
     from diled_platform.datatypes import builtin_names
 
     assert builtin_names() == ["image", "protein", "text", "vector"]  # a helper module (_reports) is no data type
+
+
+def test_no_python_file_over_450_lines():
+    """A file that grows past this is doing two things: split it by concern."""
+    long = {str(p.relative_to(ROOT)): n for folder in ("diled", "platform", "jobs") for p in (ROOT / folder).rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > 450}
+    assert not long, long
