@@ -37,6 +37,10 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
     return emb
 
 
+# the paper's prior: an MLP with skips, 20 layers of 2048, a 128-d time embedding (CPU presets set their own)
+PAPER_PRIOR = {"hidden": 2048, "depth": 20, "time_dim": 128}
+
+
 class MLPSkipNet(nn.Module):
     """eps_theta(z_t, t): ``z_t`` [N x D], ``t`` [N] int in 1..T -> eps [N x D].
 
@@ -49,7 +53,8 @@ class MLPSkipNet(nn.Module):
         classes: class names the prior is conditioned on (none: unconditional).
     """
 
-    def __init__(self, latent_dim: int, hidden: int = 2048, depth: int = 20, time_dim: int = 128,
+    def __init__(self, latent_dim: int, hidden: int = PAPER_PRIOR["hidden"], depth: int = PAPER_PRIOR["depth"],
+                 time_dim: int = PAPER_PRIOR["time_dim"],
                  dropout: float = 0.0, classes: list[str] | None = None):
         super().__init__()
         for name, value in (("latent_dim", latent_dim), ("hidden", hidden), ("depth", depth), ("time_dim", time_dim)):

@@ -27,6 +27,7 @@ from diled.persistence import (DEFAULT_SHARD_BYTES, INDEX_NAME, WEIGHTS_NAME, ha
 CONFIG_NAME = "config.json"
 FORMAT_VERSION = 1
 DEFAULT_STEPS = 50  # DDIM steps when none are given: the largest of the usual 10/20/50
+DEFAULT_W = 8.0     # the prior terms' weight: the paper's for text (protein and images: 1); CPU presets set their own
 
 Via = Literal["latent", "inversion"]
 Objective = Literal["diled", "autoencoder", "prior_only", "vae"]
@@ -84,7 +85,7 @@ class DiLED(nn.Module):
             if objective not in DiLED.objectives:
                 MODEL_CLASSES[objective] = cls
 
-    def __init__(self, codec: Codec, denoiser: nn.Module, diffusion: LatentDiffusion, w: float = 8.0,
+    def __init__(self, codec: Codec, denoiser: nn.Module, diffusion: LatentDiffusion, w: float = DEFAULT_W,
                  objective: Objective = "diled", vae=None, prior_temperature: float = 1.0):
         super().__init__()
         d_codec, d_prior = getattr(codec, "latent_dim", None), getattr(denoiser, "latent_dim", None)
@@ -163,7 +164,7 @@ class DiLED(nn.Module):
         if unknown:
             raise ValueError(f"unknown DiLED config key(s) sampling.{unknown}; expected ['prior_temperature']")
         return cls(build_codec(config["codec"], directory=directory), build_prior(config["denoiser"]),
-                   LatentDiffusion(**config["diffusion"]), w=config.get("w", 8.0), objective=objective,
+                   LatentDiffusion(**config["diffusion"]), w=config.get("w", DEFAULT_W), objective=objective,
                    prior_temperature=sampling.get("prior_temperature", 1.0), **extra)
 
     # ----------------------------------------------------------------- training

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from diled.diffusion import LatentDiffusion, check_sampler_name
-from diled.model import DiLED, ZeroLinear, slerp
+from diled.model import DEFAULT_W, DiLED, ZeroLinear, slerp
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ class VAE(DiLED):
 
     objectives = ("vae",)
 
-    def __init__(self, codec, denoiser: nn.Module, diffusion: LatentDiffusion, w: float = 8.0,
+    def __init__(self, codec, denoiser: nn.Module, diffusion: LatentDiffusion, w: float = DEFAULT_W,
                  objective: str = "vae", vae: VAEOptions | dict | None = None,
                  prior_temperature: float = 1.0):
         super().__init__(codec, denoiser, diffusion, w=w, objective=objective,

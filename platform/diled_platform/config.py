@@ -17,7 +17,8 @@ from typing import Any, Literal, get_args, get_origin
 import torch
 import yaml
 
-from diled.model import Objective
+from diled.denoiser import PAPER_PRIOR
+from diled.model import DEFAULT_W, Objective
 from diled.schedules import ScheduleName
 from diled_platform.options import ConfigError, DataOptions, positive  # noqa: F401 (public here too)
 
@@ -34,11 +35,11 @@ class ModelConfig:
     codec_args: dict = field(default_factory=dict)  # the codec's keyword arguments, except latent_dim
     latent_dim: int = 2
     prior: str = "mlp_skip"                     # the prior network by name (diled.denoiser.PRIORS)
-    prior_hidden: int = 256                     # its width (MLPSkipNet, paper: 2048; SlotTransformer: slot width)
-    prior_depth: int = 4                        # its depth (MLPSkipNet layers, paper: 20; transformer blocks)
+    prior_hidden: int = PAPER_PRIOR["hidden"]   # its width (MLPSkipNet: the paper's 2048; SlotTransformer: slot width)
+    prior_depth: int = PAPER_PRIOR["depth"]     # its depth (MLPSkipNet layers: the paper's 20; transformer blocks)
     prior_args: dict = field(default_factory=dict)  # the prior's other arguments (slot_transformer: slots, heads)
-    time_dim: int = 64
-    w: float = 1.0                              # prior weight (paper: 8 text, 1 protein/images)
+    time_dim: int = PAPER_PRIOR["time_dim"]
+    w: float = DEFAULT_W                        # prior weight (paper: 8 text, 1 protein/images; presets set theirs)
     # diled: joint; autoencoder: the prior switched off (baseline, two-stage step 1); prior_only: the prior
     # on a frozen codec (two-stage step 2, with init_from the step-1 model); vae: the VAE baseline
     objective: Objective = "diled"

@@ -272,3 +272,31 @@ def test_the_prior_is_chosen_by_name_and_its_arguments_are_checked():
         load_config("vector-cpu", ["--prior_stage.prior={name: mlp_skip, latent_dim: 3}"])
     with pytest.raises(ConfigError, match="prior_stage.t_sampling"):
         load_config("vector-cpu", ["--prior_stage.t_sampling=cubic"])
+
+
+def test_a_presets_w_reaches_the_loss():
+    """w is defined once (diled.model.DEFAULT_W, the paper's) and a preset's or an override's value is what
+    the trainer's model weighs the prior's terms with: loss = mean(rec / (T lambda_t)) + w mean(diff)."""
+    import torch
+
+    from diled.model import DEFAULT_W
+    from diled_platform.config import JobConfig
+    from diled_platform.training.zero import build_model
+
+    assert JobConfig().model.w == DEFAULT_W
+    for override, expected in (([], 1.0), (["--model.w=3.5"], 3.5)):
+        cfg = load_config("vector-cpu", override)
+        model, _ = build_model(cfg, {})
+        assert model.w == expected
+        torch.manual_seed(0)
+        batch = {"x": torch.randn(16, 2)}
+        t = torch.randint(1, model.diffusion.T + 1, (16,))
+        torch.manual_seed(1)
+        out = model(batch, t=t)
+        expect = (out["rec"] * model.diffusion.rec_weight(t)).mean() + expected * out["diff"].mean()
+        torch.testing.assert_close(out["loss"], expect)
+        # and a different w gives a different loss on the same draw
+        model.w = expected + 1.0
+        torch.manual_seed(1)
+        again = model(batch, t=t)
+        assert abs(float(again["loss"] - out["loss"]) - float(again["diff"].mean())) < 1e-4
