@@ -44,6 +44,7 @@ def main(argv=None) -> int:
     parser.add_argument("--vae-beta", type=float, help="the VAE's KL weight (default: the task's)")
     parser.add_argument("--vae-free-bits", type=float,
                         help="the VAE's free bits, nats per latent dimension (default: text 0.5, else 0)")
+    parser.add_argument("--dry-run", action="store_true", help="check the arguments and the config, print them, run nothing")
     args, overrides = parser.parse_known_args(argv)
     if args.steps is not None and args.steps < 1:
         parser.error(f"--steps must be >= 1, got {args.steps}")
@@ -54,6 +55,10 @@ def main(argv=None) -> int:
         parser.error(f"--vae-beta and --vae-free-bits must be >= 0, got {vae}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     cfg = load_config(args.preset or datatype_class(args.task).preset, overrides)
+    if args.dry_run:
+        print(f"ok: task {args.task}, preset {args.preset or datatype_class(args.task).preset}, models "
+              f"{', '.join(args.models)}, seeds {args.seeds}")
+        return 0
     datatype = datatype_for(cfg)
     steps = args.steps or datatype.harness_steps
     # one checkpoint at the end: the budget goes to training

@@ -61,7 +61,11 @@ def main(argv=None) -> int:
     parser.add_argument("--direct-port", type=int, default=DIRECT_PORT, help="the first replica's own port")
     parser.add_argument("--torch-threads", type=int, default=None, help="torch threads per replica")
     parser.add_argument("--detach", action="store_true", help="deploy and exit (on a running cluster)")
+    parser.add_argument("--dry-run", action="store_true", help="check the arguments and the config, print them, run nothing")
     args = parser.parse_args(argv)
+    if args.dry_run:  # the model folder need not exist yet
+        print(f"ok: serve {args.model} on {args.host}:{args.port}")
+        return 0
 
     model_dir = model_folder(args.model)
     try:

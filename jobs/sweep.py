@@ -42,6 +42,7 @@ def main(argv=None, default_sweep: str | None = None) -> int:
     parser.add_argument("--pick", help="promote this trial id (with several objectives: one on the Pareto front)")
     parser.add_argument("--serve", action="store_true", help="then serve the promoted model (jobs/serve.py)")
     parser.add_argument("--port", type=int, default=8000, help="with --serve")
+    parser.add_argument("--dry-run", action="store_true", help="check the arguments and the config, print them, run nothing")
     args = parser.parse_args(argv)
     try:
         sweep = SweepConfig.load(args.sweep, name=args.name, num_samples=args.num_samples,
@@ -50,6 +51,9 @@ def main(argv=None, default_sweep: str | None = None) -> int:
         JobConfig.from_dict(base)  # every key and value of the trial base is valid
     except ConfigError as e:
         raise SystemExit(f"error: {e}") from None
+    if args.dry_run:
+        print(f"ok: sweep {sweep.name}, preset {sweep.preset}, {sweep.num_samples} trials")
+        return 0
     init_ray()
     try:
         outcome = run_sweep(sweep, base, pick=args.pick)

@@ -42,9 +42,14 @@ def main(argv=None, default_preset: str | None = None, aliases: dict[str, list[s
                         help=f"a preset name ({', '.join(preset_names())}) or a YAML file")
     parser.add_argument("--compare", nargs="+", default=[], choices=[b for b in BASELINES if b != "diled"],
                         help="baselines trained and evaluated beside the run")
+    parser.add_argument("--dry-run", action="store_true", help="check the arguments and the config, print them, run nothing")
     args, overrides = parser.parse_known_args(argv)
     t0 = time.perf_counter()
     cfg = absolute_storage(load_config(args.preset, overrides))
+    if args.dry_run:
+        print(f"ok: preset {args.preset}, data type {cfg.data.type}, {cfg.optim.max_steps} steps, run folder "
+              f"{cfg.run.storage_path}/{cfg.run.name}" + (f", compared with {', '.join(args.compare)}" if args.compare else ""))
+        return 0
     datatype = datatype_for(cfg)
     print(f"data ({datatype.name}): {datatype.summary()}", flush=True)
     init_ray()

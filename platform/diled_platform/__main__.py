@@ -106,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     where.add_argument("--model", help="a save_pretrained folder (e.g. runs/<name>/model)")
     where.add_argument("--url", help="a running DiLED service (jobs/serve.py), e.g. http://127.0.0.1:8000")
     common.add_argument("--steps", type=int, default=None, help="DDIM steps (default 50, or T if smaller)")
+    common.add_argument("--dry-run", action="store_true", help="check the arguments, load nothing, run nothing")
     with_inputs = argparse.ArgumentParser(add_help=False)
     with_inputs.add_argument("inputs", nargs="*")
     with_inputs.add_argument("--file", help="read inputs, one per line, from this file ('-': stdin)")
@@ -130,7 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     edit.add_argument("--condition", required=True, help="a class the model knows, e.g. positive")
     edit.add_argument("--strength", type=float, default=0.5, help="how far to invert before sampling back (0..1)")
     args = parser.parse_args(argv)
-
+    if args.dry_run:
+        print(f"ok: {args.command}")
+        return 0
     if args.url:
         return _remote(args)
     from diled import DiLED
