@@ -207,6 +207,10 @@ class PriorStageConfig:
     # what the guide steers toward: "classes" (a classifier on the data type's training_labels) or
     # "value" (a regressor on its training_values, for conditions ">= y": protein fitness)
     guide: Literal["classes", "value"] = "classes"
+    # a prior that knows the data type's classes (its training_labels), trained with the class dropped to
+    # the null class with probability cond_drop: classifier-free guidance (needs steps > 0)
+    conditional: bool = False
+    cond_drop: float = 0.1
     # non-empty: the sampling temperatures (scales of z_T) to try; the best on the validation split by the
     # data type's sample_quality is saved with the model (DiLED.prior_temperature); empty: temperature 1
     temperatures: list = field(default_factory=list)
@@ -223,6 +227,10 @@ class PriorStageConfig:
                 raise ConfigError(f"prior_stage.temperatures[{i}] must be a number in (0, 2], got {value!r}")
         if self.steps < 0:
             raise ConfigError(f"prior_stage.steps must be >= 0 (0: off), got {self.steps}")
+        if self.conditional and not self.steps:
+            raise ConfigError("prior_stage.conditional trains the stage's prior with classes: it needs prior_stage.steps > 0")
+        if not 0 <= self.cond_drop <= 1:
+            raise ConfigError(f"prior_stage.cond_drop must be in [0, 1], got {self.cond_drop}")
         if self.guide_steps < 0:
             raise ConfigError(f"prior_stage.guide_steps must be >= 0 (0: no guide), got {self.guide_steps}")
         if not self.lr > 0:

@@ -44,6 +44,7 @@ def run_prior_stage(cfg, datatype, model_dir: Path) -> dict[str, Any] | None:
     on the encoder means of ``datatype``'s training split; returns the stage's record (None when
     ``cfg.prior_stage.steps`` is 0). ``model_dir`` keeps its path; it holds the new model afterwards."""
     from diled import DiLED, build_prior
+    from diled.denoiser import prior_name
     from diled.prior_training import encode_all, train_prior
 
     stage = cfg.prior_stage
@@ -63,11 +64,17 @@ def run_prior_stage(cfg, datatype, model_dir: Path) -> dict[str, Any] | None:
         z0 = encode_all(model, datatype.training_examples(), log=lambda m: print(f"prior stage: {m}", flush=True))
     t1 = time.perf_counter()
     fresh = stage.prior_config(cfg.model)
+    labels = None
+    if stage.steps and stage.conditional:  # a fresh prior that knows the data type's classes (classifier-free)
+        classes, labels = datatype.training_labels()
+        fresh = {**(fresh or model.denoiser.get_config() | {"name": prior_name(model.denoiser)}), "classes": classes}
+        labels = torch.tensor(labels, dtype=torch.long)
     if stage.steps:
         prior = model.denoiser if fresh is None else build_prior(fresh)
         trained, summary = train_prior(model, prior, z0, steps=stage.steps, batch_size=stage.batch_size,
                                        lr=stage.lr, ema=stage.ema, seed=cfg.run.seed, t_sampling=stage.t_sampling,
-                                       log=lambda m: print(m, flush=True), log_every=max(1, stage.steps // 10))
+                                       log=lambda m: print(m, flush=True), log_every=max(1, stage.steps // 10),
+                                       labels=labels, drop_prob=stage.cond_drop)
         model.denoiser = trained
         record = {**summary, "prior": fresh or "the jointly trained prior, continued",
                   "parameters": sum(p.numel() for p in trained.parameters()), "encode_seconds": round(t1 - t0, 1),
