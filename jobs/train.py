@@ -24,6 +24,7 @@ import _path  # noqa: F401  (repository on sys.path)
 from diled_platform.comparison.baselines import BASELINES, train
 from diled_platform.config import load_config, preset_names
 from diled_platform.datatypes import datatype_for
+from diled_platform.datatypes._reports import write_eval
 from diled_platform.comparison.evaluation import comparison_table
 from diled_platform.training.runtime import init_ray
 from diled_platform.training.tracking import log_report
@@ -66,7 +67,7 @@ def main(argv=None, default_preset: str | None = None, aliases: dict[str, list[s
     metrics = datatype.report(outcome.model_dir, outcome.run_dir, cfg, seed=cfg.run.seed, tools=tools)
     metrics["seconds"] = {"prepare": round(t1 - t0), "train": round(t2 - t1), "evaluate": round(time.perf_counter() - t2)}
     metrics["train"] = outcome.metrics
-    (outcome.run_dir / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_eval(outcome.run_dir, metrics)
     log_report(cfg, outcome.run_dir, metrics, list(datatype.outputs))  # to the run's MLflow run
     print(json.dumps({"train": outcome.metrics, "eval": metrics}, indent=2), flush=True)
     results, folders = {"diled": metrics}, {"diled": outcome.run_dir}
@@ -77,7 +78,7 @@ def main(argv=None, default_preset: str | None = None, aliases: dict[str, list[s
         results[model] = datatype.report(model_dir, model_dir.parent, cfg, seed=cfg.run.seed, tools=tools)
         results[model]["seconds"] = {"train": round(seconds)}
         results[model]["train"] = json.loads((model_dir.parent / "metrics.json").read_text())
-        (model_dir.parent / "eval.json").write_text(json.dumps(results[model], indent=2) + "\n")
+        write_eval(model_dir.parent, results[model])
         folders[model] = model_dir.parent
     for name, folder in folders.items():
         print(f"run folder ({name}): {folder}")

@@ -163,3 +163,10 @@ def test_no_python_file_over_450_lines():
     long = {str(p.relative_to(ROOT)): n for folder in ("diled", "platform", "jobs") for p in (ROOT / folder).rglob("*.py")
             if (n := len(p.read_text().splitlines())) > 450}
     assert not long, long
+
+
+def test_one_writer_of_eval_json():
+    """eval.json is written in one place (``datatypes._reports.write_eval``); everyone else calls it."""
+    writers = [str(p.relative_to(ROOT)) for folder in ("diled", "platform", "jobs") for p in (ROOT / folder).rglob("*.py")
+               if re.search(r'eval\.json"?\)?\.write_text|open\([^)]*eval\.json[^)]*"w', p.read_text())]
+    assert not writers, writers

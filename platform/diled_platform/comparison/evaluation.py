@@ -18,7 +18,7 @@ from pathlib import Path
 from diled_platform.comparison.baselines import train
 from diled_platform.config import JobConfig, replace
 from diled_platform.datatypes import DataType, Metric
-from diled_platform.datatypes._reports import lookup
+from diled_platform.datatypes._reports import lookup, write_eval
 
 log = logging.getLogger("diled")
 MODELS = ("diled", "vae", "two-stage")   # the harness's default line-up (any of baselines.BASELINES)
@@ -160,7 +160,7 @@ def run_comparison(datatype: DataType, cfg: JobConfig, out: Path, seeds: list[in
             metrics["seconds"] = {"train": round(train_s), "evaluate": round(time.perf_counter() - t1),
                                   "train_recorded": round(train_s) if recorded is None else recorded}
             metrics["seed"], metrics["model_dir"] = seed, str(model_dir)
-            (model_dir.parent / "eval.json").write_text(json.dumps(metrics, indent=2, default=str) + "\n")
+            write_eval(model_dir.parent, metrics)
             results[model].append(metrics)
             log.info(f"{model} seed {seed}: " + ", ".join(
                 f"{m.label} {lookup(metrics, m.key):.3f}" for m in datatype.metrics

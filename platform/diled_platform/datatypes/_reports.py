@@ -1,9 +1,24 @@
-"""What every data type's report shares: reading a dotted metric key, and the loss-curve plot."""
+"""What every data type's report shares: the one writer of ``eval.json``, reading a dotted metric key, and
+the loss-curve plot."""
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
+EVAL_NAME = "eval.json"
+
+
+def write_eval(out_dir: Path, metrics: dict) -> Path:
+    """``<out_dir>/eval.json``: the report's metrics (with what a job adds, such as its timings), written
+    under a temporary name and renamed into place, so a reader never sees half a file. Every writer of
+    ``eval.json`` calls this."""
+    path = Path(out_dir) / EVAL_NAME
+    tmp = path.with_name(f".{EVAL_NAME}.tmp")
+    tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
 
 
 def lookup(metrics: dict, key: str):

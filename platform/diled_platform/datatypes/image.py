@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from diled_platform.options import ConfigError, DataOptions
+from diled_platform.datatypes._reports import write_eval
 from diled_platform.datatypes.base import DataType, Metric, driver_dataset
 
 log = logging.getLogger("diled")
@@ -223,7 +224,7 @@ def image_report(model_dir: Path, splits: dict, out_dir: Path, classifier=None, 
             metrics["guided"] = guided_classes(model, classifier, metrics["samples_class_histogram"], out_dir,
                                                steps=steps, seed=seed, test=test,
                                                unguided_fd=metrics["frechet_classifier_features"]["samples_vs_test"])
-    (out_dir / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_eval(out_dir, metrics)
     return metrics
 
 

@@ -4,7 +4,6 @@ optimisation on the held-out split."""
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +13,7 @@ import numpy as np
 import torch
 
 from diled_platform.options import ConfigError, DataOptions
+from diled_platform.datatypes._reports import write_eval
 from diled_platform.datatypes.base import DataType, Metric, driver_dataset, replace_options
 
 log = logging.getLogger("diled")
@@ -210,7 +210,7 @@ def protein_report(model_dir: Path, splits: dict, out_dir: Path, n_eval: int = 2
     if getattr(model.guide, "value", None) == "fitness" or getattr(model.guide, "classes", None) == GUIDE_CLASSES:
         metrics["guided"] = guided_fitness(model, lookup, training, reference, out_dir, n=n_samples, seed=seed)
     _latent_plot(z, fitness, out_dir / "latents_fitness.png", model.objective)
-    (out_dir / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_eval(out_dir, metrics)
     return metrics
 
 

@@ -5,7 +5,6 @@ metrics, plots)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import statistics
 import time
@@ -20,7 +19,7 @@ from diled_platform.options import ConfigError, DataOptions, positive
 if TYPE_CHECKING:
     from diled_platform.config import JobConfig
 from diled_platform.datatypes.base import DataType, Metric, driver_dataset
-from diled_platform.datatypes._reports import loss_plot
+from diled_platform.datatypes._reports import loss_plot, write_eval
 from diled_platform.datatypes._text_sentiment import (_batches, _can_guide, guided_sentiment, one_line,
                                                       sentiment_arithmetic, sentiment_probe)
 
@@ -243,7 +242,7 @@ class TextData(DataType):
         z_test = torch.cat([model.encode([r["text"] for r in c]) for c in _batches(test[:2000], 200)])
         _latent_plot(z_test, [r["label"] for r in test[:2000]], out_dir / "latents_pca.png")
         loss_plot(out_dir / "tensorboard", out_dir / "loss_curves.png")
-        (out_dir / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        write_eval(out_dir, metrics)
         return metrics
 
     def reference(self, tools: dict | None = None, n_eval: int = 300) -> dict[str, Any]:

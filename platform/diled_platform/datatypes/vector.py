@@ -6,7 +6,6 @@ The smallest data type, and the worked example of README's "Add a data type"."""
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -15,6 +14,7 @@ import numpy as np
 import torch
 
 from diled_platform.options import ConfigError, DataOptions, positive
+from diled_platform.datatypes._reports import write_eval
 from diled_platform.datatypes.base import DataType, Metric, driver_dataset
 
 
@@ -120,7 +120,7 @@ class VectorData(DataType):
             w = csv.writer(f)
             w.writerow([f"x{i}" for i in range(samples.shape[1])])
             w.writerows(samples.tolist())
-        (out_dir / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        write_eval(out_dir, metrics)
         if samples.shape[1] >= 2:
             _scatter(data, samples, recon, out_dir / "samples.png", metrics)
         return metrics
