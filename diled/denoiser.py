@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from diled.conditions import ConditionEmbedding, check_classes
+from diled.checks import check_keys
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -230,7 +231,5 @@ def build_prior(config: dict) -> nn.Module:
         raise ValueError(f"unknown prior {name!r}; valid names: {', '.join(PRIORS)}")
     cls = PRIORS[name]
     valid = set(inspect.signature(cls.__init__).parameters) - {"self"}
-    unknown = sorted(set(config) - valid)
-    if unknown:
-        raise ValueError(f"unknown argument(s) {unknown} for prior {name!r}; valid: {sorted(valid)}")
+    check_keys(config, valid, "argument(s)", f"for prior {name!r}")
     return cls(**config)

@@ -173,6 +173,25 @@ def _noised_batches(diffusion, z0: torch.Tensor, steps: int, batch_size: int, ge
         yield idx, diffusion.q_sample(z1, t, eps=torch.randn(z1.shape, generator=gen)), t
 
 
+def _fit(module: nn.Module, loss_fn, diffusion, z0: torch.Tensor, steps: int, batch_size: int, lr: float,
+         seed: int) -> float:
+    """AdamW on ``loss_fn(indices, z_t, t)`` over ``steps`` batches of noised latents (``_noised_batches``);
+    the mean loss of the last tenth of the steps."""
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(module.parameters(), lr=lr)
+    module.train()
+    losses = []
+    for idx, z_t, t in _noised_batches(diffusion, z0, steps, batch_size, gen):
+        loss = loss_fn(idx, z_t, t)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    module.eval()
+    tail = losses[-max(1, steps // 10):]
+    return sum(tail) / len(tail)
+
+
 def train_regressor(regressor: LatentRegressor, diffusion, z0: torch.Tensor, values: torch.Tensor, *,
                     steps: int = 2000, batch_size: int = 256, lr: float = 1e-3, seed: int = 0) -> dict:
     """Fit ``regressor`` to ``values`` [N] from latents ``z0`` [N x D] noised as the prior sees them, by the
@@ -181,21 +200,13 @@ def train_regressor(regressor: LatentRegressor, diffusion, z0: torch.Tensor, val
     values = values.float()
     regressor.y_mean.fill_(float(values.mean()))
     regressor.y_std.fill_(float(values.std().clamp(min=1e-8)))
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(regressor.parameters(), lr=lr)
-    regressor.train()
-    losses = []
-    for idx, z_t, t in _noised_batches(diffusion, z0, steps, batch_size, gen):
+    def nll(idx, z_t, t):
         mean, std = regressor(z_t, t)
         y, scale = values[idx], regressor.y_std
-        loss = nn.functional.gaussian_nll_loss(mean / scale, y / scale, (std / scale) ** 2, full=True)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
-    regressor.eval()
-    tail = losses[-max(1, steps // 10):]
-    return {"steps": steps, "final_nll": sum(tail) / len(tail), "constant_nll": 0.5 * math.log(2 * math.pi) + 0.5,
+        return nn.functional.gaussian_nll_loss(mean / scale, y / scale, (std / scale) ** 2, full=True)
+
+    final = _fit(regressor, nll, diffusion, z0, steps, batch_size, lr, seed)
+    return {"steps": steps, "final_nll": final, "constant_nll": 0.5 * math.log(2 * math.pi) + 0.5,
             "value": regressor.value, "value_mean": float(values.mean()), "value_std": float(values.std())}
 
 
@@ -203,19 +214,9 @@ def train_classifier(classifier: LatentClassifier, diffusion, z0: torch.Tensor, 
                      steps: int = 2000, batch_size: int = 256, lr: float = 1e-3, seed: int = 0) -> dict:
     """Fit ``classifier`` to ``labels`` [N] from latents ``z0`` [N x D] noised as the prior sees them
     (z1 = z0 + sqrt(beta_1) eps', then q(z_t | z1) at a uniform t). Returns a summary."""
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(classifier.parameters(), lr=lr)
-    classifier.train()
-    losses = []
-    for idx, z_t, t in _noised_batches(diffusion, z0, steps, batch_size, gen):
-        loss = nn.functional.cross_entropy(classifier(z_t, t), labels[idx].long())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
-    classifier.eval()
-    tail = losses[-max(1, steps // 10):]
-    return {"steps": steps, "final_loss": sum(tail) / len(tail), "chance_loss": math.log(len(classifier.classes))}
+    final = _fit(classifier, lambda idx, z_t, t: nn.functional.cross_entropy(classifier(z_t, t), labels[idx].long()),
+                 diffusion, z0, steps, batch_size, lr, seed)
+    return {"steps": steps, "final_loss": final, "chance_loss": math.log(len(classifier.classes))}
 
 
 def model_conditions(model) -> list[str]:

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from diled.codecs.base import Codec, build_codec, codec_reference
+from diled.checks import check_keys
 from diled.denoiser import build_prior, prior_name
 from diled.diffusion import LatentDiffusion, check_sampler_name, check_temperature, ddim_invert, ddim_sample
 from diled.persistence import (DEFAULT_SHARD_BYTES, INDEX_NAME, WEIGHTS_NAME, has_weights, load_into,
@@ -149,9 +150,7 @@ class DiLED(nn.Module):
         """Build an untrained model from ``{"codec": {...}, "denoiser": {...}, "diffusion": {...}, "w": ...}``;
         ``"objective": "vae"`` builds the VAE baseline (``diled.baselines.VAE``)."""
         known = {"format_version", "w", "objective", "codec", "denoiser", "diffusion", "vae", "sampling"}
-        unknown = sorted(set(config) - known)
-        if unknown:
-            raise ValueError(f"unknown DiLED config key(s) {unknown}; expected {sorted(known)}")
+        check_keys(config, known, "DiLED config key(s)")
         for key in ("codec", "denoiser", "diffusion"):
             if key not in config:
                 raise ValueError(f"DiLED config is missing the {key!r} section")
@@ -160,9 +159,7 @@ class DiLED(nn.Module):
             cls = MODEL_CLASSES[objective]  # the class that trains it (the VAE's, registered by diled.baselines)
         extra = {"vae": config["vae"]} if "vae" in config else {}
         sampling = config.get("sampling", {})
-        unknown = sorted(set(sampling) - {"prior_temperature"})
-        if unknown:
-            raise ValueError(f"unknown DiLED config key(s) sampling.{unknown}; expected ['prior_temperature']")
+        check_keys(sampling, ["prior_temperature"], "DiLED config key(s)", "in sampling")
         return cls(build_codec(config["codec"], directory=directory), build_prior(config["denoiser"]),
                    LatentDiffusion(**config["diffusion"]), w=config.get("w", DEFAULT_W), objective=objective,
                    prior_temperature=sampling.get("prior_temperature", 1.0), **extra)

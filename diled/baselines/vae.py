@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from diled.diffusion import LatentDiffusion, check_sampler_name
+from diled.checks import check_keys
 from diled.model import DEFAULT_W, DiLED, ZeroLinear, slerp
 
 
@@ -43,9 +44,7 @@ class VAEOptions:
     @classmethod
     def from_dict(cls, data: dict | None) -> "VAEOptions":
         data = dict(data or {})
-        unknown = sorted(set(data) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown vae option(s) {unknown}; valid: beta, anneal_steps, free_bits")
+        check_keys(data, [f.name for f in fields(cls)], "vae option(s)")
         return cls(**data)
 
     def to_dict(self) -> dict:

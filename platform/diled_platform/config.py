@@ -20,6 +20,7 @@ import yaml
 from diled.denoiser import PAPER_PRIOR
 from diled.model import DEFAULT_W, Objective
 from diled.schedules import ScheduleName
+from diled.checks import check_keys
 from diled_platform.options import ConfigError, DataOptions, positive  # noqa: F401 (public here too)
 
 _positive = positive  # the name plug-ins written before diled_platform.options use
@@ -270,9 +271,7 @@ class JobConfig:
         if not isinstance(data, dict):
             raise ConfigError(f"a job config must be a mapping of sections, got {type(data).__name__}")
         sections = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(data) - set(sections))
-        if unknown:
-            raise ConfigError(f"unknown config section(s) {unknown}; valid sections: {', '.join(sections)}")
+        check_keys(data, sections, "config section(s)", error=ConfigError)
         built = {name: _build_section(name, _data_options_class(data.get(name) or {}) if name == "data"
                                       else sections[name].default_factory, data.get(name) or {})
                  for name in sections}
@@ -321,10 +320,7 @@ def _build_section(name: str, factory, values: dict):
     cls = factory
     hints = typing.get_type_hints(cls)
     valid = [f.name for f in fields(cls)]
-    unknown = sorted(set(values) - set(valid))
-    if unknown:
-        raise ConfigError(f"unknown key(s) {', '.join(f'{name}.{k}' for k in unknown)}; "
-                          f"valid keys in {name}: {', '.join(valid)}")
+    check_keys([f"{name}.{k}" for k in values], [f"{name}.{k}" for k in valid], "key(s)", error=ConfigError)
     return cls(**{k: _coerce(f"{name}.{k}", v, hints[k]) for k, v in values.items()})
 
 

@@ -42,6 +42,7 @@ from typing import Any
 import torch
 from ray import serve
 
+from diled.checks import check_keys
 from diled_platform.serving.batching import Batcher, check_batching
 from diled_platform.serving.http import (BadRequest, api_key_digest, api_key_from_env, app, key_digest,
                                          set_api_key_digest)
@@ -126,9 +127,7 @@ class DiLEDService:
     def reconfigure(self, config: dict) -> None:
         """``user_config``: ``model_dir`` (load a new checkpoint in place), ``max_batch_size`` and
         ``batch_wait_timeout_s`` (both batched paths), ``api_key_sha256`` (rotate the key)."""
-        unknown = set(config) - USER_CONFIG_KEYS
-        if unknown:
-            raise ValueError(f"unknown user_config keys {sorted(unknown)}; valid: {sorted(USER_CONFIG_KEYS)}")
+        check_keys(config, USER_CONFIG_KEYS, "user_config key(s)")
         size, wait = config.get("max_batch_size"), config.get("batch_wait_timeout_s")
         check_batching(size, wait)  # a bad value is refused before anything changes
         if config.get("api_key_sha256"):

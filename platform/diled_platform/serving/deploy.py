@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from diled.persistence import check_pretrained_folder
+from diled.checks import check_keys
 from diled_platform.serving.app import DiLEDService
 from diled_platform.serving.batching import check_batching
 
@@ -40,9 +41,7 @@ def app_builder(args: dict[str, Any]):
     args = dict(args)
     if "model_dir" not in args:
         raise ValueError("the DiLED Serve application needs args.model_dir (a save_pretrained folder)")
-    unknown = set(args) - set(inspect.signature(build_app).parameters)
-    if unknown:
-        raise ValueError(f"unknown args {sorted(unknown)} for the DiLED Serve application")
+    check_keys(args, inspect.signature(build_app).parameters, "args", "for the DiLED Serve application")
     return build_app(args.pop("model_dir"), **args)
 
 

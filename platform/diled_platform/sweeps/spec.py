@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from diled.checks import check_keys
 from diled_platform.config import ConfigError, JobConfig, load_preset
 
 
@@ -73,10 +74,7 @@ class SweepConfig:
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: a sweep file is a mapping, got {type(data).__name__}")
         data.update({k: v for k, v in changes.items() if v is not None})
-        allowed = set(cls.__dataclass_fields__)
-        unknown = sorted(set(data) - allowed)
-        if unknown:
-            raise ConfigError(f"{path}: unknown sweep key(s) {unknown}; valid: {sorted(allowed)}")
+        check_keys(data, cls.__dataclass_fields__, "sweep key(s)", f"in {path}", error=ConfigError)
         for key in ("name", "preset", "space"):
             if key not in data:
                 raise ConfigError(f"{path}: the sweep needs '{key}'")
