@@ -215,6 +215,7 @@ class PriorStageConfig:
     # non-empty: the sampling temperatures (scales of z_T) to try; the best on the validation split by the
     # data type's sample_quality is saved with the model (DiLED.prior_temperature); empty: temperature 1
     temperatures: list = field(default_factory=list)
+    temperature_samples: int = 500              # samples per candidate and draw (two draws)
 
     @property
     def active(self) -> bool:
@@ -223,6 +224,8 @@ class PriorStageConfig:
 
     def validate(self):
         _positive(self, "batch_size")
+        if self.temperature_samples < 10:
+            raise ConfigError(f"prior_stage.temperature_samples must be >= 10, got {self.temperature_samples}")
         for i, value in enumerate(self.temperatures):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 2:
                 raise ConfigError(f"prior_stage.temperatures[{i}] must be a number in (0, 2], got {value!r}")

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 TINY = ["--data.max_examples=600", "--data.batch_size=8", "--run.log_every=5", "--model.prior_hidden=64",
-        "--prior_stage.steps=10",
+        "--prior_stage.steps=10", "--prior_stage.temperatures=[]",
         "--model.latent_dim=16",
         "--model.prior_depth=2", "--lm-steps=5",
         "--model.codec_args={tokenizer: train, vocab_size: 500, max_length: 24, encoder_trainable_layers: 1,"

@@ -17,7 +17,7 @@ def test_text_job_tiny(tmp_path):
     args = [sys.executable, str(ROOT / "jobs/train_text.py"), "--run.name=tiny", f"--run.storage_path={tmp_path}",
             "--data.max_examples=600", "--optim.max_steps=40", "--optim.warmup_steps=5", "--run.checkpoint_every=20", "--run.log_every=10",
             "--data.batch_size=8", "--model.prior_hidden=64", "--model.prior_depth=2", "--prior_stage.steps=20",
-            "--prior_stage.guide_steps=30", "--run.report_guided=8",  # a sentiment guide, and its report section
+            "--prior_stage.guide_steps=30", "--run.report_guided=8", "--prior_stage.temperature_samples=40",  # a sentiment guide, and its report section
             # the preset's decoder kind (MiniLM's first layer, warm-started, with the trained BPE transplanted)
             # and its latent slots (8 x 4 here)
             "--model.latent_dim=32", "--model.codec_args={tokenizer: train, vocab_size: 500, max_length: 24,"
@@ -53,6 +53,13 @@ def test_text_job_tiny(tmp_path):
     stage = json.loads((run / "prior_stage.json").read_text())
     assert stage["steps"] == 20 and stage["prior"]["name"] == "slot_transformer"
     assert json.loads((run / "model/config.json").read_text())["denoiser"]["name"] == "slot_transformer"
+    # the preset's sampling temperature: chosen among its candidates by MAUVE against validation sentences,
+    # saved with the model and used by the report
+    chosen = stage["temperature"]
+    assert chosen["temperature"] in (1.0, 0.95, 0.9, 0.85, 0.8) and len(chosen["scores"]) == 5 and chosen["n"] == 40
+    assert chosen["scores"][str(chosen["temperature"])] == max(chosen["scores"].values())
+    saved = json.loads((run / "model/config.json").read_text())["sampling"]["prior_temperature"]
+    assert saved == chosen["temperature"] == metrics["prior_temperature"]
     # the guide: a classifier on the labelled training latents, saved beside the model, judged in the report
     assert stage["guide"]["classes"] == ["negative", "neutral", "positive"]
     assert (run / "model/guide/model.safetensors").is_file() and (run / "guided_control.png").is_file()

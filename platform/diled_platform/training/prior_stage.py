@@ -84,7 +84,8 @@ def run_prior_stage(cfg, datatype, model_dir: Path) -> dict[str, Any] | None:
         record = {"steps": 0, "prior": "the jointly trained prior, unchanged", "encode_seconds": round(t1 - t0, 1)}
     guide = train_guide(model, datatype, z0, stage.guide_steps, cfg.run.seed, stage.guide) if stage.guide_steps else None
     if stage.temperatures:
-        record["temperature"] = choose_stage_temperature(model, datatype, stage.temperatures, cfg.run.seed)
+        record["temperature"] = choose_stage_temperature(model, datatype, stage.temperatures, cfg.run.seed,
+                                                         stage.temperature_samples)
     tmp = target.with_name(target.name + ".prior_stage.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
@@ -104,7 +105,7 @@ def run_prior_stage(cfg, datatype, model_dir: Path) -> dict[str, Any] | None:
     return record
 
 
-def choose_stage_temperature(model, datatype, candidates: list, seed: int) -> dict[str, Any]:
+def choose_stage_temperature(model, datatype, candidates: list, seed: int, n: int = 500) -> dict[str, Any]:
     """Sets ``model.prior_temperature`` to the best of ``candidates`` by ``datatype.sample_quality`` on the
     validation split (``diled.prior_training.choose_temperature``); its record."""
     from diled.prior_training import choose_temperature
@@ -113,7 +114,7 @@ def choose_stage_temperature(model, datatype, candidates: list, seed: int) -> di
     # a seed apart from the report's (which samples with run.seed), so the choice is not tuned to its noise
     # two draws of the noise: one 500-sample score of a candidate moves by a few hundredths between draws
     chosen = choose_temperature(model, lambda z: datatype.sample_quality(model, z, seed=seed), candidates,
-                                seed=seed + 1, repeats=TEMPERATURE_DRAWS,
+                                n=n, seed=seed + 1, repeats=TEMPERATURE_DRAWS,
                                 log=lambda m: print(f"prior stage: {m}", flush=True))
     return {**chosen, "judged_by": f"the {datatype.name} data type's sample_quality on the validation split",
             "seconds": round(time.perf_counter() - t0, 1)}
@@ -126,8 +127,9 @@ def temperature_only(cfg, datatype, target: Path, record: dict[str, Any]) -> dic
     from diled.model import CONFIG_NAME
 
     model = DiLED.from_pretrained(target)
-    record = {**record, "temperature": choose_stage_temperature(model, datatype, cfg.prior_stage.temperatures,
-                                                                cfg.run.seed)}
+    stage = cfg.prior_stage
+    record = {**record, "temperature": choose_stage_temperature(model, datatype, stage.temperatures, cfg.run.seed,
+                                                                stage.temperature_samples)}
     for name, text in ((CONFIG_NAME, json.dumps(model.get_config(), indent=2)), (RECORD, json.dumps(record, indent=2))):
         tmp = target / f".{name}.tmp"
         tmp.write_text(text + "\n")
