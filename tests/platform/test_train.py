@@ -202,7 +202,7 @@ def test_prior_stage_needs_local_storage(tmp_path):
     from diled_platform.config import ConfigError
 
     cfg = tiny(tmp_path, "remote", "--prior_stage.steps=5", "--run.storage_path=s3://bucket/runs")
-    with pytest.raises(ConfigError, match=r"prior_stage.steps=5 \(guide_steps=0\) rewrites the exported model folder"):
+    with pytest.raises(ConfigError, match=r"prior_stage.steps=5 \(guide_steps=0, temperatures=\[\]\) rewrites the exported"):
         fit(cfg)
 
 

@@ -34,9 +34,10 @@ def check_stage_storage(cfg) -> None:
 
     stage = cfg.prior_stage
     if stage.active and "://" in cfg.run.storage_path:
-        raise ConfigError(f"prior_stage.steps={stage.steps} (guide_steps={stage.guide_steps}) rewrites the exported "
-                          f"model folder, which needs a local run.storage_path, got {cfg.run.storage_path!r}; set "
-                          f"prior_stage.steps=0 and prior_stage.guide_steps=0")
+        raise ConfigError(f"prior_stage.steps={stage.steps} (guide_steps={stage.guide_steps}, temperatures="
+                          f"{stage.temperatures}) rewrites the exported model folder, which needs a local "
+                          f"run.storage_path, got {cfg.run.storage_path!r}; set prior_stage.steps=0, "
+                          f"prior_stage.guide_steps=0 and prior_stage.temperatures=[]")
 
 
 def run_prior_stage(cfg, datatype, model_dir: Path) -> dict[str, Any] | None:
