@@ -125,3 +125,11 @@ def test_temperatures_in_a_config_are_checked():
     assert not PriorStageConfig().active and PriorStageConfig(temperatures=[0.9]).active
     with pytest.raises(ConfigError, match=r"prior_stage.temperatures\[1\] must be a number in \(0, 2\], got 0"):
         PriorStageConfig(temperatures=[0.9, 0]).validate()
+
+
+def test_serve_bounds_the_prior_temperature_as_the_library_does():
+    """The request schema keeps its own copy of the bound (it does not import torch): the two must agree."""
+    from diled.diffusion import MAX_TEMPERATURE
+    from diled_platform.serving.schema import MAX_TEMPERATURE as SERVED
+
+    assert SERVED == MAX_TEMPERATURE
