@@ -151,3 +151,23 @@ def import_modeling(model_type_name: str) -> None:
 
 if __name__ == "__main__":  # scripts/setup.sh: convert the offline default once, print its folder
     print(resolve(default_causal_lm()))
+
+
+def prepare_partitioned_build(codec_args: dict) -> None:
+    """What building a text codec inside ``deepspeed.zero.Init`` needs done first (which swaps torch's
+    tensor constructors while active): its modelling modules imported (a module imported for the first
+    time inside it fails its signature checks) and a GGUF decoder converted (the conversion builds a whole
+    model); a causal LM's architecture is imported by its model type, so any causal LM works, not only GPT-2."""
+    for name in ("transformers.generation", "transformers.models.gpt2.modeling_gpt2",
+                 "transformers.models.bert.modeling_bert"):
+        importlib.import_module(name)
+    if codec_args.get("decoder_kind", "gpt2") == "bert":
+        return
+    source = codec_args.get("decoder")
+    config = codec_args.get("decoder_config") or {}
+    if source is None and codec_args.get("decoder_kind") == "causal_lm" and "model_type" not in config:
+        source = default_causal_lm()
+    if source is None:  # built from scratch: its architecture is named
+        import_modeling(config.get("model_type", "gpt2"))
+        return
+    import_modeling(model_type(resolve(source, revision=codec_args.get("decoder_revision"))))

@@ -130,6 +130,11 @@ class Codec(nn.Module, metaclass=abc.ABCMeta):
     def from_config(cls, config: dict[str, Any], directory: str | Path | None = None) -> "Codec":
         return cls(**config)
 
+    @classmethod
+    def prepare_partitioned_build(cls, config: dict[str, Any]) -> None:
+        """Do what building this codec from ``config`` inside ``deepspeed.zero.Init`` (ZeRO-3) needs done
+        first, on each worker: import modules, convert or fetch pretrained files. Nothing by default."""
+
     def save_extra(self, directory: str | Path) -> None:
         """Write files besides the weights that ``from_config(directory=...)`` needs (e.g. a tokenizer)."""
 

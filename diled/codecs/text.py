@@ -27,8 +27,7 @@ slot k pools the encoder states of the word pieces that fall in the decoder's to
 (W = ``slot_tokens``; matched by character offsets, as the two tokenizers differ), the decoder sees all K
 slots as K memory positions (each with a learned slot embedding) and, added to the embedding at input
 position p, the slot of the token it predicts there (p // W, the last slot for the rest). The decoder
-then reads each stretch from its own slot instead of unpacking one vector; z stays one D-vector for the
-prior.
+then reads each stretch from its own slot instead of unpacking one vector; z is one D-vector to the prior.
 ``L_rec = -log p(x0 | z)`` is the token NLL summed over the sentence and divided by its length.
 """
 
@@ -40,12 +39,11 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from diled.causal_lm import prepare_partitioned_build
 from diled.codecs.base import Codec, register_codec
 from diled.text_decoders import (_read_only_memory_class, _sample, base_decoder_files, build_bert_decoder,  # noqa: F401
-                                 freeze_codec, generate_ids, load_pretrained_causal, load_saved_parts,
-                                 word_piece_slots,
-                                 build_causal_decoder, causal_blocks, transplant_vocabulary)
-# the tokenizer helpers live in diled.text_tokenizers; imported here too, where they were first defined
+                                 build_causal_decoder, causal_blocks, freeze_codec, generate_ids,
+                                 load_pretrained_causal, load_saved_parts, transplant_vocabulary, word_piece_slots)
 from diled.text_tokenizers import (EOS, gpt2_tokenizer_from_tiktoken, load_bert_decoder_tokenizer,  # noqa: F401
                                    load_decoder_tokenizer, train_bpe)
 
@@ -298,6 +296,10 @@ class TextCodec(Codec):
         if directory is not None and (Path(directory) / "encoder").is_dir():
             return cls(**config, _directory=str(directory))
         return cls(**config)
+
+    @classmethod
+    def prepare_partitioned_build(cls, config) -> None:
+        prepare_partitioned_build(config)  # diled.causal_lm: modelling modules imported, a GGUF file converted
 
     def save_extra(self, directory) -> None:
         directory = Path(directory)

@@ -44,7 +44,7 @@ def probe(tmp_path, name, job, steps):
 DECODERS = {
     "gpt2": "decoder_kind: gpt2, decoder_config: {n_layer: 2, n_embd: 64, n_head: 2, n_positions: 32}",
     # the causal-LM kind with another architecture (grouped KV heads, rotary positions): its modelling
-    # module is imported before zero.Init (zero.prepare_causal_decoder), not only GPT-2's
+    # module is imported before zero.Init (the codec's prepare_partitioned_build), not only GPT-2's
     "llama": "decoder_kind: causal_lm, decoder_config: {model_type: llama, hidden_size: 64, intermediate_size: 128,"
              " num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, max_position_embeddings: 32}",
 }

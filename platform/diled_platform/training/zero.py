@@ -13,37 +13,19 @@ from diled_platform.config import JobConfig
 
 
 def import_model_libraries(cfg: JobConfig) -> None:
-    """Import what building the model needs before building it. zero.Init swaps torch's tensor
+    """Import what building the model needs before building it partitioned. zero.Init swaps torch's tensor
     constructors while it is active: modules imported for the first time inside it (torch._dynamo's
-    polyfills, pulled in by transformers' lazy model imports) fail their signature checks."""
+    polyfills, pulled in by transformers' lazy model imports) fail their signature checks. The codec says
+    what else it needs (``Codec.prepare_partitioned_build``: the text codec imports its modelling modules
+    and converts a GGUF decoder)."""
     import importlib
 
     import deepspeed  # noqa: F401
 
+    from diled.codecs import codec_class
+
     importlib.import_module("torch._dynamo")
-    if cfg.model.codec == "text":
-        for name in ("transformers.generation", "transformers.models.gpt2.modeling_gpt2",
-                     "transformers.models.bert.modeling_bert", "diled.codecs.text"):
-            importlib.import_module(name)
-        prepare_causal_decoder(cfg.model.codec_args)
-
-
-def prepare_causal_decoder(args: dict) -> None:
-    """A causal-LM decoder's source resolved before the model is built partitioned: a GGUF file converted
-    (first use; the conversion builds a whole model, which must not happen inside zero.Init) and its
-    architecture's modelling module imported (any causal LM, not only GPT-2)."""
-    from diled import causal_lm
-
-    if args.get("decoder_kind", "gpt2") == "bert":
-        return
-    source = args.get("decoder")
-    if source is None and args.get("decoder_kind") == "causal_lm" and "model_type" not in (args.get("decoder_config") or {}):
-        source = causal_lm.default_causal_lm()
-    if source is None:  # built from scratch: its architecture is named
-        causal_lm.import_modeling((args.get("decoder_config") or {}).get("model_type", "gpt2"))
-        return
-    folder = causal_lm.resolve(source, revision=args.get("decoder_revision"))
-    causal_lm.import_modeling(causal_lm.model_type(folder))
+    codec_class(cfg.model.codec).prepare_partitioned_build(cfg.model.codec_args)
 
 
 def build_model(cfg: JobConfig, ds_config: dict[str, Any]):
