@@ -8,6 +8,7 @@ name the key and list the valid ones; so are values of the wrong type.
 
 from __future__ import annotations
 
+import copy
 import types
 import typing
 from dataclasses import asdict, dataclass, field, fields
@@ -383,41 +384,50 @@ def load_preset(name: str) -> dict[str, Any]:
     return data
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``--section.key=value`` strings (value parsed as YAML) to a nested config dict;
-    ``--section.key.subkey=value`` sets one item of a mapping (``--model.codec_args.max_length=24``)."""
-    data = {k: dict(v or {}) if isinstance(v, dict) or v is None else v for k, v in data.items()}
-    for item in overrides:
-        if not item.startswith("--") or "=" not in item:
-            raise ConfigError(f"override {item!r} must look like --section.key=value")
-        dotted, raw = item[2:].split("=", 1)
-        parts = dotted.split(".")
+def set_dotted(data: dict[str, Any], values: dict[str, Any], where: str = "override") -> dict[str, Any]:
+    """A copy of the config ``data`` with ``section.key`` entries of ``values`` set; ``section.key.subkey``
+    sets one item of a mapping-valued key (``model.codec_args.max_length``). The one place that sets a
+    dotted key: command-line overrides, a sweep's overrides and its search space all come here (``where``
+    names which in an error)."""
+    data = {k: {} if v is None else v for k, v in copy.deepcopy(data).items()}
+    for dotted, value in values.items():
+        parts = str(dotted).split(".")
         if len(parts) < 2 or not all(parts):
-            raise ConfigError(f"override {item!r}: the key must be section.key (or section.key.subkey for a "
-                              f"mapping such as model.codec_args), got {dotted!r}")
+            raise ConfigError(f"{where} {dotted!r}: the key must be section.key (or section.key.subkey for a "
+                              f"mapping such as model.codec_args), e.g. model.w")
         section, key, *inner = parts
-        try:
-            value = yaml.safe_load(raw) if raw != "" else None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"override {dotted}: cannot parse value {raw!r}: {e}") from None
         data.setdefault(section, {})
         if not isinstance(data[section], dict):
-            raise ConfigError(f"override {dotted}: section {section!r} is not a mapping")
+            raise ConfigError(f"{where} {dotted}: section {section!r} is not a mapping")
         if not inner:
             data[section][key] = value
             continue
-        # section.key.subkey...: one item of a mapping-valued key (model.codec_args.max_length=24)
         target = data[section]
         for depth, name in enumerate([key, *inner[:-1]]):
             current = target.get(name)
             if current is None:
                 current = {}
             if not isinstance(current, dict):
-                where = ".".join([section, key, *inner[:depth]])
-                raise ConfigError(f"override {dotted}: {where} is {current!r}, not a mapping")
-            target[name] = dict(current)
-            target = target[name]
+                at = ".".join([section, key, *inner[:depth]])
+                raise ConfigError(f"{where} {dotted}: {at} is {current!r}, not a mapping")
+            target[name] = current
+            target = current
         target[inner[-1]] = value
+    return data
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``--section.key=value`` strings (value parsed as YAML) to a nested config dict (``set_dotted``)."""
+    data = set_dotted(data, {})
+    for item in overrides:  # in order: a later one wins
+        if not item.startswith("--") or "=" not in item:
+            raise ConfigError(f"override {item!r} must look like --section.key=value")
+        dotted, raw = item[2:].split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {dotted}: cannot parse value {raw!r}: {e}") from None
+        data = set_dotted(data, {dotted: value})
     return data
 
 

@@ -24,14 +24,13 @@ A sweep file (``platform/sweeps/*.yaml``)::
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from diled.checks import check_keys
-from diled_platform.config import ConfigError, JobConfig, load_preset
+from diled_platform.config import ConfigError, JobConfig, load_preset, set_dotted
 
 
 SWEEPS_DIR = Path(__file__).resolve().parents[2] / "sweeps"
@@ -141,11 +140,11 @@ class SweepConfig:
     # ------------------------------------------------------------------ configs
     def base(self) -> dict[str, Any]:
         """The preset with the sweep's ``overrides`` (every trial starts from it)."""
-        return _set_dotted(load_preset(self.preset), self.overrides, "overrides")
+        return set_dotted(load_preset(self.preset), self.overrides, "overrides")
 
     def job_config(self, params: dict[str, Any], base: dict | None = None, run_name: str | None = None) -> JobConfig:
         """The job config of one trial: the preset, the sweep's overrides, the trial's sampled values."""
-        data = _set_dotted(base if base is not None else self.base(), params, "space")
+        data = set_dotted(base if base is not None else self.base(), params, "space")
         if run_name:
             data.setdefault("run", {})["name"] = run_name
         return JobConfig.from_dict(data)
@@ -160,20 +159,6 @@ class SweepConfig:
     def reports_per_trial(self, base: dict) -> int:
         cfg = JobConfig.from_dict(base)
         return math.ceil(cfg.optim.max_steps / cfg.run.checkpoint_every)
-
-
-def _set_dotted(data: dict, values: dict[str, Any], where: str) -> dict:
-    """A deep copy of the config ``data`` with ``section.key`` entries set (``where`` names the sweep key)."""
-    data = json.loads(json.dumps(data))
-    for dotted, value in values.items():
-        parts = str(dotted).split(".")
-        if len(parts) != 2 or not all(parts):
-            raise ConfigError(f"{where}: {dotted!r} must be section.key, e.g. model.w")
-        section = data.setdefault(parts[0], {})
-        if not isinstance(section, dict):
-            raise ConfigError(f"{where}: {dotted!r}: section {parts[0]!r} is not a mapping")
-        section[parts[1]] = value
-    return data
 
 
 def _example(spec: dict) -> Any:

@@ -45,7 +45,9 @@ def build_trainer(cfg: JobConfig, callbacks: list | None = None, datatype=None):
         failure_config=ray.train.FailureConfig(max_failures=cfg.run.max_failures),
         checkpoint_config=ray.train.CheckpointConfig(
             num_to_keep=cfg.run.num_to_keep, checkpoint_score_attribute="val_loss", checkpoint_score_order="min"))
-    return TorchTrainer(train_loop_per_worker, train_loop_config=cfg.to_dict(), scaling_config=scaling,
+    # the config resolved here (storage, the data type's preparation) goes to every worker as the one typed
+    # object, not re-parsed there
+    return TorchTrainer(train_loop_per_worker, train_loop_config={"job": cfg}, scaling_config=scaling,
                         run_config=run, datasets=datasets,
                         dataset_config=ray.train.DataConfig(datasets_to_split=["train"]))
 

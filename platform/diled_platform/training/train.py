@@ -348,10 +348,13 @@ def maybe_inject_failure(cfg: JobConfig, ctx: WorkerContext, step: int, resumed:
 
 # ----------------------------------------------------------------------------- the worker function
 def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """Ray Train's per-worker function: ``config`` is ``JobConfig.to_dict()``."""
+    """Ray Train's per-worker function: ``config["job"]`` is the ``JobConfig`` the driver resolved
+    (``driver.build_trainer``)."""
     import ray.data
 
-    cfg = JobConfig.from_dict(config)
+    cfg = config["job"]
+    if not isinstance(cfg, JobConfig):
+        raise TypeError(f"train_loop_config['job'] must be the driver's JobConfig, got {type(cfg).__name__}")
     ctx = worker_context()
     if not cfg.scaling.use_gpu:
         # one intra-op thread per reserved CPU: Ray's OMP_NUM_THREADS reaches torch only in a fresh worker
