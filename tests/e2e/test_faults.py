@@ -1,6 +1,14 @@
 """Faults injected from outside the training function: a training worker process SIGKILLed mid-run by the
 test, and the newest checkpoint's weights truncated on disk. The run resumes from the last good
-checkpoint and ends with the same number of steps, or stops with an error that names the bad file."""
+checkpoint and ends with the same number of steps, or stops with an error that names the bad file.
+
+None of them can hang the suite: every wait has a deadline (a registered checkpoint within
+``COMMIT_WAIT_S``, the job's end within ``FINISH_WAIT_S``; together below the tests' pytest timeout),
+and whatever happens, each job's whole process group (its driver, embedded Ray and workers) is killed at
+the test's end (the ``jobs`` fixture) and a simulated cluster is shut down, so nothing outlives a test.
+Ray Train itself would wait: a worker group that cannot start for want of resources is retried without
+end (``FailureConfig.controller_failure_limit`` -1, what a cluster whose autoscaler adds nodes wants), so
+the bound is the test's deadlines and the kill."""
 
 import json
 import os
@@ -18,6 +26,34 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 STEPS = 600
+COMMIT_WAIT_S, FINISH_WAIT_S = 300, 450   # 750 s in all, below the 900 s timeout
+
+
+@pytest.fixture
+def jobs():
+    """Start jobs with ``jobs(tmp_path, name, ...)``; each one's process group is killed at the test's end."""
+    started = []
+
+    def start(*args, **kwargs):
+        started.append(_job(*args, **kwargs))
+        return started[-1]
+
+    yield start
+    for job in started:
+        if job.poll() is None:
+            try:
+                os.killpg(job.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            job.wait(timeout=30)
+
+
+def _wait_for_commit(job, run: Path) -> None:
+    """Until Ray Train has registered a checkpoint of ``run``; fails (not waits) after ``COMMIT_WAIT_S``."""
+    deadline = time.monotonic() + COMMIT_WAIT_S
+    while not _committed(run):
+        assert job.poll() is None and time.monotonic() < deadline, _finish(job, 60)[-3000:]
+        time.sleep(0.2)
 
 
 def _job(tmp_path, name, *extra, address: str | None = None):
@@ -59,7 +95,7 @@ def _train_workers(job: subprocess.Popen) -> list[psutil.Process]:
     return found
 
 
-def _finish(job, timeout=600) -> str:
+def _finish(job, timeout=FINISH_WAIT_S) -> str:
     try:
         out, _ = job.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -68,13 +104,10 @@ def _finish(job, timeout=600) -> str:
     return out
 
 
-def test_a_training_worker_killed_from_outside_is_replaced_and_the_run_resumes(tmp_path):
-    job = _job(tmp_path, "killed")
+def test_a_training_worker_killed_from_outside_is_replaced_and_the_run_resumes(tmp_path, jobs):
+    job = jobs(tmp_path, "killed")
     run = tmp_path / "killed"
-    deadline = time.monotonic() + 400
-    while not _committed(run):  # kill once a checkpoint is registered, before the run ends
-        assert job.poll() is None and time.monotonic() < deadline, _finish(job, 60)[-3000:]
-        time.sleep(0.2)
+    _wait_for_commit(job, run)  # kill once a checkpoint is registered, before the run ends
     workers = _train_workers(job)
     assert workers, "no RayTrainWorker process under the job"
     workers[-1].send_signal(signal.SIGKILL)
@@ -86,15 +119,15 @@ def test_a_training_worker_killed_from_outside_is_replaced_and_the_run_resumes(t
     assert json.loads((run / "metrics.json").read_text())["step"] == STEPS
 
 
-def test_a_truncated_checkpoint_is_named_and_an_earlier_good_one_is_not_lost(tmp_path):
-    out = _finish(_job(tmp_path, "cut", "--optim.max_steps=200", "--run.num_to_keep=2"))
+def test_a_truncated_checkpoint_is_named_and_an_earlier_good_one_is_not_lost(tmp_path, jobs):
+    out = _finish(jobs(tmp_path, "cut", "--optim.max_steps=200", "--run.num_to_keep=2"))
     run = tmp_path / "cut"
     good, newest = _checkpoints(run)[-2:]
     shards = sorted(newest.rglob("*model_states.pt")) + sorted(newest.rglob("*optim_states.pt"))
     assert shards, sorted(str(p.relative_to(newest)) for p in newest.rglob("*"))
     bad = shards[0]
     bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])
-    job = _job(tmp_path, "cut", "--optim.max_steps=300")
+    job = jobs(tmp_path, "cut", "--optim.max_steps=300")
     out = _finish(job)
     assert job.returncode != 0, out[-3000:]
     # the error names the file that cannot be read
@@ -103,7 +136,7 @@ def test_a_truncated_checkpoint_is_named_and_an_earlier_good_one_is_not_lost(tmp
     assert (good / "train_state.json").is_file() and json.loads((good / "train_state.json").read_text())["step"] == 100
 
 
-def test_a_whole_node_killed_mid_run_is_survived_once_a_node_replaces_it(tmp_path):
+def test_a_whole_node_killed_mid_run_is_survived_once_a_node_replaces_it(tmp_path, jobs):
     """Two simulated worker nodes (``ray.cluster_utils.Cluster``, one training worker each) and a CPU-less
     head; once a checkpoint is registered the test adds a fresh node and kills one worker node outright (its
     raylet and every process on it). Ray Train restarts the worker group on the new node and the run
@@ -115,13 +148,10 @@ def test_a_whole_node_killed_mid_run_is_survived_once_a_node_replaces_it(tmp_pat
     try:
         nodes = [cluster.add_node(num_cpus=1) for _ in range(2)]
         cluster.wait_for_nodes()
-        job = _job(tmp_path, "node", "--scaling.num_workers=2", "--scaling.cpus_per_worker=0.9",
+        job = jobs(tmp_path, "node", "--scaling.num_workers=2", "--scaling.cpus_per_worker=0.9",
                    address=cluster.address)
         run = tmp_path / "node"
-        deadline = time.monotonic() + 400
-        while not _committed(run):
-            assert job.poll() is None and time.monotonic() < deadline, _finish(job, 60)[-3000:]
-            time.sleep(0.2)
+        _wait_for_commit(job, run)
         registered = max(json.loads((run / name / "train_state.json").read_text())["step"] for name in _committed(run))
         # the replacement joins first (a spare node, or the autoscaler's), then the node dies outright: the
         # restarted worker group has somewhere to go at once. (Added after the kill, the restart hung once in
