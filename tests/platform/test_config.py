@@ -300,3 +300,19 @@ def test_a_presets_w_reaches_the_loss():
         torch.manual_seed(1)
         again = model(batch, t=t)
         assert abs(float(again["loss"] - out["loss"]) - float(again["diff"].mean())) < 1e-4
+
+
+def test_one_dotted_setter_serves_overrides_and_sweeps():
+    from diled_platform.config import set_dotted
+    from diled_platform.sweeps import spec
+
+    base = load_preset("text-cpu")
+    data = set_dotted(base, {"model.w": 2.0, "model.codec_args.max_length": 24}, "space")
+    assert data["model"]["w"] == 2.0 and data["model"]["codec_args"]["max_length"] == 24
+    assert base["model"]["codec_args"]["max_length"] != 24 and base["model"].get("w") != 2.0  # a copy
+    assert apply_overrides(base, ["--model.w=2.0", "--model.codec_args.max_length=24"]) == data
+    assert spec.set_dotted is set_dotted  # the sweep's overrides and space go through the same function
+    with pytest.raises(ConfigError, match=r"space 'w': the key must be section.key"):
+        set_dotted(base, {"w": 1.0}, "space")
+    with pytest.raises(ConfigError, match=r"space model.w.x: model.w is 0.43, not a mapping"):
+        set_dotted({"model": {"w": 0.43}}, {"model.w.x": 1}, "space")
