@@ -4,8 +4,8 @@ files name (``platform/serve_config.yaml``, ``cluster/kuberay/rayservice.yaml``)
 
 from diled_platform.serving.app import DiLEDService
 from diled_platform.serving.deploy import (DEFAULT_CONFIG, app_builder, build_app, deploy, direct_ingress_env, direct_urls,
-                                           serve_config, swap_model)
+                                           serve_config, swap_model, update_in_place)
 from diled_platform.serving.http import app
 
 __all__ = ["DEFAULT_CONFIG", "DiLEDService", "app", "app_builder", "build_app", "deploy", "direct_ingress_env",
-           "direct_urls", "serve_config", "swap_model"]
+           "direct_urls", "serve_config", "swap_model", "update_in_place"]

@@ -65,7 +65,9 @@ def test_rayservice_serves_the_app_with_a_key_from_a_secret():
     config = ServeDeploySchema.model_validate(yaml.safe_load(svc["spec"]["serveConfigV2"]))
     app = config.applications[0]
     assert app.import_path == "diled_platform.serve:app_builder" and "model_dir" in app.args
-    assert set(app.deployments[0].user_config) <= {"model_dir", "max_batch_size", "batch_wait_timeout_s"}
+    # every setting in args, which the app checks when Serve builds it; none passed to replicas unchecked
+    assert set(app.args) <= {"model_dir", "max_batch_size", "batch_wait_timeout_s"}
+    assert "user_config" not in app.deployments[0].model_dump(exclude_unset=True)
     # beyond loopback only with the key: every Ray container gets it from the Secret
     spec = svc["spec"]["rayClusterConfig"]
     templates = [spec["headGroupSpec"]["template"]] + [g["template"] for g in spec["workerGroupSpecs"]]
@@ -80,3 +82,4 @@ def test_platform_serve_config_is_a_valid_serve_config():
     config = ServeDeploySchema.model_validate(yaml.safe_load((ROOT / "platform" / "serve_config.yaml").read_text()))
     assert config.http_options.host == "127.0.0.1"  # no key in the file: loopback by default
     assert config.applications[0].import_path == "diled_platform.serve:app_builder"
+    assert "user_config" not in config.applications[0].deployments[0].model_dump(exclude_unset=True)  # all in args

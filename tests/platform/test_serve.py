@@ -1,8 +1,10 @@
 """The Serve app on a real local Ray: every endpoint against the model called directly, bad requests,
-batching, swapping the model through user_config, the API key, the client and the CLI."""
+batching, swapping the model in place, refused deploys, the API key, the client and the CLI."""
 
 import concurrent.futures as cf
 import json
+import threading
+import time
 
 import pytest
 import requests
@@ -11,7 +13,7 @@ import torch
 from diled import DiLED, LatentDiffusion, MLPSkipNet, SlotTransformer
 from diled.codecs.text import TextCodec
 from diled_platform.serving.client import DiLEDClient, DiLEDServiceError
-from diled_platform.serving.deploy import app_builder, build_app, deploy, swap_model
+from diled_platform.serving.deploy import app_builder, build_app, deploy, swap_model, update_in_place
 from diled_platform.serving.http import api_key_from_env, check_bind, key_digest
 
 from serve_checks import (BAD, SENTENCES, check_bad_request, check_schema, check_unreadable_bodies, config_for,
@@ -95,9 +97,9 @@ def test_bad_requests_get_a_4xx_that_says_why(service, path, body, message):
 
 def test_concurrent_requests_share_batches(service, direct, models):
     service, config = service
-    # a longer batch wait so that concurrent requests meet in one batch (user_config: no restart)
+    # a longer batch wait so that concurrent requests meet in one batch (in place: no restart)
     pid = requests.get(service + "/healthz", timeout=30).json()["pid"]
-    deploy(config_for(models[0], config["http_options"]["port"], batch_wait_timeout_s=0.2, max_batch_size=8))
+    update_in_place(config, batch_wait_timeout_s=0.2, max_batch_size=8)
     before = health_when(service, lambda h: h["batching"]["batch_wait_timeout_s"] == 0.2)
     assert before["pid"] == pid and before["batching"]["max_batch_size"] == 8
     with cf.ThreadPoolExecutor(8) as pool:
@@ -250,6 +252,43 @@ def test_a_replica_killed_under_load_is_replaced_and_no_request_hangs(service, m
     health = health_when(service, lambda h: h["pid"] != pid, timeout=120)
     assert health["pid"] != pid and health["codec"] == "text"
     assert post(service, "/encode", {"inputs": SENTENCES[:2]}).status_code == 200
+
+
+def test_a_bad_deploy_is_refused_and_the_running_version_keeps_answering(service, models):
+    """The same Serve config deployed again with max_batch_size 0, while a client keeps posting: Serve's
+    build of the application refuses it (the value named), no running replica is touched, every request
+    gets a 200; a good deploy afterwards still goes through in place."""
+    service, config = service
+    deploy(config)
+    health = health_when(service, lambda h: h["codec"] == "text")
+    codes, stop = [], threading.Event()
+
+    def client():
+        while not stop.is_set():
+            codes.append(post(service, "/generate", {"n": 2, "steps": 3, "seed": 0}).status_code)
+
+    thread = threading.Thread(target=client)
+    thread.start()
+    try:
+        for key, value in (("max_batch_size", 0), ("batch_wait_timeout_s", -1.0)):
+            bad = json.loads(json.dumps(config))
+            bad["applications"][0]["args"][key] = value
+            with pytest.raises(RuntimeError, match=rf"{key} must be .*got {value}"):
+                deploy(bad)
+        time.sleep(3)  # the refused version is not rolled out later either
+    finally:
+        stop.set()
+        thread.join()
+    assert len(codes) >= 3 and set(codes) == {200}, codes
+    again = requests.get(service + "/healthz", timeout=30).json()
+    assert again["pid"] == health["pid"] and again["model_dir"] == health["model_dir"]
+    # a user_config written into the file by hand is checked before Serve is asked
+    hand = json.loads(json.dumps(config))
+    hand["applications"][0]["deployments"][0]["user_config"] = {"model_dir": str(models[0]), "max_batch_size": 0}
+    with pytest.raises(ValueError, match="max_batch_size must be an integer >= 1, got 0"):
+        deploy(hand)
+    deploy(config)
+    assert requests.get(service + "/healthz", timeout=30).json()["pid"] == health["pid"]
 
 
 def test_api_key_is_required_when_configured(service, models):

@@ -18,7 +18,8 @@ batches grow with the load): encoder passes of different requests run as one for
 /reconstruct requests are encoded and decoded together; DDIM /generate requests with greedy decoding
 are sampled and decoded together (each with its own seeded z_T, so a seed gives the same samples
 whatever else is in the batch). The batch size and wait, and the model folder itself, come
-from the deployment's ``user_config`` and can be changed without restarting a replica (``reconfigure``).
+from the deployment's ``user_config`` (which ``build_app`` derives from the application's checked
+``args``), and a new ``user_config`` changes them without restarting a replica (``reconfigure``).
 
 The HTTP layer (the API key, refusals before routing, error bodies) is ``http.py``; building and
 deploying the application, ``deploy.py``.
@@ -58,6 +59,24 @@ LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 USER_CONFIG_KEYS = {"model_dir", "max_batch_size", "batch_wait_timeout_s", "api_key_sha256"}
 
 
+def check_user_config(config: dict) -> None:
+    """ValueError naming the key or value, unless ``config`` is a valid ``user_config`` of the service
+    (``USER_CONFIG_KEYS``; a ``model_dir`` that is a ``save_pretrained`` folder: FileNotFoundError)."""
+    from diled.persistence import check_pretrained_folder
+
+    if not isinstance(config, dict):
+        raise ValueError(f"user_config must be a mapping of {sorted(USER_CONFIG_KEYS)}, got {config!r}")
+    check_keys(config, USER_CONFIG_KEYS, "user_config key(s)")
+    check_batching(config.get("max_batch_size"), config.get("batch_wait_timeout_s"))
+    if config.get("model_dir") is not None:
+        check_pretrained_folder(config["model_dir"])
+    digest = config.get("api_key_sha256")
+    if digest is not None and not (isinstance(digest, str) and len(digest) == 64
+                                   and all(c in "0123456789abcdef" for c in digest)):
+        raise ValueError("user_config api_key_sha256 must be the key's SHA-256 as 64 lowercase hex digits "
+                         "(diled_platform.serving.http.key_digest), not the key")
+
+
 def _provenance(model_dir) -> dict | None:
     """Where a promoted model came from (a sweep writes ``provenance.json`` into ``best_model/``): the
     sweep, trial, its configuration and objective values, for ``/healthz``."""
@@ -93,17 +112,23 @@ def _split(rows: list, sizes: list[int]) -> list[list]:
     ray_actor_options={"num_cpus": 1},
     autoscaling_config={"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 4,
                         "upscale_delay_s": 5, "downscale_delay_s": 30},
-    health_check_period_s=10, health_check_timeout_s=30, max_ongoing_requests=32)
+    health_check_period_s=10, health_check_timeout_s=30, max_ongoing_requests=32,
+    # a new version (a changed setting) starts its replicas before the old ones stop: no gap in service
+    max_surge_percent=100)
 @serve.ingress(app)
 class DiLEDService:
     """One replica: the model, a lock so that one computation uses the CPUs at a time, batched paths."""
 
-    def __init__(self, model_dir: str, api_key_sha256: str | None = None, torch_threads: int | None = None):
+    def __init__(self, model_dir: str | None = None, api_key_sha256: str | None = None,
+                 torch_threads: int | None = None):
+        # model_dir None: the model comes with user_config (reconfigure, which Serve calls before the
+        # replica takes traffic), so a new model folder in a deploy swaps in place
         if torch_threads:
             torch.set_num_threads(torch_threads)
         if api_key_sha256 is None:
             key = api_key_from_env()
             api_key_sha256 = key_digest(key) if key else None
+        self._base_key_digest = api_key_sha256  # what a user_config without a digest goes back to
         set_api_key_digest(api_key_sha256)
         self._lock = threading.Lock()
         self.model, self.model_dir = None, None
@@ -112,7 +137,8 @@ class DiLEDService:
                       for what in ("batches", "requests")}
         self._batchers = {name: Batcher(getattr(self, f"_{name}_batch"))
                           for name in ("encode", "decode", "generate", "reconstruct")}
-        self._load(model_dir)
+        if model_dir is not None:
+            self._load(model_dir)
 
     # ------------------------------------------------------------------ lifecycle
     def _load(self, model_dir: str) -> None:
@@ -127,11 +153,9 @@ class DiLEDService:
     def reconfigure(self, config: dict) -> None:
         """``user_config``: ``model_dir`` (load a new checkpoint in place), ``max_batch_size`` and
         ``batch_wait_timeout_s`` (both batched paths), ``api_key_sha256`` (rotate the key)."""
-        check_keys(config, USER_CONFIG_KEYS, "user_config key(s)")
+        check_user_config(config)  # a bad value is refused before anything changes
         size, wait = config.get("max_batch_size"), config.get("batch_wait_timeout_s")
-        check_batching(size, wait)  # a bad value is refused before anything changes
-        if config.get("api_key_sha256"):
-            set_api_key_digest(str(config["api_key_sha256"]))
+        set_api_key_digest(config.get("api_key_sha256") or self._base_key_digest)
         if not api_key_digest():
             log.warning("DiLED service without an API key: keep it on 127.0.0.1")
         if config.get("model_dir") and str(config["model_dir"]) != self.model_dir:

@@ -9,14 +9,18 @@ from typing import Any
 
 from diled.persistence import check_pretrained_folder
 from diled.checks import check_keys
-from diled_platform.serving.app import DiLEDService
+from diled_platform.serving.app import USER_CONFIG_KEYS, DiLEDService, check_user_config
 from diled_platform.serving.batching import check_batching
 
 
 def build_app(model_dir: str | Path, *, api_key_sha256: str | None = None, max_batch_size: int = 16,
               batch_wait_timeout_s: float = 0.005, min_replicas: int = 1, max_replicas: int = 2,
               target_ongoing_requests: float = 4, num_cpus: float = 1.0, torch_threads: int | None = None):
-    """The Serve application for one model folder (``serve.run(build_app(...))``)."""
+    """The Serve application for one model folder (``serve.run(build_app(...))``). Every value is checked
+    here, where Serve builds the application, so a deploy with a bad one fails before any running replica
+    is touched (the running version keeps answering). The model folder, batch settings and key digest go
+    to the replicas as ``user_config``, not as constructor arguments, so ``swap_model`` can change them in
+    place; a deploy with changed ``args`` rolls out new replicas (each up before an old one stops)."""
     model_dir = check_pretrained_folder(model_dir)
     check_batching(max_batch_size, batch_wait_timeout_s)
     if not 1 <= min_replicas <= max_replicas:
@@ -31,7 +35,8 @@ def build_app(model_dir: str | Path, *, api_key_sha256: str | None = None, max_b
         user_config={"model_dir": str(model_dir), "max_batch_size": max_batch_size,
                      "batch_wait_timeout_s": batch_wait_timeout_s,
                      **({"api_key_sha256": api_key_sha256} if api_key_sha256 else {})})
-    return deployment.bind(str(model_dir), api_key_sha256=api_key_sha256, torch_threads=torch_threads)
+    check_user_config(deployment.user_config)
+    return deployment.bind(torch_threads=torch_threads)
 
 
 def app_builder(args: dict[str, Any]):
@@ -52,7 +57,10 @@ DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "serve_config.yaml"
 def serve_config(model_dir: str | Path, *, path: str | Path = DEFAULT_CONFIG, host: str | None = None,
                  port: int | None = None, api_key_sha256: str | None = None, **user_config) -> dict:
     """The Serve config of ``path`` (default ``platform/serve_config.yaml``) for ``model_dir``, with
-    the HTTP address and ``user_config`` values (``max_batch_size``, ``batch_wait_timeout_s``) set."""
+    the HTTP address and the application's ``args`` (``max_batch_size``, ``batch_wait_timeout_s``) set.
+    Every value lives in ``args``, which ``app_builder`` checks when Serve builds the application; a
+    ``user_config`` of the file's deployment is moved into ``args`` (Serve would pass it to the replicas
+    unchecked)."""
     import yaml
 
     model_dir = str(Path(model_dir).resolve())
@@ -62,34 +70,71 @@ def serve_config(model_dir: str | Path, *, path: str | Path = DEFAULT_CONFIG, ho
     if port is not None:
         config.setdefault("http_options", {})["port"] = port
     app_cfg = config["applications"][0]
-    app_cfg["args"] = {**app_cfg.get("args", {}), "model_dir": model_dir}
-    dep = app_cfg["deployments"][0]
-    dep["user_config"] = {**dep.get("user_config", {}), "model_dir": model_dir, **user_config}
-    if api_key_sha256:  # the digest, never the key; rotating it is a user_config update
-        dep["user_config"]["api_key_sha256"] = api_key_sha256
+    moved = {}
+    for dep in app_cfg.get("deployments", []):
+        moved.update(dep.pop("user_config", None) or {})
+    app_cfg["args"] = {**app_cfg.get("args", {}), **moved, "model_dir": model_dir, **user_config}
+    if api_key_sha256:  # the digest, never the key; rotating it reconfigures the replicas in place
+        app_cfg["args"]["api_key_sha256"] = api_key_sha256
     return config
 
 
-def deploy(config: dict) -> None:
-    """Deploy a Serve config the way ``serve run config.yaml`` / ``serve deploy`` do (declaratively, so a
-    later deploy that changes only ``user_config`` reconfigures the running replicas instead of
-    replacing them). Needs ``ray.init`` first; blocks until the application is running."""
-    from ray.serve._private import api as serve_api  # Ray 2.60: what `serve run <config>` calls
-    from ray.serve.schema import ServeDeploySchema
+def deploy(config: dict, timeout_s: float = 180.0) -> None:
+    """Deploy a Serve config the way ``serve run config.yaml`` / ``serve deploy`` do (declaratively). Needs
+    ``ray.init`` first; blocks until this deploy's application is running, and raises RuntimeError with
+    Serve's message when Serve refuses it (a bad ``args`` value fails the build: the running version
+    stays and keeps answering), TimeoutError after ``timeout_s``. A deployment's ``user_config`` (not built
+    by ``app_builder``) is checked here first: ValueError."""
+    import time
 
+    from ray.serve._private import api as serve_api  # Ray 2.60: what `serve run <config>` calls
+    from ray.serve.schema import ApplicationStatus, ServeDeploySchema
+
+    for app_cfg in config.get("applications", []):
+        for dep in app_cfg.get("deployments", []):
+            if dep.get("user_config") is not None:
+                check_user_config(dep["user_config"])
     schema = ServeDeploySchema.model_validate(config)
     client = serve_api.serve_start(http_options=schema.http_options.model_dump(),
                                    proxy_location=schema.proxy_location)
-    client.deploy_apps(schema, _blocking=True)
+    names = {app.name for app in schema.applications}
+    before = {s.name: s.app_status.deployment_timestamp for s in client.list_serve_statuses()}
+    client.deploy_apps(schema, _blocking=False)
+    deadline = time.monotonic() + timeout_s
+    while True:  # Serve's own blocking wait does not end on a failed deploy; this one does
+        now = {s.name: s.app_status for s in client.list_serve_statuses() if s.name in names}
+        fresh = {n: st for n, st in now.items() if st.deployment_timestamp != before.get(n)}
+        failed = {n: st.message for n, st in fresh.items() if st.status == ApplicationStatus.DEPLOY_FAILED}
+        if failed:
+            raise RuntimeError("Serve refused the deploy: " + "; ".join(f"{n}: {m}" for n, m in failed.items()))
+        if len(fresh) == len(names) and all(st.status == ApplicationStatus.RUNNING for st in fresh.values()):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"Serve application(s) {sorted(names)} not running after {timeout_s:.0f} s: "
+                               + "; ".join(f"{n}: {st.status}" for n, st in now.items()))
+        time.sleep(0.2)
+
+
+def update_in_place(config: dict, **settings) -> dict:
+    """Deploy ``config`` with some of the app's settings changed in place (``model_dir``, ``max_batch_size``,
+    ``batch_wait_timeout_s``, ``api_key_sha256``): as the deployment's ``user_config`` (the settings from
+    ``args`` with these over them), which ``deploy`` checks and Serve hands to the running replicas
+    (``reconfigure``: no restart, no new replica). Returns the config deployed."""
+    check_keys(settings, USER_CONFIG_KEYS, "setting(s)", "to update in place")
+    if "model_dir" in settings:
+        settings["model_dir"] = str(check_pretrained_folder(settings["model_dir"]))
+    config = json.loads(json.dumps(config))
+    app_cfg = config["applications"][0]
+    dep = app_cfg["deployments"][0]
+    current = {k: v for k, v in app_cfg.get("args", {}).items() if k in USER_CONFIG_KEYS}
+    dep["user_config"] = {**current, **(dep.get("user_config") or {}), **settings}
+    deploy(config)
+    return config
 
 
 def swap_model(config: dict, model_dir: str | Path) -> dict:
-    """Point a deployed config at another model folder (``user_config``; no replica restarts)."""
-    model_dir = str(check_pretrained_folder(model_dir))
-    config = json.loads(json.dumps(config))
-    config["applications"][0]["deployments"][0]["user_config"]["model_dir"] = model_dir
-    deploy(config)
-    return config
+    """Point a deployed config at another model folder in place (``update_in_place``)."""
+    return update_in_place(config, model_dir=model_dir)
 
 
 # ----------------------------------------------------------------------------- direct ingress
