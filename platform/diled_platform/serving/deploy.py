@@ -74,7 +74,7 @@ def serve_config(model_dir: str | Path, *, path: str | Path = DEFAULT_CONFIG, ho
     for dep in app_cfg.get("deployments", []):
         moved.update(dep.pop("user_config", None) or {})
     app_cfg["args"] = {**app_cfg.get("args", {}), **moved, "model_dir": model_dir, **user_config}
-    if api_key_sha256:  # the digest, never the key; rotating it reconfigures the replicas in place
+    if api_key_sha256:  # the digest, never the key (rotate it in place with update_in_place)
         app_cfg["args"]["api_key_sha256"] = api_key_sha256
     return config
 
