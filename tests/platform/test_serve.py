@@ -326,6 +326,24 @@ def test_binding_beyond_loopback_needs_a_key():
         check_bind("0.0.0.0", has_key=False)
 
 
+def test_a_user_config_is_checked_before_serve_sees_it(tmp_path, models):
+    from diled_platform.serving.app import check_user_config
+
+    check_user_config({"model_dir": str(models[0]), "max_batch_size": 4, "batch_wait_timeout_s": 0.01,
+                       "api_key_sha256": key_digest("k")})
+    for config, message in (([], "must be a mapping"), ({"max_batch": 4}, "unknown user_config key"),
+                            ({"max_batch_size": 0}, "max_batch_size must be an integer >= 1, got 0"),
+                            ({"max_batch_size": True}, "got True"),
+                            ({"batch_wait_timeout_s": -1}, "batch_wait_timeout_s"),
+                            ({"api_key_sha256": "s3cret"}, "64 lowercase hex digits")):
+        with pytest.raises(ValueError, match=message):
+            check_user_config(config)
+    with pytest.raises(FileNotFoundError, match="save_pretrained"):
+        check_user_config({"model_dir": str(tmp_path)})
+    with pytest.raises(ValueError, match="unknown setting"):
+        update_in_place({}, max_batch=4)  # refused before anything is deployed
+
+
 def test_app_building_checks(tmp_path, models):
     with pytest.raises(FileNotFoundError, match="save_pretrained"):
         build_app(tmp_path)
