@@ -10,7 +10,6 @@ from typing import Any
 from diled.persistence import check_pretrained_folder
 from diled.checks import check_keys
 from diled_platform.serving.app import USER_CONFIG_KEYS, DiLEDService, check_user_config
-from diled_platform.serving.batching import check_batching
 
 
 def build_app(model_dir: str | Path, *, api_key_sha256: str | None = None, max_batch_size: int = 16,
@@ -22,7 +21,10 @@ def build_app(model_dir: str | Path, *, api_key_sha256: str | None = None, max_b
     to the replicas as ``user_config``, not as constructor arguments, so ``swap_model`` can change them in
     place; a deploy with changed ``args`` rolls out new replicas (each up before an old one stops)."""
     model_dir = check_pretrained_folder(model_dir)
-    check_batching(max_batch_size, batch_wait_timeout_s)
+    user_config = {"model_dir": str(model_dir), "max_batch_size": max_batch_size,
+                   "batch_wait_timeout_s": batch_wait_timeout_s,
+                   **({"api_key_sha256": api_key_sha256} if api_key_sha256 else {})}
+    check_user_config(user_config)  # the replicas' checks, here where Serve builds the app
     if not 1 <= min_replicas <= max_replicas:
         raise ValueError(f"need 1 <= min_replicas <= max_replicas, got {min_replicas}, {max_replicas}")
     if torch_threads is not None and not (isinstance(torch_threads, int) and torch_threads >= 1):
@@ -32,10 +34,7 @@ def build_app(model_dir: str | Path, *, api_key_sha256: str | None = None, max_b
         autoscaling_config={"min_replicas": min_replicas, "max_replicas": max_replicas,
                             "target_ongoing_requests": target_ongoing_requests,
                             "upscale_delay_s": 5, "downscale_delay_s": 30},
-        user_config={"model_dir": str(model_dir), "max_batch_size": max_batch_size,
-                     "batch_wait_timeout_s": batch_wait_timeout_s,
-                     **({"api_key_sha256": api_key_sha256} if api_key_sha256 else {})})
-    check_user_config(deployment.user_config)
+        user_config=user_config)
     return deployment.bind(torch_threads=torch_threads)
 
 
