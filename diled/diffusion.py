@@ -41,6 +41,14 @@ def check_temperature(value) -> float:
     return float(value)
 
 
+def check_eta(value) -> float:
+    """The DDIM sampler's eta (how much fresh noise each step adds; 0: deterministic, 1: DDPM's posterior
+    variance): a number in [0, 1], else a ValueError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ValueError(f"eta must be a number in [0, 1], got {value!r}")
+    return float(value)
+
+
 def check_sampler_name(name: str) -> str:
     if name not in SAMPLER_NAMES:
         raise ValueError(f"unknown sampler {name!r}; valid names: {', '.join(SAMPLER_NAMES)}")
@@ -229,18 +237,34 @@ def ddim_step(diffusion: LatentDiffusion, eps: torch.Tensor, z_t: torch.Tensor, 
     return z_s
 
 
+def step_noise(n: int, dim: int, timesteps: Sequence[int], generator: torch.Generator | None = None) -> torch.Tensor:
+    """The fresh noise ``ddim_sample`` with eta > 0 draws along ``timesteps``, drawn ahead: [S x n x dim] (S =
+    len(timesteps) - 1: the last step, to the clean end, adds none), on the CPU, in the order the sampler
+    would draw it from the same ``generator`` (so passing it gives the same samples as drawing on the way)."""
+    return torch.stack([torch.randn((n, dim), generator=generator) for _ in range(len(timesteps) - 1)]) \
+        if len(timesteps) > 1 else torch.zeros(0, n, dim)
+
+
 @torch.no_grad()
 def ddim_sample(diffusion: LatentDiffusion, denoiser: nn.Module, z_T: torch.Tensor, timesteps: Sequence[int],
-                eta: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
-    """DDIM (Song et al. 2021) from ``z_T`` [N x D] along descending ``timesteps`` down to z1 [N x D]."""
+                eta: float = 0.0, generator: torch.Generator | None = None,
+                noise: torch.Tensor | None = None) -> torch.Tensor:
+    """DDIM (Song et al. 2021) from ``z_T`` [N x D] along descending ``timesteps`` down to z1 [N x D].
+    With eta > 0 each step but the last adds fresh noise: drawn from ``generator`` on the way, or taken
+    from ``noise`` [S x N x D] (``step_noise``; one request's rows stay its own inside a shared batch)."""
     ts = _check_sequence(diffusion, timesteps)
+    eta = check_eta(eta)
+    if noise is not None and eta > 0 and tuple(noise.shape) != (len(ts) - 1, *z_T.shape):
+        raise ValueError(f"noise must be [{len(ts) - 1} x {z_T.shape[0]} x {z_T.shape[1]}] (steps - 1 x N x D), "
+                         f"got {tuple(noise.shape)}")
     z = z_T
-    for t, s in zip(ts, ts[1:] + [0]):
+    for i, (t, s) in enumerate(zip(ts, ts[1:] + [0])):
         eps = denoiser(z, _step_tensor(t, z))
-        noise = None
+        fresh = None
         if eta > 0 and s > 0:
-            noise = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
-        z = ddim_step(diffusion, eps, z, t, s, eta=eta, noise=noise)
+            fresh = (torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype) if noise is None
+                     else noise[i].to(z.device, z.dtype))
+        z = ddim_step(diffusion, eps, z, t, s, eta=eta, noise=fresh)
     return z
 
 

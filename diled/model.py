@@ -21,7 +21,8 @@ from torch import nn
 from diled.codecs.base import Codec, build_codec, codec_reference
 from diled.checks import check_keys
 from diled.denoiser import build_prior, prior_name
-from diled.diffusion import LatentDiffusion, check_sampler_name, check_temperature, ddim_invert, ddim_sample
+from diled.diffusion import (LatentDiffusion, check_eta, check_sampler_name, check_temperature, ddim_invert,
+                             ddim_sample)
 from diled.persistence import (DEFAULT_SHARD_BYTES, INDEX_NAME, WEIGHTS_NAME, has_weights, load_into,
                                parameters_on_meta, save_sharded, weight_files)
 
@@ -74,6 +75,9 @@ class DiLED(nn.Module):
             from the prior (1 is the model as trained; below 1 pulls samples toward the prior's modes). Saved with
             the model (``"sampling"`` in its config), so every surface samples alike; it does not touch
             inversion, interpolation or editing, which start from codes.
+        sampling_eta: the DDIM sampler's default eta (0: deterministic; 1: fresh noise at every step, with
+            DDPM's posterior variance), saved beside the temperature and, like it, left out of inversion,
+            interpolation and editing, which stay deterministic.
     """
 
     #: the objectives this class trains (``diled.baselines.VAE`` has "vae")
@@ -87,7 +91,8 @@ class DiLED(nn.Module):
                 MODEL_CLASSES[objective] = cls
 
     def __init__(self, codec: Codec, denoiser: nn.Module, diffusion: LatentDiffusion, w: float = DEFAULT_W,
-                 objective: Objective = "diled", vae=None, prior_temperature: float = 1.0):
+                 objective: Objective = "diled", vae=None, prior_temperature: float = 1.0,
+                 sampling_eta: float = 0.0):
         super().__init__()
         d_codec, d_prior = getattr(codec, "latent_dim", None), getattr(denoiser, "latent_dim", None)
         if d_codec != d_prior:
@@ -107,6 +112,7 @@ class DiLED(nn.Module):
         self.codec, self.denoiser, self.diffusion, self.w = codec, denoiser, diffusion, float(w)
         self.objective = objective
         self.prior_temperature = check_temperature(prior_temperature)
+        self.sampling_eta = check_eta(sampling_eta)
         # what an objective does not train is frozen, so optimisers (and DeepSpeed) never see it
         if objective in ("autoencoder", "vae"):
             self.denoiser.requires_grad_(False)
@@ -143,7 +149,7 @@ class DiLED(nn.Module):
         return {"format_version": FORMAT_VERSION, "w": self.w, "objective": self.objective,
                 "codec": {"name": codec_reference(type(self.codec)), **self.codec.get_config()},
                 "denoiser": {"name": prior_name(self.denoiser), **self.denoiser.get_config()},
-                "diffusion": self.diffusion.get_config(), "sampling": {"prior_temperature": self.prior_temperature}}
+                "diffusion": self.diffusion.get_config(), "sampling": {"prior_temperature": self.prior_temperature, "eta": self.sampling_eta}}
 
     @classmethod
     def from_config(cls, config: dict[str, Any], directory: str | Path | None = None) -> "DiLED":
@@ -159,10 +165,11 @@ class DiLED(nn.Module):
             cls = MODEL_CLASSES[objective]  # the class that trains it (the VAE's, registered by diled.baselines)
         extra = {"vae": config["vae"]} if "vae" in config else {}
         sampling = config.get("sampling", {})
-        check_keys(sampling, ["prior_temperature"], "DiLED config key(s)", "in sampling")
+        check_keys(sampling, ["prior_temperature", "eta"], "DiLED config key(s)", "in sampling")
         return cls(build_codec(config["codec"], directory=directory), build_prior(config["denoiser"]),
                    LatentDiffusion(**config["diffusion"]), w=config.get("w", DEFAULT_W), objective=objective,
-                   prior_temperature=sampling.get("prior_temperature", 1.0), **extra)
+                   prior_temperature=sampling.get("prior_temperature", 1.0), sampling_eta=sampling.get("eta", 0.0),
+                   **extra)
 
     # ----------------------------------------------------------------- training
     def prepare_batch(self, batch) -> dict[str, torch.Tensor]:
@@ -261,15 +268,22 @@ class DiLED(nn.Module):
     def sample_latents(self, n: int, steps: int | None = None, sampler: str = "ddim", eta: float | None = None,
                        generator: torch.Generator | None = None, z_T: torch.Tensor | None = None,
                        condition=None, guidance_scale: float = 1.0, classifier=None,
-                       prior_temperature: float | None = None) -> torch.Tensor:
-        """z1 [n x D] from the prior: DDIM (eta = 0) on ``steps`` strided steps, or DDPM ancestral
-        (eta = 1; all T steps if ``steps`` is None); toward ``condition`` as ``guided_prior`` says. The
-        start is ``z_T`` as given, else ``noise(n, generator, prior_temperature)``."""
+                       prior_temperature: float | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """z1 [n x D] from the prior: DDIM on ``steps`` strided steps (eta: the model's ``sampling_eta``
+        unless given), or DDPM ancestral (eta = 1; all T steps if ``steps`` is None); toward ``condition`` as
+        ``guided_prior`` says. The start is ``z_T`` as given, else ``noise(n, generator, prior_temperature)``;
+        with eta > 0 the steps' fresh noise is ``noise`` as given (``diled.diffusion.step_noise``), else
+        drawn from ``generator`` on the way."""
         check_sampler_name(sampler)
         prior = self.guided_prior(condition, guidance_scale, classifier)
         z_T = self.noise(n, generator, prior_temperature) if z_T is None else z_T
-        eta = (0.0 if sampler == "ddim" else 1.0) if eta is None else eta
-        return ddim_sample(self.diffusion, prior, z_T, self._steps(steps, sampler), eta=eta, generator=generator)
+        eta = self.default_eta(sampler) if eta is None else eta
+        return ddim_sample(self.diffusion, prior, z_T, self._steps(steps, sampler), eta=eta, generator=generator,
+                           noise=noise)
+
+    def default_eta(self, sampler: str = "ddim") -> float:
+        """The eta a sampler runs with when none is given: the model's ``sampling_eta`` for DDIM, 1 for DDPM."""
+        return self.sampling_eta if check_sampler_name(sampler) == "ddim" else 1.0
 
     def noise(self, n: int, generator: torch.Generator | None = None,
               prior_temperature: float | None = None) -> torch.Tensor:
@@ -284,17 +298,18 @@ class DiLED(nn.Module):
     @torch.no_grad()
     def generate(self, n: int, steps: int | None = None, sampler: str = "ddim", seed: int | None = None,
                  generator: torch.Generator | None = None, condition=None, guidance_scale: float = 1.0,
-                 classifier=None, prior_temperature: float | None = None, **decode_kwargs) -> list:
+                 classifier=None, prior_temperature: float | None = None, eta: float | None = None,
+                 **decode_kwargs) -> list:
         """``n`` new items: sample z1 with the prior, decode it. The same generator (or ``seed``) also
         drives sampled decoding (``strategy="sample"``), so a seeded call is reproducible end to end.
         ``condition``, ``guidance_scale``, ``classifier``: guided generation (``guided_prior``);
-        ``prior_temperature``: the scale of z_T (default the model's, ``noise``); a ``temperature`` in
-        ``decode_kwargs`` is the decoder's (sampled decoding)."""
+        ``prior_temperature``: the scale of z_T (default the model's, ``noise``); ``eta``: DDIM's (default the
+        model's ``sampling_eta``); a ``temperature`` in ``decode_kwargs`` is the decoder's (sampled decoding)."""
         if generator is None and seed is not None:
             generator = torch.Generator().manual_seed(seed)
         z1 = self.sample_latents(n, steps=steps, sampler=sampler, generator=generator, condition=condition,
                                  guidance_scale=guidance_scale, classifier=classifier,
-                                 prior_temperature=prior_temperature)
+                                 prior_temperature=prior_temperature, eta=eta)
         if generator is not None:
             decode_kwargs.setdefault("generator", generator)
         return self.codec.decode(z1, **decode_kwargs)

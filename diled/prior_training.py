@@ -17,7 +17,7 @@ from typing import Callable, Literal
 import torch
 from torch import nn
 
-from diled.diffusion import check_temperature
+from diled.diffusion import check_eta, check_temperature
 
 
 @torch.no_grad()
@@ -122,28 +122,42 @@ def train_prior(model, prior: nn.Module, z0: torch.Tensor, *, steps: int | None 
 
 
 def choose_temperature(model, score: Callable[[torch.Tensor], float], candidates, n: int = 500, seed: int = 0,
-                       repeats: int = 1, log: Callable[[str], None] | None = None) -> dict:
+                       repeats: int = 1, log: Callable[[str], None] | None = None, etas=None) -> dict:
     """The sampling temperature (the scale of z_T, ``DiLED.prior_temperature``) among ``candidates`` whose ``n``
     samples ``score`` (latents [n x D] -> a number, higher is better; e.g. MAUVE of their decodings against
     held-out data) rates best, averaged over ``repeats`` draws of the noise (seeds ``seed``, ``seed + 1``, ...).
-    Within a draw every candidate scales the same noise, so they differ only in the temperature. Sets
-    ``model.prior_temperature``; returns ``{"temperature", "scores": {str(t): mean score}, "per_draw", "n"}``."""
+    With ``etas``, every pair of a temperature and a DDIM eta (``DiLED.sampling_eta``) is a candidate; without,
+    the model's eta stays. Within a draw every candidate scales the same noise (and, with eta > 0, adds the
+    same fresh noise per step), so they differ only in their settings. Sets the model's temperature (and
+    eta); returns ``{"temperature", "eta", "scores": {key: mean score}, "per_draw", "n"}``, keyed by the
+    temperature (``"0.9"``), or with ``etas`` by both (``"0.9, eta 1.0"``)."""
     temps = [check_temperature(t) for t in candidates]
     if not temps:
         raise ValueError("choose_temperature needs at least one candidate temperature")
+    if etas is not None and not etas:
+        raise ValueError("etas, when given, needs at least one candidate eta")
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise ValueError(f"repeats must be a positive integer, got {repeats!r}")
-    per_draw: dict[str, list[float]] = {str(t): [] for t in temps}
+    pairs = [(t, e) for e in ([None] if etas is None else [check_eta(e) for e in etas]) for t in temps]
+
+    def key(t: float, e: float | None) -> str:
+        return str(t) if e is None else f"{t}, eta {e}"
+
+    per_draw: dict[str, list[float]] = {key(t, e): [] for t, e in pairs}
     for r in range(repeats):
-        base = model.noise(n, torch.Generator().manual_seed(seed + r), prior_temperature=1.0)
-        for t in temps:
-            z = model.sample_latents(n, z_T=base * t, generator=torch.Generator().manual_seed(seed + r))
-            per_draw[str(t)].append(float(score(z)))
+        draws = torch.Generator().manual_seed(seed + r)
+        base = model.noise(n, draws, prior_temperature=1.0)
+        after_base = draws.get_state()  # the steps' fresh noise (eta > 0) follows z_T's, as in sample_latents
+        for t, e in pairs:
+            z = model.sample_latents(n, z_T=base * t, eta=e, generator=torch.Generator().set_state(after_base))
+            per_draw[key(t, e)].append(float(score(z)))
             if log is not None:
-                log(f"temperature {t}, draw {r + 1}/{repeats}: sample quality {per_draw[str(t)][-1]:.4f}")
+                log(f"temperature {key(t, e)}, draw {r + 1}/{repeats}: sample quality {per_draw[key(t, e)][-1]:.4f}")
     scores = {k: sum(v) / len(v) for k, v in per_draw.items()}
-    best = max(temps, key=lambda t: scores[str(t)])
-    model.prior_temperature = best
+    best_t, best_e = max(pairs, key=lambda p: scores[key(*p)])
+    model.prior_temperature = best_t
+    if best_e is not None:
+        model.sampling_eta = best_e
     if log is not None:
-        log(f"temperature {best} chosen ({len(temps)} tried, {repeats} x {n} samples each)")
-    return {"temperature": best, "scores": scores, "per_draw": per_draw, "n": n}
+        log(f"temperature {key(best_t, best_e)} chosen ({len(pairs)} tried, {repeats} x {n} samples each)")
+    return {"temperature": best_t, "eta": model.sampling_eta, "scores": scores, "per_draw": per_draw, "n": n}

@@ -85,9 +85,9 @@ class VAE(DiLED):
 
     def __init__(self, codec, denoiser: nn.Module, diffusion: LatentDiffusion, w: float = DEFAULT_W,
                  objective: str = "vae", vae: VAEOptions | dict | None = None,
-                 prior_temperature: float = 1.0):
+                 prior_temperature: float = 1.0, sampling_eta: float = 0.0):
         super().__init__(codec, denoiser, diffusion, w=w, objective=objective,
-                         prior_temperature=prior_temperature)
+                         prior_temperature=prior_temperature, sampling_eta=sampling_eta)
         self.vae = vae if isinstance(vae, VAEOptions) else VAEOptions.from_dict(vae)
         self.vae_logvar = ZeroLinear(self.latent_dim, self.latent_dim)
         self.register_buffer("vae_step", torch.zeros((), dtype=torch.long))  # for KL annealing; checkpointed
@@ -114,8 +114,9 @@ class VAE(DiLED):
     def sample_latents(self, n: int, steps: int | None = None, sampler: str = "ddim", eta: float | None = None,
                        generator: torch.Generator | None = None, z_T: torch.Tensor | None = None,
                        condition=None, guidance_scale: float = 1.0, classifier=None,
-                       prior_temperature: float | None = None) -> torch.Tensor:
-        """z ~ N(0, t^2 I), t = ``prior_temperature``, [n x D]: the VAE's prior needs no network (``steps``, ``eta`` are not used); it takes
+                       prior_temperature: float | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """z ~ N(0, t^2 I), t = ``prior_temperature``, [n x D]: the VAE's prior needs no network (``steps``,
+        ``eta``, ``noise`` are not used); it takes
         no condition (guidance steers a diffusion prior)."""
         check_sampler_name(sampler)
         if condition is not None:

@@ -75,6 +75,7 @@ def _remote(args) -> int:
         if args.command == "generate":
             body = {"n": args.n, "sampler": args.sampler, **steps, **({"seed": args.seed} if args.seed is not None else {}),
                     **({"prior_temperature": args.prior_temperature} if args.prior_temperature is not None else {}),
+                    **({"eta": args.eta} if args.eta is not None else {}),
                     **({"condition": args.condition, "guidance_scale": args.guidance} if args.condition else {})}
             for item in client.request("/generate", body)["outputs"]:
                 sys.stdout.write(json.dumps({"output": item}) + "\n")
@@ -119,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--sampler", choices=["ddim", "ddpm"], default="ddim")
     gen.add_argument("--prior-temperature", type=float, default=None, help="scale of the starting noise z_T "
                      "(default: the model's own, chosen on validation where its job searched for one)")
+    gen.add_argument("--eta", type=float, default=None, help="DDIM's eta in [0, 1]: 0 deterministic, 1 fresh noise "
+                     "at every step (default: the model's own; ddpm always 1)")
     inter = sub.add_parser("interpolate", parents=[common, with_inputs], help="points between two inputs")
     inter.add_argument("--num", type=int, default=5)
     guided = argparse.ArgumentParser(add_help=False)
@@ -147,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "generate":
             guided = {"condition": args.condition, "guidance_scale": args.guidance} if args.condition else {}
             for item in model.generate(args.n, steps=args.steps, sampler=args.sampler, seed=args.seed,
-                                       prior_temperature=args.prior_temperature, **guided):
+                                       prior_temperature=args.prior_temperature, eta=args.eta, **guided):
                 out.write(json.dumps({"output": item}) + "\n")
             return 0
         items = _parse(model.codec.name, model.codec.input_kind, _inputs(args))

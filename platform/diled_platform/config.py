@@ -216,6 +216,9 @@ class PriorStageConfig:
     # non-empty: the sampling temperatures (scales of z_T) to try; the best on the validation split by the
     # data type's sample_quality is saved with the model (DiLED.prior_temperature); empty: temperature 1
     temperatures: list = field(default_factory=list)
+    # non-empty (with temperatures): DDIM etas to try with each temperature, the best pair saved with the
+    # model (DiLED.sampling_eta: 0 deterministic, 1 fresh noise at every step); empty: eta 0
+    etas: list = field(default_factory=list)
     temperature_samples: int = 500              # samples per candidate and draw (two draws)
 
     @property
@@ -230,6 +233,12 @@ class PriorStageConfig:
         for i, value in enumerate(self.temperatures):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 2:
                 raise ConfigError(f"prior_stage.temperatures[{i}] must be a number in (0, 2], got {value!r}")
+        for i, value in enumerate(self.etas):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                raise ConfigError(f"prior_stage.etas[{i}] must be a number in [0, 1], got {value!r}")
+        if self.etas and not self.temperatures:
+            raise ConfigError(f"prior_stage.etas={self.etas} are tried with each of prior_stage.temperatures, "
+                              f"which is empty; give temperatures (e.g. [1.0]) or set etas=[]")
         if self.steps < 0:
             raise ConfigError(f"prior_stage.steps must be >= 0 (0: off), got {self.steps}")
         if self.conditional and not self.steps:

@@ -53,13 +53,15 @@ def test_text_job_tiny(tmp_path):
     stage = json.loads((run / "prior_stage.json").read_text())
     assert stage["steps"] == 20 and stage["prior"]["name"] == "slot_transformer"
     assert json.loads((run / "model/config.json").read_text())["denoiser"]["name"] == "slot_transformer"
-    # the preset's sampling temperature: chosen among its candidates by MAUVE against validation sentences,
-    # saved with the model and used by the report
+    # the preset's sampling temperature and DDIM eta: chosen among its candidates (4 x 2) by MAUVE against
+    # validation sentences, saved with the model and used by the report
     chosen = stage["temperature"]
-    assert chosen["temperature"] in (1.0, 0.95, 0.9, 0.85, 0.8) and len(chosen["scores"]) == 5 and chosen["n"] == 40
-    assert chosen["scores"][str(chosen["temperature"])] == max(chosen["scores"].values())
-    saved = json.loads((run / "model/config.json").read_text())["sampling"]["prior_temperature"]
-    assert saved == chosen["temperature"] == metrics["prior_temperature"]
+    assert chosen["temperature"] in (1.0, 0.95, 0.9, 0.85) and chosen["eta"] in (0.0, 1.0)
+    assert len(chosen["scores"]) == 8 and chosen["n"] == 40
+    assert chosen["scores"][f"{chosen['temperature']}, eta {chosen['eta']}"] == max(chosen["scores"].values())
+    saved = json.loads((run / "model/config.json").read_text())["sampling"]
+    assert saved == {"prior_temperature": chosen["temperature"], "eta": chosen["eta"]}
+    assert (metrics["prior_temperature"], metrics["sampling_eta"]) == (chosen["temperature"], chosen["eta"])
     # the guide: a classifier on the labelled training latents, saved beside the model, judged in the report
     assert stage["guide"]["classes"] == ["negative", "neutral", "positive"]
     assert (run / "model/guide/model.safetensors").is_file() and (run / "guided_control.png").is_file()

@@ -115,6 +115,12 @@ def test_guided_generate_and_edit(tmp_path):
     assert [r["output"] for r in lines(out)] == model.generate(3, steps=5, seed=2, prior_temperature=0.5)
     out = cli("generate", "--model", str(path), "--prior-temperature", "3")
     assert out.returncode != 0 and "prior_temperature must be a number in (0, 2.0], got 3.0" in out.stderr
+    out = cli("generate", "--model", str(path), "-n", "3", "--seed", "2", "--steps", "5", "--eta", "1")
+    assert out.returncode == 0, out.stderr
+    assert [r["output"] for r in lines(out)] == model.generate(3, steps=5, seed=2, eta=1.0) != \
+        model.generate(3, steps=5, seed=2)
+    out = cli("generate", "--model", str(path), "--eta", "1.5")
+    assert out.returncode != 0 and "eta must be a number in [0, 1], got 1.5" in out.stderr
     out = cli("edit", "--model", str(path), "--condition", "low", "--strength", "0.7", "--steps", "5", "[1.0, 2.0]")
     assert out.returncode == 0, out.stderr
     assert [r["output"] for r in lines(out)] == model.edit([[1.0, 2.0]], "low", strength=0.7, guidance_scale=3.0, steps=5)

@@ -127,6 +127,17 @@ def test_concurrent_requests_share_batches(service, direct, models):
         batches = final[f"{path}_batches"] - after[f"{path}_batches"]
         assert served == count and batches < served, (path, batches, served)
 
+    # with eta > 0 every step adds noise: each request brings its own, so batching still changes nothing
+    with cf.ThreadPoolExecutor(8) as pool:
+        gen = [pool.submit(post, service, "/generate", {"n": 1 + seed % 3, "steps": 5, "seed": seed, "eta": 1.0})
+               for seed in range(8)]
+        generated = [f.result().json()["outputs"] for f in gen]
+    assert generated == [direct.generate(1 + seed % 3, steps=5, seed=seed, eta=1.0) for seed in range(8)]
+    assert generated != [direct.generate(1 + seed % 3, steps=5, seed=seed) for seed in range(8)]
+    last = requests.get(service + "/healthz", timeout=30).json()["batching"]
+    served = last["generate_requests"] - final["generate_requests"]
+    assert served == 8 and last["generate_batches"] - final["generate_batches"] < served
+
 
 def test_user_config_swaps_the_model_in_place(service, models):
     service, config = service
@@ -209,18 +220,21 @@ def test_guided_generate_and_edit(service, models, tmp_path):
     torch.manual_seed(0)
     model = DiLED(VectorCodec(2, 2, hidden=16, depth=1),
                   MLPSkipNet(2, hidden=16, depth=2, time_dim=8, classes=["low", "high"]),
-                  LatentDiffusion("constant", 20), w=1.0, prior_temperature=0.6).eval()
+                  LatentDiffusion("constant", 20), w=1.0, prior_temperature=0.6, sampling_eta=1.0).eval()
     path = model.save_pretrained(tmp_path / "conditional")
     swap_model(config, path)
     health = health_when(service, lambda h: h["model_dir"] == str(path))
-    assert health["conditions"] == ["low", "high"] and health["prior_temperature"] == 0.6
+    assert health["conditions"] == ["low", "high"] and health["prior_temperature"] == 0.6 and health["eta"] == 1.0
     client = DiLEDClient(service, api_key="")
-    # the model's own prior temperature by default (the batched path), or the request's
+    # the model's own prior temperature and eta by default (the batched path), or the request's
     assert client.generate(n=3, steps=5, seed=4) == model.generate(3, steps=5, seed=4)
     assert client.generate(n=3, steps=5, seed=4, prior_temperature=1.0) == \
         model.generate(3, steps=5, seed=4, prior_temperature=1.0) != model.generate(3, steps=5, seed=4)
-    r = post(service, "/generate", {"n": 1, "prior_temperature": 2.5})
-    assert r.status_code == 422 and "prior_temperature" in r.text, r.text
+    assert client.generate(n=3, steps=5, seed=4, eta=0.0) == \
+        model.generate(3, steps=5, seed=4, eta=0.0) != model.generate(3, steps=5, seed=4)
+    for bad in ({"prior_temperature": 2.5}, {"eta": 1.5}, {"eta": -0.1}):
+        r = post(service, "/generate", {"n": 1, **bad})
+        assert r.status_code == 422 and next(iter(bad)) in r.text, r.text
     assert client.generate(n=3, steps=5, seed=1, condition="high", guidance_scale=2.0) == \
         model.generate(3, steps=5, seed=1, condition="high", guidance_scale=2.0)
     assert client.edit([[1.0, 2.0], [0.0, -1.0]], "low", strength=0.6, steps=5) == \

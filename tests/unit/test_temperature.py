@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from diled import DiLED, LatentDiffusion, MLPSkipNet, VectorCodec
+from diled.diffusion import ddim_sample, step_noise
 from diled.guidance import model_weights_sha256
 from diled.prior_training import choose_temperature
 
@@ -29,7 +30,7 @@ def test_the_temperature_scales_the_starting_noise_and_is_saved_with_the_model(t
     colder = model.sample_latents(4, steps=5, generator=torch.Generator().manual_seed(5), prior_temperature=0.5)
     torch.testing.assert_close(colder, model.sample_latents(4, steps=5, z_T=base * 0.5))
     model.save_pretrained(tmp_path / "m")
-    assert json.loads((tmp_path / "m" / "config.json").read_text())["sampling"] == {"prior_temperature": 0.7}
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["sampling"] == {"prior_temperature": 0.7, "eta": 0.0}
     loaded = DiLED.from_pretrained(tmp_path / "m")
     assert loaded.prior_temperature == 0.7
     assert loaded.generate(3, steps=5, seed=1) == model.generate(3, steps=5, seed=1)
@@ -46,6 +47,49 @@ def test_a_config_without_sampling_loads_at_temperature_one_and_bad_values_are_n
             tiny(prior_temperature=bad)
         with pytest.raises(ValueError, match="temperature must be"):
             tiny().generate(2, steps=3, prior_temperature=bad)
+
+
+def test_the_sampling_eta_is_saved_with_the_model_and_used_by_ddim_unless_a_call_sets_its_own(tmp_path):
+    model = tiny(sampling_eta=1.0)
+    ts = model._steps(5)
+    base = torch.randn(4, 3, generator=torch.Generator().manual_seed(5))
+    # fresh noise at every step, drawn after z_T from the same generator
+    z = model.sample_latents(4, steps=5, generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(z, ddim_sample(model.diffusion, model.denoiser, base, ts, eta=1.0,
+                                              generator=_after(5, base.shape)))
+    deterministic = model.sample_latents(4, steps=5, generator=torch.Generator().manual_seed(5), eta=0.0)
+    torch.testing.assert_close(deterministic, model.sample_latents(4, steps=5, z_T=base, eta=0.0))
+    assert not torch.allclose(z, deterministic)
+    # the steps' noise drawn ahead (what Serve does for each request of a shared batch) gives the same samples
+    g = torch.Generator().manual_seed(5)
+    z_T, noise = model.noise(4, g), None
+    noise = step_noise(4, 3, ts, g)
+    assert noise.shape == (len(ts) - 1, 4, 3)
+    torch.testing.assert_close(model.sample_latents(4, steps=5, z_T=z_T, noise=noise), z)
+    with pytest.raises(ValueError, match=r"noise must be \[4 x 4 x 3\]"):
+        model.sample_latents(4, steps=5, z_T=z_T, noise=noise[:2])
+    # DDPM is eta 1 whatever the model's DDIM eta
+    assert tiny(sampling_eta=0.3).default_eta("ddpm") == 1.0 and tiny(sampling_eta=0.3).default_eta() == 0.3
+    model.save_pretrained(tmp_path / "m")
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["sampling"] == {"prior_temperature": 1.0, "eta": 1.0}
+    loaded = DiLED.from_pretrained(tmp_path / "m")
+    assert loaded.sampling_eta == 1.0 and loaded.generate(3, steps=5, seed=1) == model.generate(3, steps=5, seed=1)
+    # a folder saved before eta was a setting (sampling holds the temperature only) samples deterministically
+    config = model.get_config()
+    config["sampling"] = {"prior_temperature": 0.9}
+    assert DiLED.from_config(config).sampling_eta == 0.0
+    for bad in (-0.1, 1.5, True, "1"):
+        with pytest.raises(ValueError, match=r"eta must be a number in \[0, 1\], got"):
+            tiny(sampling_eta=bad)
+        with pytest.raises(ValueError, match=r"eta must be a number in \[0, 1\], got"):
+            model.generate(2, steps=3, eta=bad)
+
+
+def _after(seed, shape):
+    """A generator seeded ``seed`` that has drawn a tensor of ``shape`` (z_T) already."""
+    g = torch.Generator().manual_seed(seed)
+    torch.randn(shape, generator=g)
+    return g
 
 
 def test_choose_temperature_takes_the_best_scored_candidate_from_the_same_noise():
@@ -70,6 +114,26 @@ def test_choose_temperature_takes_the_best_scored_candidate_from_the_same_noise(
         choose_temperature(model, score, [0.9, 3.0])
     with pytest.raises(ValueError, match="repeats must be a positive integer, got 0"):
         choose_temperature(model, score, [0.9], repeats=0)
+
+
+def test_choose_temperature_with_etas_takes_the_best_pair():
+    model = tiny()
+    # the samples of (0.8, eta 1) from seed 3: z_T, then the steps' noise, from one generator
+    target = model.sample_latents(50, eta=1.0, generator=torch.Generator().manual_seed(3), prior_temperature=0.8)
+
+    def score(z):
+        return -float((z - target).abs().mean())
+
+    out = choose_temperature(model, score, [1.0, 0.8], n=50, seed=3, etas=[0.0, 1.0])
+    assert set(out["scores"]) == {"1.0, eta 0.0", "0.8, eta 0.0", "1.0, eta 1.0", "0.8, eta 1.0"}
+    assert (out["temperature"], out["eta"]) == (0.8, 1.0) and out["scores"]["0.8, eta 1.0"] == 0.0
+    assert (model.prior_temperature, model.sampling_eta) == (0.8, 1.0)
+    # without etas the model's eta stays as it is
+    assert choose_temperature(model, score, [0.8], n=50, seed=3)["eta"] == 1.0 and model.sampling_eta == 1.0
+    with pytest.raises(ValueError, match="at least one candidate eta"):
+        choose_temperature(model, score, [0.8], etas=[])
+    with pytest.raises(ValueError, match=r"eta must be a number in \[0, 1\], got 2"):
+        choose_temperature(model, score, [0.8], etas=[0.0, 2])
 
 
 class QualityPrefers:
@@ -125,6 +189,48 @@ def test_temperatures_in_a_config_are_checked():
     assert not PriorStageConfig().active and PriorStageConfig(temperatures=[0.9]).active
     with pytest.raises(ConfigError, match=r"prior_stage.temperatures\[1\] must be a number in \(0, 2\], got 0"):
         PriorStageConfig(temperatures=[0.9, 0]).validate()
+    PriorStageConfig(temperatures=[0.9], etas=[0, 1.0]).validate()
+    with pytest.raises(ConfigError, match=r"prior_stage.etas\[1\] must be a number in \[0, 1\], got 1.5"):
+        PriorStageConfig(temperatures=[0.9], etas=[0.0, 1.5]).validate()
+    with pytest.raises(ConfigError, match=r"prior_stage.etas=\[1.0\] are tried with each of prior_stage.temperatures"):
+        PriorStageConfig(etas=[1.0]).validate()
+
+
+class PrefersSamplesOf:
+    """A data type stand-in whose sample quality is highest (0) for exactly the samples that a temperature and
+    eta give from the noise of one of ``seeds``."""
+    name = "toy"
+
+    def __init__(self, model, temperature, eta, seeds, n=500):
+        self.refs = [model.sample_latents(n, eta=eta, generator=torch.Generator().manual_seed(s),
+                                          prior_temperature=temperature) for s in seeds]
+
+    def sample_quality(self, model, z, seed=0):
+        return max(-float((z - ref).abs().mean()) for ref in self.refs)
+
+
+def test_a_folder_chosen_over_other_candidates_is_chosen_again_with_the_etas(tmp_path):
+    """A staged folder whose temperature was chosen before etas were candidates gets the pair chosen: the
+    choice records its candidates, and only config.json and the record change."""
+    from diled_platform.config import PriorStageConfig
+    from diled_platform.training.prior_stage import RECORD, run_prior_stage
+
+    model = tiny()
+    folder = tmp_path / "model"
+    model.save_pretrained(folder)
+    (folder / RECORD).write_text(json.dumps({"steps": 100, "prior": "earlier",
+                                             "temperature": {"temperature": 1.0, "scores": {"1.0": 0.1, "0.9": 0.0}}}))
+    weights = model_weights_sha256(folder)
+    cfg = types.SimpleNamespace(prior_stage=PriorStageConfig(temperatures=[1.0, 0.9], etas=[0.0, 1.0]),
+                                run=types.SimpleNamespace(seed=0), model=None)
+
+    record = run_prior_stage(cfg, PrefersSamplesOf(model, 0.9, 1.0, seeds=(1, 2)), folder)  # the stage's draws: seed + 1, + 2
+    assert set(record["temperature"]["scores"]) == {"1.0, eta 0.0", "0.9, eta 0.0", "1.0, eta 1.0", "0.9, eta 1.0"}
+    assert (record["temperature"]["temperature"], record["temperature"]["eta"]) == (0.9, 1.0)
+    loaded = DiLED.from_pretrained(folder)
+    assert (loaded.prior_temperature, loaded.sampling_eta) == (0.9, 1.0)
+    assert model_weights_sha256(folder) == weights
+    assert run_prior_stage(cfg, None, folder) == record    # chosen over these candidates: not again
 
 
 def test_serve_bounds_the_prior_temperature_as_the_library_does():

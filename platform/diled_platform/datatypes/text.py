@@ -190,6 +190,7 @@ class TextData(DataType):
         samples, greedy = generate_texts(model, n_samples, ddim_steps, seed, no_repeat_ngram=(no_repeat_ngram, 0))
         training = {r["text"].lower() for r in train}
         metrics.update({"samples": len(samples), "ddim_steps": ddim_steps, "prior_temperature": model.prior_temperature,
+                        "sampling_eta": model.sampling_eta,
                         "sample_decoding": f"greedy, no repeated token {no_repeat_ngram}-gram" if no_repeat_ngram else "greedy",
                         "samples_with_repeated_3gram": repeated_ngram_share(samples, 3),
                         "samples_with_repeated_3gram_plain_greedy": repeated_ngram_share(greedy, 3),
@@ -376,9 +377,9 @@ def second_test_set(model, n: int, seed: int, exclude: set[str] = frozenset()) -
 
 def generate_texts(model, n: int, steps: int, seed: int, batch_size: int = 100,
                    no_repeat_ngram: tuple[int, ...] = (0,)) -> list[list[str]]:
-    """``n`` samples: z1 from the prior (DDIM, ``steps``), seeded, each latent decoded greedily once per
-    value of ``no_repeat_ngram`` (0: plain greedy; k: no token k-gram repeated, Hugging Face's
-    ``no_repeat_ngram_size``). One list of texts per value, the same latents in all."""
+    """``n`` samples: z1 from the prior (DDIM, ``steps``, the model's temperature and eta), seeded, each latent
+    decoded greedily once per value of ``no_repeat_ngram`` (0: plain greedy; k: no token k-gram repeated,
+    Hugging Face's ``no_repeat_ngram_size``). One list of texts per value, the same latents in all."""
     gen, samples = torch.Generator().manual_seed(seed), [[] for _ in no_repeat_ngram]
     for k in [batch_size] * (n // batch_size) + ([n % batch_size] if n % batch_size else []):
         z = model.sample_latents(k, steps=steps, generator=gen)

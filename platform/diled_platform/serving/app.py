@@ -44,6 +44,7 @@ import torch
 from ray import serve
 
 from diled.checks import check_keys
+from diled.diffusion import step_noise
 from diled_platform.serving.batching import Batcher, check_batching
 from diled_platform.serving.http import (BadRequest, api_key_digest, api_key_from_env, app, key_digest,
                                          set_api_key_digest)
@@ -252,20 +253,25 @@ class DiLEDService:
                 results[i] = part
         return results
 
-    async def _generate_batch(self, requests: list[tuple[torch.Tensor, int | None, dict]]) -> list[tuple]:
-        """DDIM sampling and greedy decoding of several /generate requests in one pass each. Every request
-        brings its own z_T, drawn from its own seeded generator before it joins, and DDIM with eta = 0
-        draws nothing more: a request's samples do not depend on the requests it shares a batch with."""
+    async def _generate_batch(self, requests: list[tuple]) -> list[tuple]:
+        """DDIM sampling and greedy decoding of several /generate requests in one pass per (steps, eta, decoding
+        options). Every request brings its own z_T, and with eta > 0 its own noise for every step, drawn from
+        its own seeded generator before it joins (``diled.diffusion.step_noise``): a request's samples do not
+        depend on the requests it shares a batch with."""
         self.stats["generate_batches"] += 1
         self.stats["generate_requests"] += len(requests)
         results: list[tuple | None] = [None] * len(requests)
 
-        def sample_and_decode(z_T: torch.Tensor, steps: int | None, kw: dict) -> tuple[torch.Tensor, list]:
-            z = self.model.sample_latents(z_T.shape[0], steps=steps, sampler="ddim", z_T=z_T.to(self.model.device))
+        def sample_and_decode(z_T: torch.Tensor, steps: int | None, eta: float, noise, kw: dict) -> tuple:
+            z = self.model.sample_latents(z_T.shape[0], steps=steps, sampler="ddim", eta=eta,
+                                          z_T=z_T.to(self.model.device), noise=noise)
             return z, self.model.codec.decode(z, **kw)
 
-        for (steps, key), idx in _groups([(steps, _options_key(kw)) for _, steps, kw in requests]).items():
-            z, rows = await self._run(sample_and_decode, torch.cat([requests[i][0] for i in idx]), steps, dict(key))
+        for (steps, eta, key), idx in _groups([(steps, eta, _options_key(kw))
+                                               for _, steps, eta, _, kw in requests]).items():
+            noise = torch.cat([requests[i][3] for i in idx], dim=1) if eta > 0 else None
+            z, rows = await self._run(sample_and_decode, torch.cat([requests[i][0] for i in idx]), steps, eta,
+                                      noise, dict(key))
             sizes = [requests[i][0].shape[0] for i in idx]
             for i, zs, part in zip(idx, torch.split(z, sizes), _split(rows, sizes)):
                 results[i] = (zs, part)
@@ -293,7 +299,7 @@ class DiLEDService:
     async def _decode_batched(self, request: tuple[torch.Tensor, dict]) -> list:
         return await self._batchers["decode"].submit(request)
 
-    async def _generate_batched(self, request: tuple[torch.Tensor, int | None, dict]) -> tuple:
+    async def _generate_batched(self, request: tuple) -> tuple:
         return await self._batchers["generate"].submit(request)
 
     async def _reconstruct_batched(self, request: tuple[list, dict]) -> list:
@@ -314,6 +320,7 @@ class DiLEDService:
                 "latent_dim": m.latent_dim,
                 "T": m.diffusion.T, "schedule": m.diffusion.schedule, "pid": os.getpid(),
                 "conditions": self._conditions(), "prior_temperature": m.prior_temperature,
+                "eta": m.sampling_eta,
                 "torch_threads": torch.get_num_threads(), "batching": {**getattr(self, "batching", {}), **self.stats},
                 **({"provenance": self.provenance} if self.provenance else {})}
 
@@ -359,15 +366,17 @@ class DiLEDService:
             self._check_condition(req.condition)
             z = await self._run(self.model.sample_latents, req.n, steps=req.steps, sampler=req.sampler,
                                 generator=generator, condition=req.condition, guidance_scale=req.guidance_scale,
-                                prior_temperature=req.prior_temperature)
+                                prior_temperature=req.prior_temperature, eta=req.eta)
             outputs = await self._decode(z, kwargs, generator)
         elif req.sampler == "ddim" and kwargs.get("strategy", "greedy") == "greedy":
-            # the same z_T as the unbatched path draws (sample_latents' first draw from the generator)
+            # the same z_T and step noise as the unbatched path draws (sample_latents' draws from the generator)
             z_T = self.model.noise(req.n, generator, req.prior_temperature)
-            z, outputs = await self._generate_batched((z_T, req.steps, kwargs))
+            eta = self.model.default_eta() if req.eta is None else req.eta
+            noise = step_noise(req.n, self.model.latent_dim, self.model._steps(req.steps), generator) if eta > 0 else None
+            z, outputs = await self._generate_batched((z_T, req.steps, eta, noise, kwargs))
         else:
             z = await self._run(self.model.sample_latents, req.n, steps=req.steps, sampler=req.sampler,
-                                generator=generator, prior_temperature=req.prior_temperature)
+                                generator=generator, prior_temperature=req.prior_temperature, eta=req.eta)
             outputs = await self._decode(z, kwargs, generator)
         return GenerateResponse(outputs=outputs, seed=seed, latents=z.tolist() if req.return_latents else None)
 

@@ -73,6 +73,8 @@ class GenerateRequest(DecodeOptions):
     guidance_scale: float = Field(3.0, ge=0, le=MAX_GUIDANCE)
     # the scale of z_T; None: the model's own (chosen on validation where the job searched for one)
     prior_temperature: float | None = Field(None, gt=0, le=MAX_TEMPERATURE)
+    # DDIM's eta (0: deterministic, 1: fresh noise at every step); None: the model's own (sampler ddim only)
+    eta: float | None = Field(None, ge=0, le=1)
 
 
 class EditRequest(DecodeOptions):

@@ -3,11 +3,12 @@
 Runs on the driver on the consolidated model (``fit`` calls it when ``prior_stage.active``: steps,
 guide_steps or temperatures; with steps 0 it trains only the guide): the
 training split is encoded once, the prior trained with ``diled.prior_training.train_prior``, the sampling
-temperature chosen on the validation split (``diled.prior_training.choose_temperature``), and the
+temperature (and DDIM's eta) chosen on the validation split (``diled.prior_training.choose_temperature``), and the
 model folder replaced atomically by one whose prior is the stage's (the one before is kept beside it as
 ``model.joint``). A ``prior_stage.json`` in the model folder records the stage; a folder that has one is
 not trained again, so re-running a finished job (or resuming after a crash in the stage) is safe; a stage
-record without a temperature gets one chosen when the config asks for it (only ``config.json`` changes).
+record without a choice over the config's candidates (temperatures, etas) gets one made (only ``config.json``
+changes).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def run_prior_stage(cfg, datatype, model_dir: Path) -> dict[str, Any] | None:
     if (target / RECORD).is_file():
         record = json.loads((target / RECORD).read_text())
         print(f"prior stage: already done for this model ({record['steps']} steps)", flush=True)
-        if stage.temperatures and "temperature" not in record:
+        if stage.temperatures and not chosen_over(record, stage):
             record = temperature_only(cfg, datatype, target, record)
         return record
     t0 = time.perf_counter()
@@ -85,8 +86,7 @@ def run_prior_stage(cfg, datatype, model_dir: Path) -> dict[str, Any] | None:
         record = {"steps": 0, "prior": "the jointly trained prior, unchanged", "encode_seconds": round(t1 - t0, 1)}
     guide = train_guide(model, datatype, z0, stage.guide_steps, cfg.run.seed, stage.guide) if stage.guide_steps else None
     if stage.temperatures:
-        record["temperature"] = choose_stage_temperature(model, datatype, stage.temperatures, cfg.run.seed,
-                                                         stage.temperature_samples)
+        record["temperature"] = choose_stage_temperature(model, datatype, stage, cfg.run.seed)
     tmp = target.with_name(target.name + ".prior_stage.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
@@ -106,31 +106,45 @@ def run_prior_stage(cfg, datatype, model_dir: Path) -> dict[str, Any] | None:
     return record
 
 
-def choose_stage_temperature(model, datatype, candidates: list, seed: int, n: int = 500) -> dict[str, Any]:
-    """Sets ``model.prior_temperature`` to the best of ``candidates`` by ``datatype.sample_quality`` on the
-    validation split (``diled.prior_training.choose_temperature``); its record."""
+def candidate_keys(stage) -> set[str]:
+    """The keys of ``choose_temperature``'s scores for the stage's candidates (temperatures, and etas)."""
+    if not stage.etas:
+        return {str(float(t)) for t in stage.temperatures}
+    return {f"{float(t)}, eta {float(e)}" for t in stage.temperatures for e in stage.etas}
+
+
+def chosen_over(record: dict[str, Any], stage) -> bool:
+    """Whether the stage's record holds a choice made over exactly the config's candidates (a folder whose
+    choice was made over others, or none, gets it made again)."""
+    chosen = record.get("temperature")
+    return isinstance(chosen, dict) and set(chosen.get("scores", {})) == candidate_keys(stage)
+
+
+def choose_stage_temperature(model, datatype, stage, seed: int) -> dict[str, Any]:
+    """Sets ``model.prior_temperature`` (and, with ``stage.etas``, ``model.sampling_eta``) to the best of the
+    stage's candidates by ``datatype.sample_quality`` on the validation split
+    (``diled.prior_training.choose_temperature``); its record."""
     from diled.prior_training import choose_temperature
 
     t0 = time.perf_counter()
     # a seed apart from the report's (which samples with run.seed), so the choice is not tuned to its noise
     # two draws of the noise: one 500-sample score of a candidate moves by a few hundredths between draws
-    chosen = choose_temperature(model, lambda z: datatype.sample_quality(model, z, seed=seed), candidates,
-                                n=n, seed=seed + 1, repeats=TEMPERATURE_DRAWS,
-                                log=lambda m: print(f"prior stage: {m}", flush=True))
+    chosen = choose_temperature(model, lambda z: datatype.sample_quality(model, z, seed=seed), stage.temperatures,
+                                n=stage.temperature_samples, seed=seed + 1, repeats=TEMPERATURE_DRAWS,
+                                log=lambda m: print(f"prior stage: {m}", flush=True), etas=stage.etas or None)
     return {**chosen, "judged_by": f"the {datatype.name} data type's sample_quality on the validation split",
             "seconds": round(time.perf_counter() - t0, 1)}
 
 
 def temperature_only(cfg, datatype, target: Path, record: dict[str, Any]) -> dict[str, Any]:
-    """A staged model folder gets its sampling temperature chosen: ``config.json`` and the record are
+    """A staged model folder gets its sampling temperature (and eta) chosen: ``config.json`` and the record are
     rewritten (each atomically); the weights, and so a guide tied to them, stay as they are."""
     from diled import DiLED
     from diled.model import CONFIG_NAME
 
     model = DiLED.from_pretrained(target)
     stage = cfg.prior_stage
-    record = {**record, "temperature": choose_stage_temperature(model, datatype, stage.temperatures, cfg.run.seed,
-                                                                stage.temperature_samples)}
+    record = {**record, "temperature": choose_stage_temperature(model, datatype, stage, cfg.run.seed)}
     for name, text in ((CONFIG_NAME, json.dumps(model.get_config(), indent=2)), (RECORD, json.dumps(record, indent=2))):
         tmp = target / f".{name}.tmp"
         tmp.write_text(text + "\n")
