@@ -10,6 +10,12 @@ and an integer step [N] to a noise prediction [N x D]. Two architectures share t
   ``latent_slots``): a small transformer over the K slots as a sequence, as latent-sequence diffusion
   models do (LD4LG, Lovelace et al. 2023; DiT's adaLN-Zero time conditioning, Peebles & Xie 2023).
 
+A ``slot_transformer`` built with ``self_condition=True`` also reads its own previous estimate of the clean
+latent, ``z_self`` (self-conditioning, Chen et al. 2022 "Analog Bits"; used by LD4LG): the samplers pass
+the last step's estimate, training passes one from a first, gradient-free pass on half of each batch and
+zeros on the other half. ``self_conditioned(prior)`` says whether a prior takes it; ``prior_eps`` calls any
+prior with it where it does.
+
 ``cond`` is where a condition enters: a prior built with ``classes`` (names) adds an embedding of the
 class index (-1: the learned null class, also what no ``cond`` means) to its time embedding, for
 classifier-free guidance (``diled.guidance``); priors built without classes refuse a ``cond``.
@@ -108,10 +114,13 @@ class SlotTransformer(nn.Module):
         mlp_ratio: the feed-forward width over ``hidden``.
         dropout: dropout in attention and feed-forward.
         classes: class names the prior is conditioned on (none: unconditional).
+        self_condition: also read ``z_self`` [N x D], an earlier estimate of the clean latent (zeros: none),
+            each slot of it projected and added to the slot's token.
     """
 
     def __init__(self, latent_dim: int, slots: int = 8, hidden: int = 256, depth: int = 4, heads: int = 4,
-                 time_dim: int = 128, mlp_ratio: int = 4, dropout: float = 0.0, classes: list[str] | None = None):
+                 time_dim: int = 128, mlp_ratio: int = 4, dropout: float = 0.0, classes: list[str] | None = None,
+                 self_condition: bool = False):
         super().__init__()
         for name, value in (("latent_dim", latent_dim), ("slots", slots), ("hidden", hidden), ("depth", depth),
                             ("heads", heads), ("time_dim", time_dim), ("mlp_ratio", mlp_ratio)):
@@ -131,20 +140,31 @@ class SlotTransformer(nn.Module):
         self.final_norm = nn.LayerNorm(hidden, elementwise_affine=False)
         self.final_mod = nn.Linear(hidden, 2 * hidden)
         self.out = nn.Linear(hidden, self.slot_dim)
+        if not isinstance(self_condition, bool):
+            raise ValueError(f"SlotTransformer: self_condition must be true or false, got {self_condition!r}")
+        self.self_condition = self_condition
+        self.inp_self = nn.Linear(self.slot_dim, hidden, bias=False) if self_condition else None
         _add_classes(self, classes, hidden)
 
     def get_config(self) -> dict:
         return {"latent_dim": self.latent_dim, "slots": self.slots, "hidden": self.hidden, "depth": self.depth,
                 "heads": self.heads, "time_dim": self.time_dim, "mlp_ratio": self.mlp_ratio, "dropout": self.dropout,
-                **_classes_config(self)}
+                **_classes_config(self), **({"self_condition": True} if self.self_condition else {})}
 
-    def forward(self, z_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, z_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None,
+                z_self: torch.Tensor | None = None) -> torch.Tensor:
         _check_input(self, z_t, cond)
         t = t.reshape(-1).expand(z_t.shape[0]) if t.numel() == 1 else t
         n = z_t.shape[0]
         z_t = z_t.to(self.out.weight.dtype)
         c = self.time_mlp(timestep_embedding(t, self.time_dim).to(z_t.dtype)) + _class_vector(self, cond, z_t)  # [N x H]
         h = self.inp(z_t.view(n, self.slots, self.slot_dim)) + self.pos.to(z_t.dtype)  # [N x K x H]
+        if z_self is not None:
+            if self.inp_self is None:
+                raise ValueError("this SlotTransformer was built without self_condition, but z_self was given")
+            if z_self.shape != z_t.shape:
+                raise ValueError(f"z_self must have z_t's shape {tuple(z_t.shape)}, got {tuple(z_self.shape)}")
+            h = h + self.inp_self(z_self.to(z_t.dtype).view(n, self.slots, self.slot_dim))
         for block in self.blocks:
             h = block(h, c)
         shift, scale = self.final_mod(nn.functional.silu(c)).unsqueeze(1).chunk(2, dim=-1)
@@ -165,7 +185,7 @@ class _AdaLNBlock(nn.Module):
         self.norm2 = nn.LayerNorm(hidden, elementwise_affine=False)
         self.mlp = nn.Sequential(nn.Linear(hidden, mlp_ratio * hidden), nn.GELU(), nn.Dropout(dropout),
                                  nn.Linear(mlp_ratio * hidden, hidden))
-        self.mod = _ZeroInitLinear(hidden, 6 * hidden)
+        self.mod = ZeroLinear(hidden, 6 * hidden)
 
     def forward(self, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         n, k, width = h.shape
@@ -177,12 +197,14 @@ class _AdaLNBlock(nn.Module):
         return h + gate2 * self.mlp(self.norm2(h) * (1 + scale2) + shift2)
 
 
-class _ZeroInitLinear(nn.Linear):
-    """Starts at zero; initialised in its own constructor, so that it also holds under ``zero.Init``."""
+class ZeroLinear(nn.Linear):
+    """A linear map that starts at zero. Initialised inside its own constructor, so that it also holds
+    under DeepSpeed's ``zero.Init``, which partitions each module as soon as its constructor returns."""
 
     def reset_parameters(self) -> None:
         nn.init.zeros_(self.weight)
-        nn.init.zeros_(self.bias)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
 
 
 def _check_input(prior: nn.Module, z_t: torch.Tensor, cond) -> None:
@@ -208,6 +230,20 @@ def _class_vector(prior: nn.Module, cond, z_t: torch.Tensor):
     if prior.class_embedding is None:
         return 0
     return prior.class_embedding(cond, z_t.shape[0], z_t.device).to(z_t.dtype)
+
+
+def self_conditioned(prior: nn.Module) -> bool:
+    """Whether ``prior`` (or the prior a guidance wrapper holds) reads its own previous estimate, ``z_self``."""
+    return bool(getattr(prior, "self_condition", False))
+
+
+def prior_eps(prior: nn.Module, z_t: torch.Tensor, t: torch.Tensor, cond=None, z_self=None) -> torch.Tensor:
+    """``prior(z_t, t[, cond][, z_self=...])``: the optional arguments passed only where given, and ``z_self``
+    only to a self-conditioned prior (zeros when it has no estimate yet: what training shows it)."""
+    args = (z_t, t) if cond is None else (z_t, t, cond)
+    if not self_conditioned(prior):
+        return prior(*args)
+    return prior(*args, z_self=torch.zeros_like(z_t) if z_self is None else z_self)
 
 
 #: the priors by the name configs and saved models use

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from diled.denoiser import prior_eps, self_conditioned
 from diled.schedules import ScheduleName, check_num_steps, check_schedule_name, get_betas
 
 SamplerName = Literal["ddim", "ddpm"]
@@ -149,8 +150,10 @@ class LatentDiffusion(nn.Module):
 
     # ----------------------------------------------------------------- objective
     def training_losses(self, denoiser: nn.Module, z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor,
-                        eps: torch.Tensor | None = None, cond: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """The prior's per-example terms of the DiLED loss (``cond``: class indices for a conditional prior).
+                        eps: torch.Tensor | None = None, cond: torch.Tensor | None = None,
+                        z_self: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The prior's per-example terms of the DiLED loss (``cond``: class indices for a conditional prior;
+        ``z_self``: a self-conditioned prior's earlier estimate of z1, zeros if None).
 
         Args:
             denoiser: eps_theta(z_t, t).
@@ -166,7 +169,7 @@ class LatentDiffusion(nn.Module):
         self.check_t(t)
         eps = torch.randn_like(z1) if eps is None else eps
         z_t = self.q_sample(z1, t, eps)
-        eps_pred = denoiser(z_t, t) if cond is None else denoiser(z_t, t, cond)
+        eps_pred = prior_eps(denoiser, z_t, t, cond, z_self)
         l_diff = (eps - eps_pred).pow(2).mean(dim=-1)
         # At t == 1, abar_1 = alpha_1 and 1 - abar_1 = beta_1, so this is docs/design.md's
         # (z_t - sqrt(beta_1) eps_theta) / sqrt(alpha_1); both z0 (encoder) and eps_pred (prior) get gradient.
@@ -257,9 +260,12 @@ def ddim_sample(diffusion: LatentDiffusion, denoiser: nn.Module, z_T: torch.Tens
     if noise is not None and eta > 0 and tuple(noise.shape) != (len(ts) - 1, *z_T.shape):
         raise ValueError(f"noise must be [{len(ts) - 1} x {z_T.shape[0]} x {z_T.shape[1]}] (steps - 1 x N x D), "
                          f"got {tuple(noise.shape)}")
-    z = z_T
+    z, z1_hat = z_T, None
     for i, (t, s) in enumerate(zip(ts, ts[1:] + [0])):
-        eps = denoiser(z, _step_tensor(t, z))
+        step = _step_tensor(t, z)
+        eps = prior_eps(denoiser, z, step, z_self=z1_hat)
+        if self_conditioned(denoiser):  # the next step reads this step's estimate of z1
+            z1_hat = diffusion.predict_start_from_noise(z, step, eps)
         fresh = None
         if eta > 0 and s > 0:
             fresh = (torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype) if noise is None
@@ -283,8 +289,9 @@ def ddim_invert(diffusion: LatentDiffusion, denoiser: nn.Module, z1: torch.Tenso
     descending ``timesteps``; each step s -> t uses eps_theta(z_s, t) in place of eps_theta(z_t, t)."""
     ts = _check_sequence(diffusion, timesteps)[::-1]
     z = z1
+    z1_hat = z1  # a self-conditioned prior reads the estimate of z1: here first z1 itself
     for s, t in zip([0] + ts[:-1], ts):
-        eps = denoiser(z, _step_tensor(t, z))
+        eps = prior_eps(denoiser, z, _step_tensor(t, z), z_self=z1_hat)
         abar_s, abar_t = diffusion.abar(s), diffusion.abar(t)
         z1_hat = (z - math.sqrt(1 - abar_s) * eps) / math.sqrt(abar_s)
         z = math.sqrt(abar_t) * z1_hat + math.sqrt(1 - abar_t) * eps

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from diled.conditions import NULL, ConditionEmbedding, at_least, check_classes, class_index
-from diled.denoiser import timestep_embedding
+from diled.denoiser import prior_eps, self_conditioned, timestep_embedding
 
 __all__ = ["NULL", "ConditionEmbedding", "check_classes", "class_index", "at_least", "CFGPrior", "LatentClassifier",
            "ClassifierGuidedPrior", "LatentRegressor", "AtLeastGuidedPrior", "train_classifier", "train_regressor",
@@ -47,13 +47,17 @@ class CFGPrior(nn.Module):
             raise ValueError(f"guidance_scale must be >= 0, got {scale!r}")
         self.prior, self.cond, self.scale = prior, cond, float(scale)
 
-    def forward(self, z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    @property
+    def self_condition(self) -> bool:
+        return self_conditioned(self.prior)
+
+    def forward(self, z_t: torch.Tensor, t: torch.Tensor, z_self: torch.Tensor | None = None) -> torch.Tensor:
         n = z_t.shape[0]
         cond = torch.as_tensor(self.cond, device=z_t.device).long().reshape(-1).expand(n)
         if self.scale == 1.0:
-            return self.prior(z_t, t, cond)
-        both = self.prior(torch.cat([z_t, z_t]), torch.cat([t, t]),
-                          torch.cat([cond, torch.full_like(cond, NULL)]))
+            return prior_eps(self.prior, z_t, t, cond, z_self)
+        both = prior_eps(self.prior, torch.cat([z_t, z_t]), torch.cat([t, t]),
+                         torch.cat([cond, torch.full_like(cond, NULL)]), None if z_self is None else torch.cat([z_self, z_self]))
         eps_c, eps_u = both[:n], both[n:]
         return eps_u + self.scale * (eps_c - eps_u)
 
@@ -92,8 +96,12 @@ class ClassifierGuidedPrior(nn.Module):
             raise ValueError(f"guidance_scale must be >= 0, got {scale!r}")
         self.prior, self.classifier, self.diffusion, self.cond, self.scale = prior, classifier, diffusion, cond, float(scale)
 
-    def forward(self, z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        eps = self.prior(z_t, t)
+    @property
+    def self_condition(self) -> bool:
+        return self_conditioned(self.prior)
+
+    def forward(self, z_t: torch.Tensor, t: torch.Tensor, z_self: torch.Tensor | None = None) -> torch.Tensor:
+        eps = prior_eps(self.prior, z_t, t, z_self=z_self)
         if self.scale == 0:
             return eps
         n = z_t.shape[0]
@@ -152,8 +160,12 @@ class AtLeastGuidedPrior(nn.Module):
         self.prior, self.regressor, self.diffusion = prior, regressor, diffusion
         self.target, self.scale = float(target), float(scale)
 
-    def forward(self, z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        eps = self.prior(z_t, t)
+    @property
+    def self_condition(self) -> bool:
+        return self_conditioned(self.prior)
+
+    def forward(self, z_t: torch.Tensor, t: torch.Tensor, z_self: torch.Tensor | None = None) -> torch.Tensor:
+        eps = prior_eps(self.prior, z_t, t, z_self=z_self)
         if self.scale == 0:
             return eps
         with torch.enable_grad():

@@ -21,8 +21,7 @@ from torch import nn
 from diled.codecs.base import Codec, build_codec, codec_reference
 from diled.checks import check_keys
 from diled.denoiser import build_prior, prior_name
-from diled.diffusion import (LatentDiffusion, check_eta, check_sampler_name, check_temperature, ddim_invert,
-                             ddim_sample)
+from diled.diffusion import LatentDiffusion, check_eta, check_sampler_name, check_temperature, ddim_invert, ddim_sample
 from diled.persistence import (DEFAULT_SHARD_BYTES, INDEX_NAME, WEIGHTS_NAME, has_weights, load_into,
                                parameters_on_meta, save_sharded, weight_files)
 
@@ -46,16 +45,6 @@ def slerp(a: torch.Tensor, b: torch.Tensor, alpha: float) -> torch.Tensor:
     return torch.where(so.abs() < 1e-6, (1 - alpha) * a + alpha * b, out)
 
 
-class ZeroLinear(nn.Linear):
-    """A linear map that starts at zero. Initialised inside its own constructor, so that it also holds
-    under DeepSpeed's ``zero.Init``, which partitions each module as soon as its constructor returns."""
-
-    def reset_parameters(self) -> None:
-        nn.init.zeros_(self.weight)
-        if self.bias is not None:
-            nn.init.zeros_(self.bias)
-
-
 class DiLED(nn.Module):
     """Diffusion with a learnable encoder and decoder.
 
@@ -75,9 +64,8 @@ class DiLED(nn.Module):
             from the prior (1 is the model as trained; below 1 pulls samples toward the prior's modes). Saved with
             the model (``"sampling"`` in its config), so every surface samples alike; it does not touch
             inversion, interpolation or editing, which start from codes.
-        sampling_eta: the DDIM sampler's default eta (0: deterministic; 1: fresh noise at every step, with
-            DDPM's posterior variance), saved beside the temperature and, like it, left out of inversion,
-            interpolation and editing, which stay deterministic.
+        sampling_eta: DDIM's default eta (0: deterministic; 1: fresh noise at every step, DDPM's variance), saved
+            beside the temperature; like it, not used by inversion, interpolation and editing (deterministic).
     """
 
     #: the objectives this class trains (``diled.baselines.VAE`` has "vae")
@@ -149,7 +137,8 @@ class DiLED(nn.Module):
         return {"format_version": FORMAT_VERSION, "w": self.w, "objective": self.objective,
                 "codec": {"name": codec_reference(type(self.codec)), **self.codec.get_config()},
                 "denoiser": {"name": prior_name(self.denoiser), **self.denoiser.get_config()},
-                "diffusion": self.diffusion.get_config(), "sampling": {"prior_temperature": self.prior_temperature, "eta": self.sampling_eta}}
+                "diffusion": self.diffusion.get_config(),
+                "sampling": {"prior_temperature": self.prior_temperature, "eta": self.sampling_eta}}
 
     @classmethod
     def from_config(cls, config: dict[str, Any], directory: str | Path | None = None) -> "DiLED":
@@ -274,12 +263,11 @@ class DiLED(nn.Module):
         ``guided_prior`` says. The start is ``z_T`` as given, else ``noise(n, generator, prior_temperature)``;
         with eta > 0 the steps' fresh noise is ``noise`` as given (``diled.diffusion.step_noise``), else
         drawn from ``generator`` on the way."""
-        check_sampler_name(sampler)
+        default = self.default_eta(sampler)  # checks the sampler's name
         prior = self.guided_prior(condition, guidance_scale, classifier)
         z_T = self.noise(n, generator, prior_temperature) if z_T is None else z_T
-        eta = self.default_eta(sampler) if eta is None else eta
-        return ddim_sample(self.diffusion, prior, z_T, self._steps(steps, sampler), eta=eta, generator=generator,
-                           noise=noise)
+        return ddim_sample(self.diffusion, prior, z_T, self._steps(steps, sampler), default if eta is None else eta,
+                           generator, noise)
 
     def default_eta(self, sampler: str = "ddim") -> float:
         """The eta a sampler runs with when none is given: the model's ``sampling_eta`` for DDIM, 1 for DDPM."""
@@ -303,8 +291,8 @@ class DiLED(nn.Module):
         """``n`` new items: sample z1 with the prior, decode it. The same generator (or ``seed``) also
         drives sampled decoding (``strategy="sample"``), so a seeded call is reproducible end to end.
         ``condition``, ``guidance_scale``, ``classifier``: guided generation (``guided_prior``);
-        ``prior_temperature``: the scale of z_T (default the model's, ``noise``); ``eta``: DDIM's (default the
-        model's ``sampling_eta``); a ``temperature`` in ``decode_kwargs`` is the decoder's (sampled decoding)."""
+        ``prior_temperature``, ``eta``: z_T's scale and DDIM's eta (default: the model's); a ``temperature`` in
+        ``decode_kwargs`` is the decoder's (sampled decoding)."""
         if generator is None and seed is not None:
             generator = torch.Generator().manual_seed(seed)
         z1 = self.sample_latents(n, steps=steps, sampler=sampler, generator=generator, condition=condition,

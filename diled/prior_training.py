@@ -17,6 +17,7 @@ from typing import Callable, Literal
 import torch
 from torch import nn
 
+from diled.denoiser import prior_eps, self_conditioned
 from diled.diffusion import check_eta, check_temperature
 
 
@@ -62,7 +63,9 @@ def train_prior(model, prior: nn.Module, z0: torch.Tensor, *, steps: int | None 
     then cosine decay to 10%, for ``steps`` steps or ``seconds`` of wall time (the one given; with both,
     whichever ends first). Returns the EMA copy of the prior (decay ``ema``; 0: the raw weights) and a
     summary dict. ``labels`` [N] (class indices; -1: unlabelled) train a prior built with classes, each
-    label replaced by the null class with probability ``drop_prob`` (classifier-free guidance)."""
+    label replaced by the null class with probability ``drop_prob`` (classifier-free guidance). A
+    self-conditioned prior gets, for a random half of each batch, its own gradient-free estimate of z1 as
+    ``z_self`` (zeros for the other half), as it will read the last step's estimate when sampling."""
     if t_sampling not in T_SAMPLINGS:
         raise ValueError(f"unknown t sampling {t_sampling!r}; valid: {', '.join(T_SAMPLINGS)}")
     if steps is None and seconds is None:
@@ -95,7 +98,13 @@ def train_prior(model, prior: nn.Module, z0: torch.Tensor, *, steps: int | None 
         cond = None
         if labels is not None:
             cond = torch.where(torch.rand(batch_size, generator=gen) < drop_prob, -1, labels[idx])
-        loss = diffusion.training_losses(prior, z0_b, z1, t, eps=eps, cond=cond)["diff"].mean()
+        z_self = None
+        if self_conditioned(prior):  # half the batch sees the prior's own first estimate of z1, half zeros
+            with torch.no_grad():
+                z_t = diffusion.q_sample(z1, t, eps)
+                first = diffusion.predict_start_from_noise(z_t, t, prior_eps(prior, z_t, t, cond))
+                z_self = first * (torch.rand(batch_size, 1, generator=gen) < 0.5).to(first.dtype)
+        loss = diffusion.training_losses(prior, z0_b, z1, t, eps=eps, cond=cond, z_self=z_self)["diff"].mean()
         # a cosine over the step budget; with a time budget only, the warm-up alone
         frac = step / horizon if steps else 0.0
         scale = min(1.0, (step + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))

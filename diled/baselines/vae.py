@@ -19,7 +19,8 @@ from torch import nn
 
 from diled.diffusion import LatentDiffusion, check_sampler_name
 from diled.checks import check_keys
-from diled.model import DEFAULT_W, DiLED, ZeroLinear, slerp
+from diled.denoiser import ZeroLinear
+from diled.model import DEFAULT_W, DiLED, slerp
 
 
 @dataclass(frozen=True)

@@ -191,9 +191,8 @@ class RunConfig:
 
 @dataclass
 class PriorStageConfig:
-    """After joint training: the prior trained on the finished codec's latents of the training split
-    (``diled.prior_training``), on the driver, before the report. Its steps are cheap (no codec), so in a
-    few minutes the prior sees tens of times more latents than in the joint loop."""
+    """After joint training: the prior trained on the finished codec's latents of the training split (``diled.
+    prior_training``), on the driver, before the report; its steps are cheap (no codec), so it sees many more."""
     steps: int = 0                              # 0: no such stage
     # empty: train the jointly trained prior further; else a fresh prior of this spec replaces it
     # (build_prior's keys: name, hidden, depth, time_dim and the prior's own; latent_dim is the model's)
@@ -202,22 +201,17 @@ class PriorStageConfig:
     lr: float = 3.0e-4
     ema: float = 0.999                          # the EMA of the prior's weights is what is saved
     t_sampling: Literal["uniform", "log_uniform"] = "uniform"   # how t is drawn (diled.prior_training)
-    # > 0: also a classifier on the labelled training latents (diled.guidance.LatentClassifier), saved
-    # beside the model as its guide: generate/edit toward a label (the data type's training_labels);
-    # with steps 0, the stage trains only the guide
+    # > 0: also a classifier on the labelled training latents (diled.guidance.LatentClassifier), saved beside the
+    # model as its guide: generate/edit toward a label (the data type's training_labels); steps 0: only the guide
     guide_steps: int = 0
-    # what the guide steers toward: "classes" (a classifier on the data type's training_labels) or
-    # "value" (a regressor on its training_values, for conditions ">= y": protein fitness)
+    # the guide: "classes" (a classifier on training_labels) or "value" (a regressor on training_values: ">= y")
     guide: Literal["classes", "value"] = "classes"
-    # a prior that knows the data type's classes (its training_labels), trained with the class dropped to
-    # the null class with probability cond_drop: classifier-free guidance (needs steps > 0)
-    conditional: bool = False
+    # a prior that knows the data type's classes, each dropped to the null class with probability cond_drop
+    conditional: bool = False                   # (classifier-free guidance; needs steps > 0)
     cond_drop: float = 0.1
-    # non-empty: the sampling temperatures (scales of z_T) to try; the best on the validation split by the
-    # data type's sample_quality is saved with the model (DiLED.prior_temperature); empty: temperature 1
+    # non-empty: sampling temperatures (scales of z_T) to try, each with each of etas (DDIM's; empty: 0 only);
+    # the best pair by the data type's sample_quality on validation is saved with the model
     temperatures: list = field(default_factory=list)
-    # non-empty (with temperatures): DDIM etas to try with each temperature, the best pair saved with the
-    # model (DiLED.sampling_eta: 0 deterministic, 1 fresh noise at every step); empty: eta 0
     etas: list = field(default_factory=list)
     temperature_samples: int = 500              # samples per candidate and draw (two draws)
 
@@ -230,12 +224,10 @@ class PriorStageConfig:
         _positive(self, "batch_size")
         if self.temperature_samples < 10:
             raise ConfigError(f"prior_stage.temperature_samples must be >= 10, got {self.temperature_samples}")
-        for i, value in enumerate(self.temperatures):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 2:
-                raise ConfigError(f"prior_stage.temperatures[{i}] must be a number in (0, 2], got {value!r}")
-        for i, value in enumerate(self.etas):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-                raise ConfigError(f"prior_stage.etas[{i}] must be a number in [0, 1], got {value!r}")
+        for key, ok, span in (("temperatures", lambda v: 0 < v <= 2, "(0, 2]"), ("etas", lambda v: 0 <= v <= 1, "[0, 1]")):
+            for i, value in enumerate(getattr(self, key)):
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
+                    raise ConfigError(f"prior_stage.{key}[{i}] must be a number in {span}, got {value!r}")
         if self.etas and not self.temperatures:
             raise ConfigError(f"prior_stage.etas={self.etas} are tried with each of prior_stage.temperatures, "
                               f"which is empty; give temperatures (e.g. [1.0]) or set etas=[]")

@@ -143,3 +143,93 @@ def test_a_prior_trained_post_hoc_learns_the_latents_distribution():
     assert 0.3 < (z[:, 0] > 0).float().mean() < 0.7      # both blobs, not one
     with pytest.raises(ValueError, match="needs steps or seconds"):
         train_prior(model, prior, z0)
+
+
+def test_a_self_conditioned_slot_prior_reads_its_estimate_and_is_saved_with_the_flag(tmp_path):
+    from diled import DiLED, LatentDiffusion, SlotTransformer, VectorCodec
+    from diled.denoiser import prior_eps, self_conditioned
+
+    torch.manual_seed(0)
+    net = SlotTransformer(8, slots=2, hidden=16, depth=1, heads=2, time_dim=8, self_condition=True)
+    for block in net.blocks:  # adaLN-Zero starts every block as the identity: open the gates to see z_self
+        torch.nn.init.normal_(block.mod.weight, std=0.1)
+    z, t = torch.randn(3, 8), torch.tensor([1, 5, 9])
+    assert self_conditioned(net) and not self_conditioned(SlotTransformer(8, slots=2, hidden=16, heads=2))
+    # no estimate is zeros (what training shows it), and an estimate changes the prediction
+    torch.testing.assert_close(prior_eps(net, z, t), net(z, t, z_self=torch.zeros(3, 8)))
+    assert not torch.allclose(net(z, t, z_self=torch.randn(3, 8)), net(z, t, z_self=torch.zeros(3, 8)))
+    with pytest.raises(ValueError, match=r"z_self must have z_t's shape \(3, 8\), got \(3, 4\)"):
+        net(z, t, z_self=torch.zeros(3, 4))
+    with pytest.raises(ValueError, match="built without self_condition, but z_self was given"):
+        SlotTransformer(8, slots=2, hidden=16, heads=2)(z, t, z_self=z)
+    with pytest.raises(ValueError, match="self_condition must be true or false, got 'yes'"):
+        SlotTransformer(8, slots=2, hidden=16, heads=2, self_condition="yes")
+    model = DiLED(VectorCodec(data_dim=2, latent_dim=8, hidden=8, depth=1), net, LatentDiffusion("linear", 10))
+    model.save_pretrained(tmp_path)
+    loaded = DiLED.from_pretrained(tmp_path)
+    assert loaded.denoiser.get_config()["self_condition"] is True
+    assert loaded.generate(2, steps=5, seed=0) == model.generate(2, steps=5, seed=0)
+    # a prior built without it saves no flag, so configs saved before it load unchanged
+    assert "self_condition" not in SlotTransformer(8, slots=2, hidden=16, heads=2).get_config()
+
+
+class _Recorder(torch.nn.Module):
+    """A self-conditioned stand-in prior that records the estimate each call receives."""
+    self_condition = True
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def forward(self, z_t, t, z_self=None):
+        self.seen.append(z_self.clone())
+        return 0.5 * z_t + 0.1 * z_self
+
+
+def test_samplers_pass_a_self_conditioned_prior_the_last_steps_estimate():
+    from diled import LatentDiffusion
+    from diled.diffusion import ddim_invert, ddim_sample
+
+    diffusion = LatentDiffusion("linear", 20)
+    prior = _Recorder()
+    z_T = torch.randn(4, 3)
+    ts = diffusion.timesteps(5)
+    ddim_sample(diffusion, prior, z_T, ts, eta=1.0, generator=torch.Generator().manual_seed(0))
+    assert len(prior.seen) == len(ts) and torch.equal(prior.seen[0], torch.zeros(4, 3))
+    # the second call reads the estimate of z1 made from the first call's eps at the first step
+    eps0 = 0.5 * z_T
+    expected = diffusion.predict_start_from_noise(z_T, torch.full((4,), ts[0]), eps0)
+    torch.testing.assert_close(prior.seen[1], expected)
+    prior.seen.clear()
+    z1 = torch.randn(4, 3)
+    ddim_invert(diffusion, prior, z1, ts)
+    assert len(prior.seen) == len(ts) and torch.equal(prior.seen[0], z1)   # inversion starts from z1 itself
+
+
+def test_train_prior_self_conditions_half_of_each_batch_and_guidance_passes_the_estimate_on():
+    from diled import DiLED, LatentDiffusion, SlotTransformer, VectorCodec
+    from diled.guidance import CFGPrior
+    from diled.prior_training import train_prior
+
+    torch.manual_seed(0)
+    model = DiLED(VectorCodec(data_dim=2, latent_dim=4, hidden=8, depth=1),
+                  SlotTransformer(4, slots=2, hidden=8, depth=1, heads=2, time_dim=4), LatentDiffusion("linear", 10))
+    prior = SlotTransformer(4, slots=2, hidden=8, depth=1, heads=2, time_dim=4, self_condition=True,
+                            classes=["a", "b"])
+    calls = []
+    prior.register_forward_hook(lambda m, args, kwargs, out: calls.append(kwargs.get("z_self")), with_kwargs=True)
+    z0 = torch.randn(64, 4) * 0.1
+    trained, summary = train_prior(model, prior, z0, steps=3, batch_size=16, ema=0.0, warmup=1,
+                                   labels=torch.randint(0, 2, (64,)))
+    assert summary["steps"] == 3 and len(calls) == 6   # per step: the gradient-free estimate, then the loss
+    first, second = calls[0], calls[1]
+    assert torch.equal(first, torch.zeros(16, 4))
+    kept = (second != 0).any(1)
+    assert 0 < int(kept.sum()) < 16                      # some rows read the estimate, the others zeros
+    calls.clear()
+    guided = CFGPrior(trained, cond=1, scale=2.0)
+    assert guided.self_condition
+    model.denoiser = trained
+    model.sample_latents(3, steps=4, sampler="ddim", generator=torch.Generator().manual_seed(0), condition="b",
+                         guidance_scale=2.0)
+    assert len(calls) == 4 and torch.equal(calls[0], torch.zeros(6, 4)) and (calls[1] != 0).any()

@@ -62,7 +62,7 @@ def test_the_sampling_eta_is_saved_with_the_model_and_used_by_ddim_unless_a_call
     assert not torch.allclose(z, deterministic)
     # the steps' noise drawn ahead (what Serve does for each request of a shared batch) gives the same samples
     g = torch.Generator().manual_seed(5)
-    z_T, noise = model.noise(4, g), None
+    z_T = model.noise(4, g)
     noise = step_noise(4, 3, ts, g)
     assert noise.shape == (len(ts) - 1, 4, 3)
     torch.testing.assert_close(model.sample_latents(4, steps=5, z_T=z_T, noise=noise), z)
