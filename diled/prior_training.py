@@ -139,7 +139,8 @@ def choose_temperature(model, score: Callable[[torch.Tensor], float], candidates
     the model's eta stays. Within a draw every candidate scales the same noise (and, with eta > 0, adds the
     same fresh noise per step), so they differ only in their settings. Sets the model's temperature (and
     eta); returns ``{"temperature", "eta", "scores": {key: mean score}, "per_draw", "n"}``, keyed by the
-    temperature (``"0.9"``), or with ``etas`` by both (``"0.9, eta 1.0"``)."""
+    temperature (``"0.9"``), or with ``etas`` by both (``"0.9, eta 1.0"``); a single candidate is set without
+    scoring (its score None)."""
     temps = [check_temperature(t) for t in candidates]
     if not temps:
         raise ValueError("choose_temperature needs at least one candidate temperature")
@@ -153,7 +154,7 @@ def choose_temperature(model, score: Callable[[torch.Tensor], float], candidates
         return str(t) if e is None else f"{t}, eta {e}"
 
     per_draw: dict[str, list[float]] = {key(t, e): [] for t, e in pairs}
-    for r in range(repeats):
+    for r in range(repeats if len(pairs) > 1 else 0):  # a single candidate is set, not scored
         draws = torch.Generator().manual_seed(seed + r)
         base = model.noise(n, draws, prior_temperature=1.0)
         after_base = draws.get_state()  # the steps' fresh noise (eta > 0) follows z_T's, as in sample_latents
@@ -162,11 +163,12 @@ def choose_temperature(model, score: Callable[[torch.Tensor], float], candidates
             per_draw[key(t, e)].append(float(score(z)))
             if log is not None:
                 log(f"temperature {key(t, e)}, draw {r + 1}/{repeats}: sample quality {per_draw[key(t, e)][-1]:.4f}")
-    scores = {k: sum(v) / len(v) for k, v in per_draw.items()}
-    best_t, best_e = max(pairs, key=lambda p: scores[key(*p)])
+    scores = {k: sum(v) / len(v) if v else None for k, v in per_draw.items()}
+    best_t, best_e = max(pairs, key=lambda p: scores[key(*p)]) if len(pairs) > 1 else pairs[0]
     model.prior_temperature = best_t
     if best_e is not None:
         model.sampling_eta = best_e
     if log is not None:
-        log(f"temperature {key(best_t, best_e)} chosen ({len(pairs)} tried, {repeats} x {n} samples each)")
+        log(f"temperature {key(best_t, best_e)} chosen ({len(pairs)} tried, {repeats} x {n} samples each)"
+            if len(pairs) > 1 else f"temperature {key(best_t, best_e)} set (the only candidate: not scored)")
     return {"temperature": best_t, "eta": model.sampling_eta, "scores": scores, "per_draw": per_draw, "n": n}

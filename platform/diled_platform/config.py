@@ -209,8 +209,8 @@ class PriorStageConfig:
     # a prior that knows the data type's classes, each dropped to the null class with probability cond_drop
     conditional: bool = False                   # (classifier-free guidance; needs steps > 0)
     cond_drop: float = 0.1
-    # non-empty: sampling temperatures (scales of z_T) to try, each with each of etas (DDIM's; empty: 0 only);
-    # the best pair by the data type's sample_quality on validation is saved with the model
+    # sampling temperatures (scales of z_T; empty: 1) x DDIM etas (empty: 0) to try: the best pair by the data
+    # type's sample_quality on validation is saved with the model (one pair alone: set, not scored)
     temperatures: list = field(default_factory=list)
     etas: list = field(default_factory=list)
     temperature_samples: int = 500              # samples per candidate and draw (two draws)
@@ -218,7 +218,7 @@ class PriorStageConfig:
     @property
     def active(self) -> bool:
         """Whether the stage has anything to do."""
-        return bool(self.steps or self.guide_steps or self.temperatures)
+        return bool(self.steps or self.guide_steps or self.temperatures or self.etas)
 
     def validate(self):
         _positive(self, "batch_size")
@@ -228,9 +228,6 @@ class PriorStageConfig:
             for i, value in enumerate(getattr(self, key)):
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
                     raise ConfigError(f"prior_stage.{key}[{i}] must be a number in {span}, got {value!r}")
-        if self.etas and not self.temperatures:
-            raise ConfigError(f"prior_stage.etas={self.etas} are tried with each of prior_stage.temperatures, "
-                              f"which is empty; give temperatures (e.g. [1.0]) or set etas=[]")
         if self.steps < 0:
             raise ConfigError(f"prior_stage.steps must be >= 0 (0: off), got {self.steps}")
         if self.conditional and not self.steps:

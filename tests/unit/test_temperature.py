@@ -192,8 +192,25 @@ def test_temperatures_in_a_config_are_checked():
     PriorStageConfig(temperatures=[0.9], etas=[0, 1.0]).validate()
     with pytest.raises(ConfigError, match=r"prior_stage.etas\[1\] must be a number in \[0, 1\], got 1.5"):
         PriorStageConfig(temperatures=[0.9], etas=[0.0, 1.5]).validate()
-    with pytest.raises(ConfigError, match=r"prior_stage.etas=\[1.0\] are tried with each of prior_stage.temperatures"):
-        PriorStageConfig(etas=[1.0]).validate()
+    assert PriorStageConfig(etas=[1.0]).active     # temperature 1 with eta 1: set, not scored
+
+
+def test_a_single_candidate_is_set_without_scoring(tmp_path):
+    """temperatures [] with etas [1.0] (how a run turns the preset's choice off) sets temperature 1 and eta 1
+    without sampling: the data type is never asked."""
+    from diled_platform.config import PriorStageConfig
+    from diled_platform.training.prior_stage import run_prior_stage
+
+    model = tiny(prior_temperature=0.7)
+    folder = tmp_path / "model"
+    model.save_pretrained(folder)
+    cfg = types.SimpleNamespace(prior_stage=PriorStageConfig(temperatures=[], etas=[1.0]),
+                                run=types.SimpleNamespace(seed=0), model=None)
+    record = run_prior_stage(cfg, None, folder)
+    assert record["temperature"]["scores"] == {"1.0, eta 1.0": None} and record["temperature"]["n"] == 500
+    loaded = DiLED.from_pretrained(folder)
+    assert (loaded.prior_temperature, loaded.sampling_eta) == (1.0, 1.0)
+    assert run_prior_stage(cfg, None, folder) == record
 
 
 class PrefersSamplesOf:

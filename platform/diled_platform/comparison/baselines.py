@@ -28,8 +28,8 @@ def stages(cfg: JobConfig, model: str, name: str, vae: dict | None = None) -> li
     # the prior stage (prior_stage.steps) trains a prior after the run: DiLED's and the two-stage model's
     # final prior get it alike; a model whose prior is off (autoencoder, VAE, two-stage's first step) not;
     # the VAE's sampling temperature is chosen as DiLED's is (prior_stage.temperatures)
-    no_stage = {"steps": 0, "guide_steps": 0, "temperatures": []}
-    vae_stage = {"steps": 0, "guide_steps": 0}  # its N(0, I) prior gets its sampling temperature chosen alike
+    no_stage = {"steps": 0, "guide_steps": 0, "temperatures": [], "etas": []}
+    vae_stage = {"steps": 0, "guide_steps": 0, "etas": []}  # its N(0, I) prior gets its sampling temperature chosen alike
     if model == "diled":
         return [replace(base, model={"objective": model})]
     if model == "autoencoder":

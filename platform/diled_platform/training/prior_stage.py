@@ -38,7 +38,7 @@ def check_stage_storage(cfg) -> None:
         raise ConfigError(f"prior_stage.steps={stage.steps} (guide_steps={stage.guide_steps}, temperatures="
                           f"{stage.temperatures}) rewrites the exported model folder, which needs a local "
                           f"run.storage_path, got {cfg.run.storage_path!r}; set prior_stage.steps=0, "
-                          f"prior_stage.guide_steps=0 and prior_stage.temperatures=[]")
+                          f"prior_stage.guide_steps=0, prior_stage.temperatures=[] and prior_stage.etas=[]")
 
 
 def run_prior_stage(cfg, datatype, model_dir: Path) -> dict[str, Any] | None:
@@ -56,7 +56,7 @@ def run_prior_stage(cfg, datatype, model_dir: Path) -> dict[str, Any] | None:
     if (target / RECORD).is_file():
         record = json.loads((target / RECORD).read_text())
         print(f"prior stage: already done for this model ({record['steps']} steps)", flush=True)
-        if stage.temperatures and not chosen_over(record, stage):
+        if (stage.temperatures or stage.etas) and not chosen_over(record, stage):
             record = temperature_only(cfg, datatype, target, record)
         return record
     t0 = time.perf_counter()
@@ -85,7 +85,7 @@ def run_prior_stage(cfg, datatype, model_dir: Path) -> dict[str, Any] | None:
         summary = {"steps": 0, "final_loss": float("nan")}
         record = {"steps": 0, "prior": "the jointly trained prior, unchanged", "encode_seconds": round(t1 - t0, 1)}
     guide = train_guide(model, datatype, z0, stage.guide_steps, cfg.run.seed, stage.guide) if stage.guide_steps else None
-    if stage.temperatures:
+    if stage.temperatures or stage.etas:
         record["temperature"] = choose_stage_temperature(model, datatype, stage, cfg.run.seed)
     tmp = target.with_name(target.name + ".prior_stage.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -108,9 +108,10 @@ def run_prior_stage(cfg, datatype, model_dir: Path) -> dict[str, Any] | None:
 
 def candidate_keys(stage) -> set[str]:
     """The keys of ``choose_temperature``'s scores for the stage's candidates (temperatures, and etas)."""
+    temperatures = stage.temperatures or [1.0]
     if not stage.etas:
-        return {str(float(t)) for t in stage.temperatures}
-    return {f"{float(t)}, eta {float(e)}" for t in stage.temperatures for e in stage.etas}
+        return {str(float(t)) for t in temperatures}
+    return {f"{float(t)}, eta {float(e)}" for t in temperatures for e in stage.etas}
 
 
 def chosen_over(record: dict[str, Any], stage) -> bool:
@@ -129,11 +130,12 @@ def choose_stage_temperature(model, datatype, stage, seed: int) -> dict[str, Any
     t0 = time.perf_counter()
     # a seed apart from the report's (which samples with run.seed), so the choice is not tuned to its noise
     # two draws of the noise: one 500-sample score of a candidate moves by a few hundredths between draws
-    chosen = choose_temperature(model, lambda z: datatype.sample_quality(model, z, seed=seed), stage.temperatures,
+    chosen = choose_temperature(model, lambda z: datatype.sample_quality(model, z, seed=seed), stage.temperatures or [1.0],
                                 n=stage.temperature_samples, seed=seed + 1, repeats=TEMPERATURE_DRAWS,
                                 log=lambda m: print(f"prior stage: {m}", flush=True), etas=stage.etas or None)
-    return {**chosen, "judged_by": f"the {datatype.name} data type's sample_quality on the validation split",
-            "seconds": round(time.perf_counter() - t0, 1)}
+    judged = (f"the {datatype.name} data type's sample_quality on the validation split"
+              if any(chosen["per_draw"].values()) else "nothing: the only candidate is set")
+    return {**chosen, "judged_by": judged, "seconds": round(time.perf_counter() - t0, 1)}
 
 
 def temperature_only(cfg, datatype, target: Path, record: dict[str, Any]) -> dict[str, Any]:
