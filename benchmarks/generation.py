@@ -1,6 +1,7 @@
 """Generation speed: batched KV-cache decoding (``TextCodec.decode``) against the naive loop that re-runs
-the decoder over the whole prefix for every new token, and the prior's DDIM sampler at 10/20/50 steps
-against DDPM's ancestral sampler over all T steps.
+the decoder over the whole prefix for every new token, beam search (2, 4 and 8 beams: the text-cpu
+preset's default decoding is 4) against greedy, and the prior's DDIM sampler at 10/20/50 steps against
+DDPM's ancestral sampler over all T steps.
 
     .venv/bin/python benchmarks/generation.py                          # text-cpu architecture, ~3 minutes
     .venv/bin/python benchmarks/generation.py --model runs/text-cpu/model   # a trained model
@@ -26,7 +27,7 @@ def naive_decode(codec, z, max_new_tokens: int | None = None) -> list[str]:
     cache saves). Same stopping rule and output as ``codec.decode(z)``."""
     import torch
 
-    steps = min(max_new_tokens or codec.max_length, codec.decoder.config.n_positions - 1)
+    steps = min(max_new_tokens or codec.max_length, codec.n_positions - 1)
     n = z.shape[0]
     ids = torch.full((n, 1), codec.bos_id, dtype=torch.long)
     done = torch.zeros(n, dtype=torch.bool)
@@ -71,16 +72,20 @@ def main() -> int:
     rows = []
     for n in args.batch:
         z = torch.randn(n, model.latent_dim, generator=g)
-        cached, naive = codec.decode(z), naive_decode(codec, z)
+        cached, naive = codec.decode(z, strategy="greedy"), naive_decode(codec, z)
         if cached != naive:
             raise SystemExit(f"KV-cache and naive greedy decoding disagree at batch {n}: {cached[:2]} vs {naive[:2]}")
-        times = alternate({"kv": lambda: codec.decode(z), "naive": lambda: naive_decode(codec, z)},
-                          repeats=args.repeats)
+        decoders = {"kv": lambda: codec.decode(z, strategy="greedy"), "naive": lambda: naive_decode(codec, z)}
+        decoders.update({f"beam {k}": (lambda k=k: codec.decode(z, strategy="beam", num_beams=k)) for k in (2, 4, 8)})
+        times = alternate(decoders, repeats=args.repeats)
         kv, nv = median(times["kv"]), median(times["naive"])
-        rows.append([n, f"{n / nv:.1f}", f"{n / kv:.1f}", f"**{nv / kv:.2f}**"])
+        rows.append([n, f"{n / nv:.1f}", f"{n / kv:.1f}", f"**{nv / kv:.2f}**"]
+                    + [f"{n / median(times[f'beam {k}']):.1f} ({median(times[f'beam {k}']) / kv:.1f}x)" for k in (2, 4, 8)])
         print(f"batch {n}: naive {nv * 1e3:.0f} ms, KV cache {kv * 1e3:.0f} ms, x{nv / kv:.2f}", flush=True)
-    print("\nDecoding (greedy, same output checked), sentences per second, medians of alternating runs:\n")
-    print(markdown_table(["batch", "naive recompute", "KV cache", "speed-up"], rows))
+    print("\nDecoding (greedy, same output checked; beam search beside it), sentences per second, medians of "
+          "alternating runs:\n")
+    print(markdown_table(["batch", "naive recompute", "KV cache", "speed-up", "beam 2 (time / greedy)",
+                          "beam 4", "beam 8"], rows))
 
     reference = None
     if args.model:

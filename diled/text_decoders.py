@@ -1,7 +1,8 @@
 """The text codec's decoder builders and helpers: causal LMs built from scratch, pretrained (with the
 SHA-256 pin) or from a saved folder, found by their blocks; BERT checkpoints run as causal decoders (with a
 transplanted vocabulary); which parameters train; the read-only KV cache that holds the latent memory in a
-teacher-forced pass; the word pieces' latent slots; and generation (greedy, top-k / top-p sampling).
+teacher-forced pass; the word pieces' latent slots; and generation (greedy, top-k / top-p sampling, beam
+search).
 ``diled.codecs.text`` uses them; they live here so that the codec's file holds the codec."""
 
 from __future__ import annotations
@@ -166,27 +167,58 @@ def freeze_codec(codec) -> None:
                 p.requires_grad_(True)
 
 
+#: the decoding settings a ``TextCodec`` can save as its default (``decoding``): deterministic ones only, so
+#: that a default decode needs no random generator and batches across requests
+DECODING_KEYS = ("strategy", "num_beams", "length_penalty", "no_repeat_ngram")
+
+
+def check_decoding(decoding: dict) -> dict:
+    """``decoding`` (a ``TextCodec``'s default decoding options), checked: a ValueError names a bad key or value."""
+    unknown = sorted(set(decoding) - set(DECODING_KEYS))
+    if unknown:
+        raise ValueError(f"decoding: unknown key(s) {unknown}; the keys are {', '.join(DECODING_KEYS)}")
+    if decoding.get("strategy", "greedy") not in ("greedy", "beam"):
+        raise ValueError(f"decoding.strategy must be 'greedy' or 'beam' (a saved default is deterministic), "
+                         f"got {decoding['strategy']!r}")
+    _check_beam(decoding.get("num_beams", 4), decoding.get("length_penalty", 1.0))
+    if not isinstance(decoding.get("no_repeat_ngram", 0), int) or decoding.get("no_repeat_ngram", 0) < 0:
+        raise ValueError(f"decoding.no_repeat_ngram must be an integer >= 0, got {decoding['no_repeat_ngram']!r}")
+    return dict(decoding)
+
+
+def _check_beam(num_beams, length_penalty) -> None:
+    if isinstance(num_beams, bool) or not isinstance(num_beams, int) or num_beams < 1:
+        raise ValueError(f"num_beams must be an integer >= 1, got {num_beams!r}")
+    if isinstance(length_penalty, bool) or not isinstance(length_penalty, (int, float)) or not -10 <= length_penalty <= 10:
+        raise ValueError(f"length_penalty must be a number in [-10, 10], got {length_penalty!r}")
+
+
 @torch.no_grad()
 def generate_ids(codec, z: torch.Tensor, max_new_tokens: int | None = None, strategy: str = "greedy",
                  temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-                 generator: torch.Generator | None = None, no_repeat_ngram: int = 0) -> list[list[int]]:
+                 generator: torch.Generator | None = None, no_repeat_ngram: int = 0, num_beams: int = 4,
+                 length_penalty: float = 1.0) -> list[list[int]]:
     """``TextCodec.decode_ids``: batched generation from the latents ``z`` with the KV cache, whose first
-    entry is the latent memory."""
-    if strategy not in ("greedy", "sample"):
-        raise ValueError(f"strategy must be 'greedy' or 'sample', got {strategy!r}")
+    entry is the latent memory: greedy, sampling (``temperature``, ``top_k``, ``top_p``, ``generator``) or
+    beam search (``num_beams``, ``length_penalty``; see ``beam_search``)."""
+    if strategy not in ("greedy", "sample", "beam"):
+        raise ValueError(f"strategy must be 'greedy', 'sample' or 'beam', got {strategy!r}")
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     if not 0 < top_p <= 1:
         raise ValueError(f"top_p must be in (0, 1], got {top_p}")
     if no_repeat_ngram < 0:
         raise ValueError(f"no_repeat_ngram must be >= 0, got {no_repeat_ngram}")
+    _check_beam(num_beams, length_penalty)
     steps = min(max_new_tokens or codec.max_length, codec.n_positions - 1)
-    n = z.shape[0]
     block = None
     if no_repeat_ngram:
         from transformers import NoRepeatNGramLogitsProcessor
 
         block = NoRepeatNGramLogitsProcessor(no_repeat_ngram)
+    if strategy == "beam" and num_beams > 1:
+        return beam_search(codec, z, steps, num_beams, length_penalty, block)
+    n = z.shape[0]
     cache, n_mem = codec._memory_cache(z)
     token = torch.full((n, 1), codec.bos_id, dtype=torch.long, device=z.device)
     attn = torch.ones((n, n_mem), dtype=torch.long, device=z.device)
@@ -195,16 +227,16 @@ def generate_ids(codec, z: torch.Tensor, max_new_tokens: int | None = None, stra
     for pos in range(steps):
         attn = torch.cat([attn, attn.new_ones(n, 1)], dim=1)
         res = codec.decoder(inputs_embeds=codec._embed(token, z, start=pos), attention_mask=attn,
-                           position_ids=torch.full((n, 1), pos, device=z.device),
-                           past_key_values=cache, use_cache=True)
+                            position_ids=torch.full((n, 1), pos, device=z.device),
+                            past_key_values=cache, use_cache=True)
         cache = res.past_key_values
         logits = res.logits[:, -1].float()
         if block is not None and out:
             logits = block(torch.stack(out, dim=1), logits)
-        if strategy == "greedy":
-            nxt = logits.argmax(-1)
-        else:
+        if strategy == "sample":
             nxt = _sample(logits / temperature, top_k, top_p, generator)
+        else:
+            nxt = logits.argmax(-1)
         nxt = torch.where(done, torch.full_like(nxt, codec.eos_id), nxt)
         out.append(nxt)
         done |= nxt == codec.eos_id
@@ -213,6 +245,54 @@ def generate_ids(codec, z: torch.Tensor, max_new_tokens: int | None = None, stra
         token = nxt.unsqueeze(1)
     tokens = torch.stack(out, dim=1).tolist() if out else [[] for _ in range(n)]
     return [seq[: seq.index(codec.eos_id)] if codec.eos_id in seq else seq for seq in tokens]
+
+
+@torch.no_grad()
+def beam_search(codec, z: torch.Tensor, steps: int, num_beams: int, length_penalty: float = 1.0,
+                block=None) -> list[list[int]]:
+    """Token ids [N lists] by beam search: each latent keeps ``num_beams`` partial sentences, extended each
+    step by the best of all their continuations (summed log-probabilities); a sentence that ends (EOS among
+    the step's top ``num_beams``) is scored by its summed log-probability / length ** ``length_penalty`` (the
+    length counts the EOS token; 0: no normalisation, higher: longer sentences favoured), and a latent stops
+    when ``num_beams`` sentences have ended. The best ended one is returned (the best partial one if none
+    ended within ``steps``). Each latent's beams are its own, so a latent's result does not depend on its
+    batch. ``block``: a logits processor such as ``NoRepeatNGramLogitsProcessor``."""
+    n, k, dev = z.shape[0], num_beams, z.device
+    zz = z.repeat_interleave(k, 0)
+    cache, n_mem = codec._memory_cache(zz)
+    token = torch.full((n * k, 1), codec.bos_id, dtype=torch.long, device=dev)
+    attn = torch.ones((n * k, n_mem), dtype=torch.long, device=dev)
+    scores = torch.full((n, k), float("-inf"), device=dev)
+    scores[:, 0] = 0.0  # one live beam at the start: the others would repeat it
+    seqs = torch.zeros((n * k, 0), dtype=torch.long, device=dev)
+    ended: list[list[tuple[float, list[int]]]] = [[] for _ in range(n)]
+    open_ = torch.ones(n, dtype=torch.bool)
+    for pos in range(steps):
+        attn = torch.cat([attn, attn.new_ones(n * k, 1)], dim=1)
+        res = codec.decoder(inputs_embeds=codec._embed(token, zz, start=pos), attention_mask=attn,
+                            position_ids=torch.full((n * k, 1), pos, device=dev), past_key_values=cache,
+                            use_cache=True)
+        cache = res.past_key_values
+        logp = res.logits[:, -1].float().log_softmax(-1)
+        if block is not None and pos:
+            logp = block(seqs, logp)
+        vocab = logp.shape[-1]
+        top, idx = (scores.reshape(-1, 1) + logp).view(n, k * vocab).topk(2 * k, dim=1)  # >= k do not end
+        beam, tok = idx // vocab, idx % vocab
+        is_eos = tok == codec.eos_id
+        for i, r in (is_eos[:, :k] & open_.to(dev).unsqueeze(1)).nonzero().tolist():
+            if torch.isfinite(top[i, r]):
+                ended[i].append((float(top[i, r]) / (pos + 1) ** length_penalty, seqs[i * k + beam[i, r]].tolist()))
+        keep = top.masked_fill(is_eos, float("-inf")).topk(k, dim=1).indices  # the best k that go on
+        scores, beam, tok = top.gather(1, keep), beam.gather(1, keep), tok.gather(1, keep)
+        rows = (torch.arange(n, device=dev).unsqueeze(1) * k + beam).view(-1)
+        cache.reorder_cache(rows)
+        seqs = torch.cat([seqs[rows], tok.view(-1, 1)], dim=1)
+        open_ &= torch.tensor([len(e) < k for e in ended])
+        if not bool(open_.any()):
+            break
+        token = tok.view(-1, 1)
+    return [max(e, key=lambda x: x[0])[1] if e else seqs[i * k].tolist() for i, e in enumerate(ended)]
 
 
 def load_pretrained_causal(name: str, revision: str | None, sha256: str | None, tokenizer: str | None,

@@ -42,7 +42,7 @@ from torch import nn
 from diled.causal_lm import prepare_partitioned_build
 from diled.codecs.base import Codec, register_codec
 from diled.text_decoders import (_read_only_memory_class, _sample, base_decoder_files, build_bert_decoder,  # noqa: F401
-                                 build_causal_decoder, causal_blocks, freeze_codec, generate_ids,
+                                 build_causal_decoder, causal_blocks, check_decoding, freeze_codec, generate_ids,
                                  load_pretrained_causal, load_saved_parts, transplant_vocabulary, word_piece_slots)
 from diled.text_tokenizers import (EOS, gpt2_tokenizer_from_tiktoken, load_bert_decoder_tokenizer,  # noqa: F401
                                    load_decoder_tokenizer, train_bpe)
@@ -108,13 +108,15 @@ class TextCodec(Codec):
         slot_tokens: W, the decoder tokens per slot (K > 1).
         activation_checkpointing: in training, keep only each decoder block's input and recompute the block
             in the backward pass (torch's non-reentrant checkpoint): the activations of a deep decoder are
-            one block's instead of all of them, for about one more forward of compute. A training-time
-            option: saved with the config, no effect on weights or results.
+            one block's instead of all of them, for about one more forward of compute (no effect on results).
+        decoding: the default decoding options of ``decode`` (saved with the model; what a call passes
+            wins): ``strategy`` "greedy" or "beam", ``num_beams``, ``length_penalty``, ``no_repeat_ngram``.
     """
 
     name = "text"
     input_kind = "strings"
-    decode_options = ("max_new_tokens", "strategy", "temperature", "top_k", "top_p", "generator", "no_repeat_ngram")
+    decode_options = ("max_new_tokens", "strategy", "temperature", "top_k", "top_p", "generator", "no_repeat_ngram",
+                      "num_beams", "length_penalty")
 
     def __init__(self, latent_dim: int = 64, encoder: str | None = None, tokenizer: str | None = None,
                  decoder: str | None = None, decoder_config: dict | None = None, max_length: int = 40,
@@ -125,7 +127,7 @@ class TextCodec(Codec):
                  activation_checkpointing: bool = False, latent_slots: int = 1, slot_tokens: int = 5,
                  decoder_revision: str | None = None, decoder_sha256: str | None = None,
                  trust_remote_code: bool = False, save_decoder: Literal["all", "trained"] = "all",
-                 _directory: str | None = None):
+                 decoding: dict | None = None, _directory: str | None = None):
         super().__init__()
         from transformers import AutoModel, AutoTokenizer
 
@@ -144,7 +146,7 @@ class TextCodec(Codec):
             raise ValueError("save_decoder='trained' needs a pretrained causal decoder (decoder_kind causal_lm or "
                              "gpt2 with a decoder to load): a decoder built from scratch or a bert decoder has no "
                              "base to read the frozen weights from")
-        self.save_decoder = save_decoder
+        self.save_decoder, self.decoding = save_decoder, check_decoding(decoding or {})
         if causal and decoder_layers != -1:
             raise ValueError("decoder_layers applies to a bert decoder; a causal decoder's depth is its config's")
         if decoder_trainable not in ("all", "paper", "none"):
@@ -289,7 +291,8 @@ class TextCodec(Codec):
                 "decoder_init": self.decoder_init, "activation_checkpointing": self.activation_checkpointing,
                 "latent_slots": self.latent_slots, "slot_tokens": self.slot_tokens,
                 "decoder_revision": self.decoder_revision, "decoder_sha256": self.decoder_sha256,
-                "trust_remote_code": self.trust_remote_code, "save_decoder": self.save_decoder}
+                "trust_remote_code": self.trust_remote_code, "save_decoder": self.save_decoder,
+                **({"decoding": self.decoding} if self.decoding else {})}
 
     @classmethod
     def from_config(cls, config, directory=None):
@@ -440,11 +443,8 @@ class TextCodec(Codec):
         return [self.tokenizer.decode(seq, skip_special_tokens=True).strip() for seq in self.decode_ids(z, **options)]
 
     @torch.no_grad()
-    def decode_ids(self, z: torch.Tensor, max_new_tokens: int | None = None, strategy: str = "greedy",
-                   temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-                   generator: torch.Generator | None = None, no_repeat_ngram: int = 0) -> list[list[int]]:
+    def decode_ids(self, z: torch.Tensor, **options) -> list[list[int]]:
         """Token ids [N lists] (EOS and what follows removed) from batched generation with the KV cache (the
-        latent memory is its first entry): greedy or sampling with temperature / top-k / top-p, stopping
-        at EOS or ``max_new_tokens`` (default max_length). ``no_repeat_ngram`` > 0 forbids repeating any
-        n-gram of that size within a sequence (Hugging Face's ``no_repeat_ngram_size``). See ``generate_ids``."""
-        return generate_ids(self, z, max_new_tokens, strategy, temperature, top_k, top_p, generator, no_repeat_ngram)
+        latent memory is its first entry): ``generate_ids`` with ``options`` (``decode_options``) over the
+        codec's saved ``decoding`` defaults (unset: greedy)."""
+        return generate_ids(self, z, **{**self.decoding, **options})

@@ -6,6 +6,7 @@
     python -m diled_platform interpolate --model runs/text-cpu/model --num 5 "first" "second"
     python -m diled_platform generate    --model runs/text-cpu/model -n 5 --condition positive --guidance 3
     python -m diled_platform edit        --model runs/text-cpu/model --condition positive --strength 0.6 "a sentence"
+    python -m diled_platform generate    --model runs/text-cpu/model -n 5 --strategy greedy   # not the saved beam search
     python -m diled_platform generate    --url http://127.0.0.1:8000 -n 5 --seed 0   # a running service
 
 With ``--url`` instead of ``--model`` the command calls a DiLED service (``jobs/serve.py``); its API key,
@@ -64,19 +65,28 @@ def _check_pair(items) -> None:
         raise SystemExit(f"error: interpolate takes exactly two inputs, got {len(items)}")
 
 
+def _decoding(args) -> dict:
+    """The text decoding options given (none: the model's saved default)."""
+    given = {"strategy": getattr(args, "strategy", None), "num_beams": getattr(args, "num_beams", None),
+             "length_penalty": getattr(args, "length_penalty", None)}
+    return {k: v for k, v in given.items() if v is not None}
+
+
 def _remote(args) -> int:
     """The same commands against a running service."""
     from diled_platform.serving.client import DiLEDClient, DiLEDServiceError
 
     client = DiLEDClient(args.url)
     steps = {"steps": args.steps} if args.steps is not None else {}
+    steps.update(_decoding(args))  # sent with every command that decodes
     try:
         health = client.health()
         if args.command == "generate":
             body = {"n": args.n, "sampler": args.sampler, **steps, **({"seed": args.seed} if args.seed is not None else {}),
                     **({"prior_temperature": args.prior_temperature} if args.prior_temperature is not None else {}),
                     **({"eta": args.eta} if args.eta is not None else {}),
-                    **({"condition": args.condition, "guidance_scale": args.guidance} if args.condition else {})}
+                    **({"condition": args.condition, "guidance_scale": args.guidance} if args.condition else {}),
+                    **_decoding(args)}
             for item in client.request("/generate", body)["outputs"]:
                 sys.stdout.write(json.dumps({"output": item}) + "\n")
             return 0
@@ -111,10 +121,16 @@ def main(argv: list[str] | None = None) -> int:
     with_inputs = argparse.ArgumentParser(add_help=False)
     with_inputs.add_argument("inputs", nargs="*")
     with_inputs.add_argument("--file", help="read inputs, one per line, from this file ('-': stdin)")
+    decoding = argparse.ArgumentParser(add_help=False)
+    decoding.add_argument("--strategy", choices=["greedy", "beam"], default=None,
+                          help="text: how to decode (default: the model's saved decoding, else greedy)")
+    decoding.add_argument("--num-beams", type=int, default=None, help="text, beam search: beams per latent")
+    decoding.add_argument("--length-penalty", type=float, default=None,
+                          help="text, beam search: a sentence scores log-probability / length ** this")
     sub.add_parser("encode", parents=[common, with_inputs], help="print the representation mu(x)")
-    rec = sub.add_parser("reconstruct", parents=[common, with_inputs], help="decode(encode(x))")
+    rec = sub.add_parser("reconstruct", parents=[common, with_inputs, decoding], help="decode(encode(x))")
     rec.add_argument("--via", choices=["latent", "inversion"], default="latent")
-    gen = sub.add_parser("generate", parents=[common], help="sample new items")
+    gen = sub.add_parser("generate", parents=[common, decoding], help="sample new items")
     gen.add_argument("-n", type=int, default=5)
     gen.add_argument("--seed", type=int, default=None)
     gen.add_argument("--sampler", choices=["ddim", "ddpm"], default="ddim")
@@ -122,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
                      "(default: the model's own, chosen on validation where its job searched for one)")
     gen.add_argument("--eta", type=float, default=None, help="DDIM's eta in [0, 1]: 0 deterministic, 1 fresh noise "
                      "at every step (default: the model's own; ddpm always 1)")
-    inter = sub.add_parser("interpolate", parents=[common, with_inputs], help="points between two inputs")
+    inter = sub.add_parser("interpolate", parents=[common, with_inputs, decoding], help="points between two inputs")
     inter.add_argument("--num", type=int, default=5)
     guided = argparse.ArgumentParser(add_help=False)
     guided.add_argument("--guidance", type=float, default=3.0, help="guidance scale (1: the conditional prior; "
@@ -130,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--condition", default=None, help="a class the model knows (its guide's or conditional "
                      "prior's), e.g. positive")
     gen.add_argument("--guidance", type=float, default=3.0, help="guidance scale, with --condition")
-    edit = sub.add_parser("edit", parents=[common, with_inputs, guided], help="edit inputs toward a condition")
+    edit = sub.add_parser("edit", parents=[common, with_inputs, guided, decoding], help="edit inputs toward a condition")
     edit.add_argument("--condition", required=True, help="a class the model knows, e.g. positive")
     edit.add_argument("--strength", type=float, default=0.5, help="how far to invert before sampling back (0..1)")
     args = parser.parse_args(argv)
@@ -145,28 +161,27 @@ def main(argv: list[str] | None = None) -> int:
         model = DiLED.from_pretrained(args.model)
     except FileNotFoundError as e:
         raise SystemExit(f"error: {e}") from None
-    out = sys.stdout
+    out, dec = sys.stdout, _decoding(args)
     try:
         if args.command == "generate":
             guided = {"condition": args.condition, "guidance_scale": args.guidance} if args.condition else {}
             for item in model.generate(args.n, steps=args.steps, sampler=args.sampler, seed=args.seed,
-                                       prior_temperature=args.prior_temperature, eta=args.eta, **guided):
+                                       prior_temperature=args.prior_temperature, eta=args.eta, **guided, **dec):
                 out.write(json.dumps({"output": item}) + "\n")
             return 0
         items = _parse(model.codec.name, model.codec.input_kind, _inputs(args))
         if args.command == "edit":
             _write_outputs(items, model.edit(items, args.condition, strength=args.strength,
-                                             guidance_scale=args.guidance, steps=args.steps))
-            return 0
-    except ValueError as e:  # an unknown condition, a strength out of range: named by the library
+                                             guidance_scale=args.guidance, steps=args.steps, **dec))
+        elif args.command == "encode":
+            _write_encoded(items, model.encode(items).tolist())
+        elif args.command == "reconstruct":
+            _write_outputs(items, model.reconstruct(items, via=args.via, steps=args.steps, **dec))
+        else:
+            _check_pair(items)
+            _write_interpolation(args.num, model.interpolate(items[0], items[1], num=args.num, steps=args.steps, **dec))
+    except ValueError as e:  # an unknown condition, a strength or a beam count out of range: named by the library
         raise SystemExit(f"error: {e}") from None
-    if args.command == "encode":
-        _write_encoded(items, model.encode(items).tolist())
-    elif args.command == "reconstruct":
-        _write_outputs(items, model.reconstruct(items, via=args.via, steps=args.steps))
-    else:
-        _check_pair(items)
-        _write_interpolation(args.num, model.interpolate(items[0], items[1], num=args.num, steps=args.steps))
     return 0
 
 

@@ -63,13 +63,25 @@ def test_a_text_model_with_a_bert_decoder(tmp_path, vocabulary):
     tok = str(train_bpe(["A warm and funny story.", "It drags on.", "@united late again"] * 20, 300, tmp_path / "tok")) \
         if vocabulary == "transplanted bpe" else None
     torch.manual_seed(0)
+    # the transplanted BPE with slots and beam search as the saved default decoding: the preset's form
     codec = TextCodec(latent_dim=4, decoder_kind="bert", decoder_layers=1, encoder_layers=1, max_length=16, tokenizer=tok,
-                      latent_slots=2 if tok else 1, slot_tokens=8)  # the transplanted BPE with slots: the preset's form
+                      latent_slots=2 if tok else 1, slot_tokens=8,
+                      decoding={"strategy": "beam", "num_beams": 3, "length_penalty": 0.3} if tok else None)
     model = DiLED(codec, MLPSkipNet(4, hidden=16, depth=2, time_dim=8), LatentDiffusion("constant", 20), w=1.0).eval()
     path = model.save_pretrained(tmp_path / "bert")
-    out = cli("reconstruct", "--model", str(path), "a warm and funny story.", "it drags on.")
+    texts = ["a warm and funny story.", "it drags on."]
+    out = cli("reconstruct", "--model", str(path), *texts)
     assert out.returncode == 0, out.stderr
-    assert [r["output"] for r in lines(out)] == model.reconstruct(["a warm and funny story.", "it drags on."])
+    assert [r["output"] for r in lines(out)] == model.reconstruct(texts)
+    out = cli("generate", "--model", str(path), "-n", "2", "--seed", "1", "--steps", "5", "--strategy", "beam",
+              "--num-beams", "2", "--length-penalty", "1.0")
+    assert out.returncode == 0, out.stderr
+    assert [r["output"] for r in lines(out)] == model.generate(2, steps=5, seed=1, strategy="beam", num_beams=2,
+                                                               length_penalty=1.0)
+    out = cli("reconstruct", "--model", str(path), "--strategy", "greedy", *texts)
+    assert [r["output"] for r in lines(out)] == model.reconstruct(texts, strategy="greedy")
+    out = cli("reconstruct", "--model", str(path), "--strategy", "beam", "--num-beams", "0", *texts)
+    assert out.returncode != 0 and "num_beams must be an integer >= 1, got 0" in out.stderr
 
 
 def test_a_text_model_with_a_causal_lm_decoder(tmp_path):

@@ -50,7 +50,8 @@ def test_every_endpoint_answers_as_the_model_does(service, direct):
     client = DiLEDClient(service, api_key="")
     health = client.health()
     assert health["status"] == "ok" and health["codec"] == "text" and health["latent_dim"] == 8 and health["T"] == 100
-    assert health["input_kind"] == "strings" and "temperature" in health["decode_options"]
+    assert health["input_kind"] == "strings" and "num_beams" in health["decode_options"]
+    assert health["decoding"] is None  # saved without a default decoding: greedy
     assert requests.get(service + "/docs", timeout=30).status_code == 200
     assert "/generate" in requests.get(service + "/openapi.json", timeout=30).json()["paths"]
 
@@ -61,6 +62,9 @@ def test_every_endpoint_answers_as_the_model_does(service, direct):
     sampled = client.generate(n=3, steps=5, seed=1, strategy="sample", top_k=20, temperature=0.8)
     assert sampled == direct.generate(3, steps=5, seed=1, strategy="sample", top_k=20, temperature=0.8)
     assert client.generate(n=2, steps=5, seed=0, sampler="ddpm") == direct.generate(2, steps=5, seed=0, sampler="ddpm")
+    beam = {"strategy": "beam", "num_beams": 3, "length_penalty": 0.6}
+    assert client.generate(n=3, steps=5, seed=0, **beam) == direct.generate(3, steps=5, seed=0, **beam)
+    assert client.reconstruct(SENTENCES[:3], **beam) == direct.reconstruct(SENTENCES[:3], **beam)
     full = client.request("/generate", {"n": 2, "steps": 5, "seed": 3, "return_latents": True})
     z = direct.sample_latents(2, steps=5, generator=torch.Generator().manual_seed(3))
     torch.testing.assert_close(torch.tensor(full["latents"]), z)
@@ -190,21 +194,27 @@ def test_a_model_with_a_bert_or_causal_lm_decoder_serves_unchanged(service, mode
     tok = str(models[0].parent / "tok") if preset_form else None
     kind = {"decoder_kind": "causal_lm", "decoder_config": TINY_LLAMA} if "llama" in vocabulary else \
         {"decoder_kind": "bert", "decoder_layers": 1}
+    # the preset's default decoding too: beam search, which requests that name no strategy get
+    decoding = {"strategy": "beam", "num_beams": 3, "length_penalty": 0.6} if preset_form else None
     codec = TextCodec(latent_dim=8, **kind, encoder_layers=1,
                       encoder_trainable_layers=0, max_length=24, tokenizer=tok,
-                      latent_slots=4 if preset_form else 1, slot_tokens=6)
+                      latent_slots=4 if preset_form else 1, slot_tokens=6, decoding=decoding)
     # the preset's prior after its prior stage: a transformer over the latent slots
     prior = (SlotTransformer(8, slots=4, hidden=16, depth=1, heads=2, time_dim=16) if preset_form
              else MLPSkipNet(8, hidden=32, depth=2, time_dim=16))
     model = DiLED(codec, prior, LatentDiffusion("constant", 100), w=1.0)
     path = train(model, codec.collate(SENTENCES), steps=20).save_pretrained(tmp_path / "bert")
     swap_model(config, path)
-    health_when(service, lambda h: h["model_dir"] == str(path))
+    assert health_when(service, lambda h: h["model_dir"] == str(path))["decoding"] == decoding
     direct = DiLED.from_pretrained(path).eval()
     client = DiLEDClient(service, api_key="")
     torch.testing.assert_close(torch.tensor(client.encode(SENTENCES[:2])), direct.encode(SENTENCES[:2]))
     assert client.reconstruct(SENTENCES[:3]) == direct.reconstruct(SENTENCES[:3])
     assert client.generate(n=2, steps=5, seed=0) == direct.generate(2, steps=5, seed=0)
+    if decoding:  # the default is the saved beam search, and a request can still ask for greedy
+        z = direct.sample_latents(2, steps=5, generator=torch.Generator().manual_seed(0))
+        assert client.generate(n=2, steps=5, seed=0) == direct.codec.decode(z, **decoding)
+        assert client.generate(n=2, steps=5, seed=0, strategy="greedy") == direct.codec.decode(z, strategy="greedy")
     assert client.interpolate(SENTENCES[0], SENTENCES[1], num=3, steps=5) == \
         direct.interpolate(SENTENCES[0], SENTENCES[1], num=3, steps=5)
     swap_model(config, models[0])

@@ -88,8 +88,8 @@ def test_sampling_options(tokenizer_dir):
     assert a == b and len(a) == 3
     with pytest.raises(ValueError, match="top_p"):
         codec.decode(z, strategy="sample", top_p=0)
-    with pytest.raises(ValueError, match="'beam'"):
-        codec.decode(z, strategy="beam")
+    with pytest.raises(ValueError, match="'nucleus'"):
+        codec.decode(z, strategy="nucleus")
 
 
 def _has_repeated_ngram(ids, n):

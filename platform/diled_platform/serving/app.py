@@ -320,7 +320,7 @@ class DiLEDService:
                 "latent_dim": m.latent_dim,
                 "T": m.diffusion.T, "schedule": m.diffusion.schedule, "pid": os.getpid(),
                 "conditions": self._conditions(), "prior_temperature": m.prior_temperature,
-                "eta": m.sampling_eta,
+                "eta": m.sampling_eta, "decoding": getattr(m.codec, "decoding", {}) or None,
                 "torch_threads": torch.get_num_threads(), "batching": {**getattr(self, "batching", {}), **self.stats},
                 **({"provenance": self.provenance} if self.provenance else {})}
 
@@ -338,7 +338,7 @@ class DiLEDService:
         generator, _ = self._generator(req.seed)
         if req.latents is not None:
             z = self._check_latents(req.latents)
-        elif req.via == "latent" and kwargs.get("strategy", "greedy") == "greedy":
+        elif req.via == "latent" and kwargs.get("strategy") != "sample":  # deterministic: batched with others
             return OutputsResponse(outputs=await self._reconstruct_batched((self._check_inputs(req.inputs), kwargs)))
         elif req.via == "latent":
             z = await self._encode_batched(self._check_inputs(req.inputs))
@@ -368,7 +368,7 @@ class DiLEDService:
                                 generator=generator, condition=req.condition, guidance_scale=req.guidance_scale,
                                 prior_temperature=req.prior_temperature, eta=req.eta)
             outputs = await self._decode(z, kwargs, generator)
-        elif req.sampler == "ddim" and kwargs.get("strategy", "greedy") == "greedy":
+        elif req.sampler == "ddim" and kwargs.get("strategy") != "sample":
             # the same z_T and step noise as the unbatched path draws (sample_latents' draws from the generator)
             z_T = self.model.noise(req.n, generator, req.prior_temperature)
             eta = self.model.default_eta() if req.eta is None else req.eta

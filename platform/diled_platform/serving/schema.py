@@ -15,6 +15,7 @@ MAX_BODY_BYTES = 8 * 2**20
 MAX_N = 64              # samples per /generate
 MAX_NUM = 33            # points per /interpolate
 MAX_NEW_TOKENS = 256
+MAX_BEAMS = 16  # beams per latent: each costs a decoder pass
 
 
 # ----------------------------------------------------------------------------- request/response models
@@ -32,12 +33,16 @@ Inputs = (Annotated[list[Text], Field(min_length=1, max_length=MAX_ITEMS)]
 
 
 class DecodeOptions(_Strict):
-    """How text is decoded from a latent (ignored by non-text models only at their defaults)."""
-    strategy: Literal["greedy", "sample"] = "greedy"
+    """How text is decoded from a latent (ignored by non-text models only at their defaults). ``strategy``,
+    ``num_beams`` and ``length_penalty`` unset: the model's saved default decoding (greedy unless it saved
+    another, see ``/healthz``'s ``decoding``)."""
+    strategy: Literal["greedy", "sample", "beam"] | None = None
     temperature: float = Field(1.0, gt=0, le=10)
     top_k: int = Field(0, ge=0, le=100_000)
     top_p: float = Field(1.0, gt=0, le=1)
     max_new_tokens: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS)
+    num_beams: int | None = Field(None, ge=1, le=MAX_BEAMS)
+    length_penalty: float | None = Field(None, ge=-10, le=10)
 
 
 class EncodeRequest(_Strict):
