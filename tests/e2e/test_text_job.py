@@ -19,10 +19,10 @@ def test_text_job_tiny(tmp_path):
             "--data.batch_size=8", "--model.prior_hidden=64", "--model.prior_depth=2", "--prior_stage.steps=20",
             "--prior_stage.guide_steps=30", "--run.report_guided=8", "--prior_stage.temperature_samples=40",  # a sentiment guide, and its report section
             # the preset's decoder kind (MiniLM's first layer, warm-started, with the trained BPE transplanted)
-            # and its latent slots (8 x 4 here)
+            # its latent slots (8 x 4 here) and its default decoding (beam search)
             "--model.latent_dim=32", "--model.codec_args={tokenizer: train, vocab_size: 500, max_length: 24,"
             " encoder_layers: 1, encoder_trainable_layers: 1, decoder_kind: bert, decoder_layers: 1,"
-            " latent_slots: 8, slot_tokens: 3}"]
+            " latent_slots: 8, slot_tokens: 3, decoding: {strategy: beam, num_beams: 2, length_penalty: 0.6}}"]
     env = {**os.environ, "RAY_ADDRESS": ""}
     env.pop("RAY_ADDRESS")
     out = subprocess.run(args, capture_output=True, text=True, timeout=850, env=env, cwd=tmp_path)
@@ -34,13 +34,17 @@ def test_text_job_tiny(tmp_path):
         assert (run / name).is_file(), name
     metrics = json.loads((run / "eval.json").read_text())
     for key in ("reconstruction_bleu", "reconstruction_token_accuracy", "distinct_1", "distinct_2", "self_bleu",
-                "samples_with_repeated_3gram", "samples_with_repeated_3gram_plain_greedy",
+                "samples_with_repeated_3gram", "samples_with_repeated_3gram_default_decoding",
                 "novelty", "arithmetic_flip_rate", "sentiment_classifier_test_accuracy",
                 "second_test_reconstruction_bleu", "second_test_reconstruction_token_accuracy",
                 "second_test_reconstruction_bleu_other_latent", "unseen_words_samples", "unseen_words_test",
+                "unseen_words_samples_greedy", "reconstruction_bleu_default_decoding",
                 "mauve_ceiling_val_vs_test"):
         assert key in metrics
-    # MAUVE from mauve-text over 3 k-means seeds, on the plain greedy samples against the test sentences
+    # MAUVE from mauve-text over 3 k-means seeds, on the samples decoded the saved default way (Serve's) against
+    # the test sentences
+    assert metrics["default_decoding"] == "strategy beam, num_beams 2, length_penalty 0.6"
+    assert json.loads((run / "model/config.json").read_text())["codec"]["decoding"]["strategy"] == "beam"
     assert 0 < metrics["mauve"] <= 1 and len(metrics["mauve_per_seed"]) == 3
     assert metrics["mauve_n"][0] == metrics["samples"]
     assert metrics["second_test_set"].startswith("Guardian news headlines") and metrics["second_test_sentences"] > 0

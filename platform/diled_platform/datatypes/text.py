@@ -105,8 +105,8 @@ class TextData(DataType):
         return classes, [classes.index(label) if label else -1 for label in labels]
 
     def sample_quality(self, model, z, seed: int = 0) -> float:
-        """MAUVE (``mauve-text``, MiniLM mean-pooled embeddings, as the report) of the latents ``z`` decoded
-        greedily against as many validation sentences (the report scores against the test split)."""
+        """MAUVE (``mauve-text``, MiniLM mean-pooled embeddings, as the report) of the latents ``z`` decoded the
+        codec's default way against as many validation sentences (the report scores against the test split)."""
         from diled.metrics.distribution import mauve_of_texts
         from diled.metrics.sentiment import SentimentProbe
 
@@ -156,9 +156,10 @@ class TextData(DataType):
         decoded greedily with no repeated token ``no_repeat_ngram``-gram (0: plain greedy); the same
         latents plain greedy are scored too. With a reference LM in ``tools`` (the harness), also the
         samples' and interpolations' perplexity under it. MAUVE (``mauve-text``, the mean over 3 k-means
-        seeds) compares the plain greedy samples (Serve's default decoding) with ``report_samples`` test
-        sentences on MiniLM mean-pooled embeddings, beside the ceiling: as many validation sentences
-        against the same test sentences."""
+        seeds) compares the samples decoded the model's default way (Serve's: the codec's saved ``decoding``,
+        else greedy) with ``report_samples`` test sentences on MiniLM mean-pooled embeddings, beside the
+        ceiling: as many validation sentences against the same test sentences. Reconstructions are greedy
+        (and, beside them, decoded the default way where that is not greedy)."""
         from diled import DiLED
         from diled.data.text import GUARDIAN_HEADLINES
         from diled.metrics.distribution import mauve_of_texts
@@ -175,8 +176,12 @@ class TextData(DataType):
         refs = [r["text"] for r in held]
         metrics: dict[str, Any] = {"n_test_sentences": len(held)}
 
-        recons, rec_metrics = reconstruct_texts(model, refs)
+        recons, rec_metrics = reconstruct_texts(model, refs, strategy="greedy")
         metrics.update(rec_metrics)
+        default_decoding = getattr(model.codec, "decoding", None) or {}
+        if default_decoding:  # what Serve returns by default, e.g. beam search
+            recons_default, rec_default = reconstruct_texts(model, refs, floor=False)
+            metrics["reconstruction_bleu_default_decoding"] = rec_default["reconstruction_bleu"]
         # the same on a second test set that the training corpus never saw: another source and domain
         second, second_recons, second_metrics = second_test_set(model, n_eval, seed,
                                                                 exclude={r["text"].lower() for r in train})
@@ -185,25 +190,31 @@ class TextData(DataType):
         (out_dir / "reconstructions_second_test.tsv").write_text(
             "input\toutput\n" + "".join(f"{one_line(a)}\t{one_line(b)}\n" for a, b in zip(second, second_recons)))
 
-        # samples are decoded greedily with no repeated token 3-gram; the same latents plain greedy show what
-        # the blocking changes (a decoder trained briefly loops: "new new new new")
-        samples, greedy = generate_texts(model, n_samples, ddim_steps, seed, no_repeat_ngram=(no_repeat_ngram, 0))
+        # samples are decoded the default way with no repeated token 3-gram; the same latents decoded the
+        # default way alone (Serve's) show what the blocking changes (a decoder trained briefly loops: "new new
+        # new new"), and plain greedy what a saved default decoding changes
+        samples, served, greedy = generate_texts(model, n_samples, ddim_steps, seed, decodings=(
+            {"no_repeat_ngram": no_repeat_ngram}, {"no_repeat_ngram": 0}, {"strategy": "greedy", "no_repeat_ngram": 0}))
         training = {r["text"].lower() for r in train}
+        described = ", ".join(f"{k} {v}" for k, v in default_decoding.items()) or "greedy"
         metrics.update({"samples": len(samples), "ddim_steps": ddim_steps, "prior_temperature": model.prior_temperature,
-                        "sampling_eta": model.sampling_eta,
-                        "sample_decoding": f"greedy, no repeated token {no_repeat_ngram}-gram" if no_repeat_ngram else "greedy",
+                        "sampling_eta": model.sampling_eta, "default_decoding": described,
+                        "sample_decoding": f"{described}, no repeated token {no_repeat_ngram}-gram" if no_repeat_ngram else described,
                         "samples_with_repeated_3gram": repeated_ngram_share(samples, 3),
-                        "samples_with_repeated_3gram_plain_greedy": repeated_ngram_share(greedy, 3),
+                        "samples_with_repeated_3gram_default_decoding": repeated_ngram_share(served, 3),
                         "distinct_1": distinct_n(samples, 1), "distinct_2": distinct_n(samples, 2),
                         "self_bleu": self_bleu(samples), "novelty": novelty(samples, training),
-                        "novelty_plain_greedy": novelty(greedy, training),
+                        "novelty_default_decoding": novelty(served, training),
                         "empty_samples": sum(not s.strip() for s in samples)})
         vocabulary = {w for r in train for w in words(r["text"])}
         test_refs = [r["text"] for r in test[:n_samples]]
         unseen_test = unseen_word_share(test_refs, vocabulary)
-        metrics.update({"unseen_words_samples": unseen_word_share(greedy, vocabulary),
+        metrics.update({"unseen_words_samples": unseen_word_share(served, vocabulary),
+                        "unseen_words_samples_greedy": unseen_word_share(greedy, vocabulary),
                         "unseen_words_test": unseen_test,
                         "unseen_words_reconstructions": unseen_word_share(recons, vocabulary)})
+        if default_decoding:
+            metrics["unseen_words_reconstructions_default_decoding"] = unseen_word_share(recons_default, vocabulary)
         metrics["unseen_words_samples_vs_test"] = metrics["unseen_words_samples"] / max(unseen_test, 1e-9)
         pairs = [(held[2 * i]["text"], held[2 * i + 1]["text"]) for i in range(min(5, len(held) // 2))]
         paths = interpolation_paths(model, pairs, steps=ddim_steps)
@@ -212,7 +223,7 @@ class TextData(DataType):
         probe, labelled = tools["probe"], tools["labelled"]
         from diled.metrics.sentiment import SentimentProbe  # its embedder, when there are no labels to fit
 
-        metrics.update(mauve_of_texts((probe or SentimentProbe()).embed, greedy, test_refs,
+        metrics.update(mauve_of_texts((probe or SentimentProbe()).embed, served, test_refs,
                                       self.splits["val"].column("text").to_pylist()[:n_samples]))
         if probe is not None:
             held_pn = [r for r in test if r["label"] in ("positive", "negative")][:n_eval]
@@ -236,7 +247,7 @@ class TextData(DataType):
             nonempty = [s for s in samples if s.strip()] or [""]
             inner = [s for p in paths for s in p[1:-1]]
             metrics.update({"generation_perplexity": tools["lm"].perplexity(nonempty),
-                            "generation_perplexity_plain_greedy": tools["lm"].perplexity([s for s in greedy if s.strip()] or [""]),
+                            "generation_perplexity_default_decoding": tools["lm"].perplexity([s for s in served if s.strip()] or [""]),
                             "interpolation_perplexity": tools["lm"].perplexity(inner)})
 
         # the representation: a 2-D projection of the test latents, coloured by sentiment
@@ -333,25 +344,27 @@ def prepare_tokenizer(cfg: JobConfig, run_dir: Path, train_texts: list[str]) -> 
     return type(cfg).from_dict(data)
 
 
-def reconstruct_texts(model, refs: list[str], batch_size: int = 100) -> tuple[list[str], dict[str, float]]:
-    """Greedy decode(encode(x)) of ``refs``: the outputs, and BLEU / teacher-forced token accuracy / exact match.
+def reconstruct_texts(model, refs: list[str], batch_size: int = 100, floor: bool = True,
+                      **decoding) -> tuple[list[str], dict[str, float]]:
+    """decode(encode(x)) of ``refs`` (``decoding``: the codec's decode options; none: its default): the
+    outputs, and BLEU / teacher-forced token accuracy / exact match.
 
-    The same two scores with each sentence given the previous sentence's latent (``..._other_latent``) are
-    the floor to read them against: what the decoder's language model and the corpus' shared words
-    (handles, "the", "movie") score with no information about this sentence."""
+    With ``floor``, the same two scores with each sentence given the previous sentence's latent
+    (``..._other_latent``): the floor to read them against, what the decoder's language model and the
+    corpus' shared words (handles, "the", "movie") score with no information about this sentence."""
     from diled.metrics.text import corpus_bleu
 
     codec = model.codec
     batches = [model.prepare_batch(codec.collate(chunk)) for chunk in _batches(refs, batch_size)]
     latents = [codec.encode(batch) for batch in batches]
     others = torch.cat(latents).roll(1, dims=0).split([len(z) for z in latents])
-    floor = len(refs) > 1  # with one sentence there is no other latent
+    floor = floor and len(refs) > 1  # with one sentence there is no other latent
     recons, recons_other, accs, accs_other = [], [], [], []
     for batch, z, z_other in zip(batches, latents, others):
-        recons += codec.decode(z)
+        recons += codec.decode(z, **decoding)
         accs += codec.token_accuracy(batch, z).tolist()
         if floor:
-            recons_other += codec.decode(z_other)
+            recons_other += codec.decode(z_other, **decoding)
             accs_other += codec.token_accuracy(batch, z_other).tolist()
     metrics = {"reconstruction_bleu": corpus_bleu(recons, refs),
                "reconstruction_token_accuracy": sum(accs) / len(accs),
@@ -371,20 +384,21 @@ def second_test_set(model, n: int, seed: int, exclude: set[str] = frozenset()) -
 
     pool = [t for t in guardian_headlines() if t.lower() not in exclude]
     texts = random.Random(seed).sample(pool, min(n, len(pool)))
-    recons, metrics = reconstruct_texts(model, texts)
+    recons, metrics = reconstruct_texts(model, texts, strategy="greedy")
     return texts, recons, metrics
 
 
 def generate_texts(model, n: int, steps: int, seed: int, batch_size: int = 100,
-                   no_repeat_ngram: tuple[int, ...] = (0,)) -> list[list[str]]:
+                   decodings: tuple[dict, ...] = ({},)) -> list[list[str]]:
     """``n`` samples: z1 from the prior (DDIM, ``steps``, the model's temperature and eta), seeded, each latent
-    decoded greedily once per value of ``no_repeat_ngram`` (0: plain greedy; k: no token k-gram repeated,
-    Hugging Face's ``no_repeat_ngram_size``). One list of texts per value, the same latents in all."""
-    gen, samples = torch.Generator().manual_seed(seed), [[] for _ in no_repeat_ngram]
+    decoded once per entry of ``decodings`` (the codec's decode options over its default, e.g.
+    ``{"no_repeat_ngram": 3}``: no token 3-gram repeated, Hugging Face's ``no_repeat_ngram_size``). One list
+    of texts per entry, the same latents in all."""
+    gen, samples = torch.Generator().manual_seed(seed), [[] for _ in decodings]
     for k in [batch_size] * (n // batch_size) + ([n % batch_size] if n % batch_size else []):
         z = model.sample_latents(k, steps=steps, generator=gen)
-        for out, block in zip(samples, no_repeat_ngram):
-            out += model.codec.decode(z, no_repeat_ngram=block)
+        for out, options in zip(samples, decodings):
+            out += model.codec.decode(z, **options)
     return samples
 
 
