@@ -78,15 +78,14 @@ def _remote(args) -> int:
 
     client = DiLEDClient(args.url)
     steps = {"steps": args.steps} if args.steps is not None else {}
-    steps.update(_decoding(args))  # sent with every command that decodes
+    steps.update(_decoding(args))  # sent with every command that decodes, generate included
     try:
         health = client.health()
         if args.command == "generate":
             body = {"n": args.n, "sampler": args.sampler, **steps, **({"seed": args.seed} if args.seed is not None else {}),
                     **({"prior_temperature": args.prior_temperature} if args.prior_temperature is not None else {}),
                     **({"eta": args.eta} if args.eta is not None else {}),
-                    **({"condition": args.condition, "guidance_scale": args.guidance} if args.condition else {}),
-                    **_decoding(args)}
+                    **({"condition": args.condition, "guidance_scale": args.guidance} if args.condition else {})}
             for item in client.request("/generate", body)["outputs"]:
                 sys.stdout.write(json.dumps({"output": item}) + "\n")
             return 0

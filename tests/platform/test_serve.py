@@ -174,6 +174,15 @@ def test_cli_calls_the_service(service, models, capsys):
     assert main(["generate", "--url", service, "-n", "2", "--seed", "0", "--steps", "5"]) == 0
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert [x["output"] for x in lines] == direct.generate(2, steps=5, seed=0)
+    beam = ["--strategy", "beam", "--num-beams", "2", "--length-penalty", "0.5"]
+    assert main(["generate", "--url", service, "-n", "2", "--seed", "0", "--steps", "5", *beam]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [x["output"] for x in lines] == direct.generate(2, steps=5, seed=0, strategy="beam", num_beams=2,
+                                                           length_penalty=0.5)
+    assert main(["reconstruct", "--url", service, *beam, *SENTENCES[:2]]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [x["output"] for x in lines] == direct.reconstruct(SENTENCES[:2], strategy="beam", num_beams=2,
+                                                              length_penalty=0.5)
     assert main(["encode", "--url", service, SENTENCES[0]]) == 0
     z = json.loads(capsys.readouterr().out.splitlines()[0])["latent"]
     torch.testing.assert_close(torch.tensor([z]), direct.encode(SENTENCES[:1]))

@@ -152,9 +152,9 @@ class TextData(DataType):
     @torch.no_grad()
     def report(self, model_dir: Path, out_dir: Path, cfg: JobConfig, *, seed: int = 0, tools: dict | None = None,
                no_repeat_ngram: int = 3) -> dict[str, Any]:
-        """Evaluate a trained text model on the held-out split and write the run's text outputs. Samples are
-        decoded greedily with no repeated token ``no_repeat_ngram``-gram (0: plain greedy); the same
-        latents plain greedy are scored too. With a reference LM in ``tools`` (the harness), also the
+        """Evaluate a trained text model on the held-out split and write the run's text outputs. ``samples.txt`` is
+        decoded the model's default way with no repeated token ``no_repeat_ngram``-gram (0: no blocking); the
+        same latents without the blocking, and plain greedy, are scored too. With a reference LM in ``tools`` (the harness), also the
         samples' and interpolations' perplexity under it. MAUVE (``mauve-text``, the mean over 3 k-means
         seeds) compares the samples decoded the model's default way (Serve's: the codec's saved ``decoding``,
         else greedy) with ``report_samples`` test sentences on MiniLM mean-pooled embeddings, beside the
