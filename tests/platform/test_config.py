@@ -316,3 +316,14 @@ def test_one_dotted_setter_serves_overrides_and_sweeps():
         set_dotted(base, {"w": 1.0}, "space")
     with pytest.raises(ConfigError, match=r"space model.w.x: model.w is 0.43, not a mapping"):
         set_dotted({"model": {"w": 0.43}}, {"model.w.x": 1}, "space")
+
+
+def test_a_label_head_without_labels_in_the_data_is_a_config_error(tmp_path):
+    from diled_platform.datatypes import datatype_for
+
+    data = tmp_path / "reviews.csv"
+    data.write_text("text\n" + "".join(f"sentence number {i} is here\n" for i in range(60)))
+    cfg = load_config("text-cpu", ["--data.source=text_files", f"--data.path={data}",
+                                   "--model.codec_args.label_head={classes: [negative, positive]}"])
+    with pytest.raises(ConfigError, match=r"model.codec_args.label_head.classes=\['negative', 'positive'\]"):
+        datatype_for(cfg).prepare(cfg, tmp_path / "run")

@@ -23,12 +23,13 @@ def _can_guide(model, classes: tuple[str, ...]) -> bool:
 
 def guided_sentiment(model, probe, train: list[dict], held: list[dict], out_dir: Path, n: int = 100,
                      steps: int = 50, seed: int = 0, scales: tuple[float, ...] = (0.0, 1.0, 3.0, 10.0),
-                     vocabulary: set | None = None) -> dict[str, Any]:
+                     vocabulary: set | None = None, texts: dict | None = None) -> dict[str, Any]:
     """Guided generation toward positive and toward negative at each guidance scale (0: unguided, the same
     seeds), judged by two judges the guide never saw: the MiniLM probe and a TF-IDF logistic regression
     (``TfidfSentiment``) fitted on the training split; with each, the share of samples judged as the target.
     Also the share of made-up words (quality) per scale, ``guided_samples.tsv`` and ``guided_control.png``
-    (control against quality: the curve a scale is picked from)."""
+    (control against quality: the curve a scale is picked from). ``texts``: a dict that gets every sample,
+    keyed ``(scale, target)``."""
     from diled.metrics.sentiment import TfidfSentiment
     from diled.metrics.text import unseen_word_share
 
@@ -43,12 +44,14 @@ def guided_sentiment(model, probe, train: list[dict], held: list[dict], out_dir:
         for target in ("positive", "negative"):
             z = model.sample_latents(n, steps=steps, generator=torch.Generator().manual_seed(seed),
                                      condition=target if scale > 0 else None, guidance_scale=scale)
-            texts = model.codec.decode(z)
-            entry[target] = {"probe": sum(p == target for p in probe.predict(texts)) / n,
-                             "tfidf": sum(p == target for p in tfidf.predict(texts)) / n}
+            decoded = model.codec.decode(z)
+            entry[target] = {"probe": sum(p == target for p in probe.predict(decoded)) / n,
+                             "tfidf": sum(p == target for p in tfidf.predict(decoded)) / n}
             if vocabulary is not None:
-                entry[target]["unseen_words"] = unseen_word_share(texts, vocabulary)
-            rows += [(scale, target, one_line(t)) for t in texts[:20]]
+                entry[target]["unseen_words"] = unseen_word_share(decoded, vocabulary)
+            if texts is not None:
+                texts[(scale, target)] = decoded
+            rows += [(scale, target, one_line(t)) for t in decoded[:20]]
         out["by_scale"][str(scale)] = entry
     (out_dir / "guided_samples.tsv").write_text(
         "scale\ttarget\tsample\n" + "".join(f"{a}\t{b}\t{c}\n" for a, b, c in rows))
@@ -94,6 +97,17 @@ def sentiment_probe(train_rows: list[dict], n: int = 4000):
     if {r["label"] for r in labelled} != {"positive", "negative"}:
         return None, labelled
     return SentimentProbe().fit([r["text"] for r in labelled], [r["label"] for r in labelled]), labelled
+
+
+def label_head_accuracy(model, rows: list[dict]) -> float:
+    """The share of ``rows`` (``text``, ``label``) with one of the codec's label-head classes that the head,
+    reading the encoder's latent without noise, labels right."""
+    head = model.codec.label_head
+    known = [r for r in rows if r["label"] in head.classes]
+    if not known:
+        return float("nan")
+    z = torch.cat([model.encode([r["text"] for r in c]) for c in _batches(known, 200)])
+    return sum(p == r["label"] for p, r in zip(head.predict(z), known)) / len(known)
 
 
 def sentiment_arithmetic(model, probe, labelled: list[dict], negatives: list[str]) -> tuple[dict, list[tuple]]:

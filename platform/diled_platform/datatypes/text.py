@@ -20,8 +20,8 @@ if TYPE_CHECKING:
     from diled_platform.config import JobConfig
 from diled_platform.datatypes.base import DataType, Metric, driver_dataset
 from diled_platform.datatypes._reports import loss_plot, write_eval
-from diled_platform.datatypes._text_sentiment import (_batches, _can_guide, guided_sentiment, one_line,
-                                                      sentiment_arithmetic, sentiment_probe)
+from diled_platform.datatypes._text_sentiment import (_batches, _can_guide, guided_sentiment, label_head_accuracy,
+                                                      one_line, sentiment_arithmetic, sentiment_probe)
 
 log = logging.getLogger("diled")
 
@@ -120,12 +120,19 @@ class TextData(DataType):
                              f"and {len(refs)}; set prior_stage.temperatures=[]")
         return score
 
-    def datasets(self):
-        return {name: driver_dataset(self.splits[name].select(["text"]).rename_columns(["x"])) for name in ("train", "val")}
+    def datasets(self):  # x: the texts; label: what a codec's label head trains on ("" unlabelled)
+        return {name: driver_dataset(self.splits[name].select(["text", "label"]).rename_columns(["x", "label"]))
+                for name in ("train", "val")}
 
     def prepare(self, cfg: JobConfig, run_dir: Path) -> JobConfig:
-        """The tokenizer (``prepare_tokenizer``) trained on this training split, kept in ``run_dir``."""
+        """The tokenizer (``prepare_tokenizer``) trained on this training split, kept in ``run_dir``; a
+        ConfigError if ``codec_args.label_head`` names classes that no training sentence has."""
         args = cfg.model.codec_args
+        head = args.get("label_head")
+        classes = head.get("classes") if isinstance(head, dict) else None
+        if classes and not set(classes) & set(self.splits["train"].column("label").to_pylist()):
+            raise ConfigError(f"model.codec_args.label_head.classes={classes}: no training sentence has one of "
+                              f"these labels (text_files: set data.label_column), so the head would never train")
         if args.get("tokenizer") not in (None, "train", GPT2_TIKTOKEN):
             return cfg  # a tokenizer folder already: prepared
         return prepare_tokenizer(cfg, run_dir, self.splits["train"].column("text").to_pylist())
@@ -234,6 +241,8 @@ class TextData(DataType):
             negatives = [r["text"] for r in test if r["label"] == "negative"][:min(200, n_eval)]
             arith, rows = sentiment_arithmetic(model, probe, labelled, negatives)
             metrics.update(arith)
+            if getattr(model.codec, "label_head", None) is not None:
+                metrics["label_head_test_accuracy"] = label_head_accuracy(model, held_pn)
             with open(out_dir / "arithmetic.tsv", "w") as f:
                 f.write("negative input\treconstruction\twith +(positive - negative)\tjudged\n")
                 for row in rows:
