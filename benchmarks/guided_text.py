@@ -3,8 +3,17 @@ on the model's latents of the labelled training sentences (what ``prior_stage.gu
 job), then samples toward positive and toward negative at several guidance scales, judged by the report's
 two judges (the MiniLM probe and a TF-IDF logistic regression), with the share of made-up words beside.
 
+With several ``--seeds``, the rates are also averaged over them; ``--mauve`` adds MAUVE (the report's
+settings) of the samples toward each sentiment against the test sentences of that sentiment, with the
+ceiling (as many validation sentences of that sentiment against the same test sentences);
+``--edit-strengths`` edits negative test sentences toward positive (``model.edit``: DDIM inversion to
+strength x T, then guided sampling back) and reports the share the probe judges positive and the corpus
+BLEU of the edits against their inputs, for each strength and ``--edit-scales`` scale.
+
     .venv/bin/python benchmarks/guided_text.py --model runs/text-cpu/model --out /tmp/guided
     .venv/bin/python benchmarks/guided_text.py --model M --guide-steps 2000 --n 100 --scales 0 1 3 10
+    .venv/bin/python benchmarks/guided_text.py --model M --n 200 --seeds 0 1 2 --scales 0 3 10 --mauve \
+        --edit-strengths 0.4 0.6 0.8 --edit-scales 3 10 30
 """
 
 from __future__ import annotations
@@ -26,7 +35,11 @@ def main() -> None:
     parser.add_argument("--guide-steps", type=int, default=2000)
     parser.add_argument("--n", type=int, default=100, help="samples per target and scale")
     parser.add_argument("--scales", type=float, nargs="+", default=[0.0, 1.0, 3.0, 10.0])
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--mauve", action="store_true", help="MAUVE against the test sentences of each sentiment")
+    parser.add_argument("--edit-strengths", type=float, nargs="*", default=[])
+    parser.add_argument("--edit-scales", type=float, nargs="+", default=[3.0, 10.0])
+    parser.add_argument("--edit-n", type=int, default=200, help="negative test sentences to edit")
     args = parser.parse_args()
     import torch
 
@@ -40,26 +53,86 @@ def main() -> None:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(args.seed)
+    torch.manual_seed(args.seeds[0])
     cfg = load_config(args.preset)
     datatype = datatype_for(cfg)
     model = DiLED.from_pretrained(args.model)
     t0 = time.perf_counter()
     z0 = encode_all(model, datatype.training_examples(), log=print)
     t1 = time.perf_counter()
-    model.guide, record = train_guide(model, datatype, z0, args.guide_steps, args.seed)
+    model.guide, record = train_guide(model, datatype, z0, args.guide_steps, args.seeds[0])
     train = datatype.splits["train"].to_pylist()
     test = datatype.splits["test"].to_pylist()
     probe, labelled = sentiment_probe(train)
     held = [r for r in test if r["label"] in ("positive", "negative")][:300]
     vocabulary = {w for r in train for w in words(r["text"])}
     t2 = time.perf_counter()
-    result = guided_sentiment(model, probe, train, held, out, n=args.n, seed=args.seed, scales=tuple(args.scales),
-                              vocabulary=vocabulary)
+    texts: dict = {}
+    runs = {seed: guided_sentiment(model, probe, train, held, out, n=args.n, seed=seed, scales=tuple(args.scales),
+                                   vocabulary=vocabulary, texts=texts.setdefault(seed, {})) for seed in args.seeds}
+    result = dict(runs[args.seeds[0]])
+    result.update({"seeds": args.seeds, "by_scale_per_seed": {seed: r["by_scale"] for seed, r in runs.items()},
+                   "by_scale": mean_over_seeds([r["by_scale"] for r in runs.values()]),
+                   "probe_positive_rate_test": sum(p == "positive" for p in probe.predict([r["text"] for r in test]))
+                   / len(test),
+                   "probe_rate_on_real": {c: probe.accuracy([r["text"] for r in test if r["label"] == c], [c] * sum(
+                       r["label"] == c for r in test)) for c in ("positive", "negative")}})
+    if args.mauve:
+        result["mauve_by_scale"] = mauve_by_sentiment(probe, texts, datatype, args.scales)
+    if args.edit_strengths:
+        negatives = [r["text"] for r in test if r["label"] == "negative"][:args.edit_n]
+        result["edits"] = edits(model, probe, negatives, args.edit_strengths, args.edit_scales, out)
     result.update({"guide": record, "encode_seconds": round(t1 - t0, 1), "guided_seconds": round(time.perf_counter() - t2, 1),
                    "probe_test_accuracy": probe.accuracy([r["text"] for r in held], [r["label"] for r in held])})
     (out / "guided.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result["by_scale"], indent=1))
+    print(json.dumps({k: result[k] for k in ("by_scale", "probe_positive_rate_test", "probe_rate_on_real",
+                                             "mauve_by_scale", "edits") if k in result}, indent=1))
+
+
+def mean_over_seeds(tables: list[dict]) -> dict:
+    """The per-seed ``by_scale`` tables averaged entry by entry."""
+    first = tables[0]
+    return {scale: {target: {k: sum(t[scale][target][k] for t in tables) / len(tables) for k in entry}
+                    for target, entry in row.items()} for scale, row in first.items()}
+
+
+def mauve_by_sentiment(probe, texts: dict, datatype, scales) -> dict:
+    """MAUVE (mean over the seeds' sample sets) of the samples toward each sentiment against the test
+    sentences of that sentiment, per scale; with the ceiling: validation sentences of that sentiment."""
+    from diled.metrics.distribution import mauve_of_texts
+
+    out = {}
+    for target in ("positive", "negative"):
+        refs = [r["text"] for r in datatype.splits["test"].to_pylist() if r["label"] == target]
+        val = [r["text"] for r in datatype.splits["val"].to_pylist() if r["label"] == target]
+        for scale in scales:
+            scores = [mauve_of_texts(probe.embed, per_seed[(scale, target)], refs[:len(per_seed[(scale, target)])],
+                                     None)["mauve"] for per_seed in texts.values()]
+            out.setdefault(str(scale), {})[target] = sum(scores) / len(scores)
+        n = min(len(refs), len(val))
+        out.setdefault("ceiling", {})[target] = mauve_of_texts(probe.embed, val[:n], refs[:n], None)["mauve"]
+        out.setdefault("n_test_sentences", {})[target] = len(refs)
+    return out
+
+
+def edits(model, probe, negatives: list[str], strengths, scales, out: Path) -> dict:
+    """Negative sentences edited toward positive: the share the probe judges positive and the corpus BLEU
+    of the edits against their inputs, per strength and scale (strength 0: the plain reconstructions)."""
+    from diled.metrics.text import corpus_bleu
+
+    rows, result = [], {}
+    for strength in [0.0, *strengths]:
+        for scale in scales if strength else scales[:1]:
+            edited = [t for i in range(0, len(negatives), 100)
+                      for t in model.edit(negatives[i:i + 100], "positive", strength=strength, guidance_scale=scale)]
+            key = f"strength {strength}, scale {scale}" if strength else "strength 0 (reconstruction)"
+            result[key] = {"positive": sum(p == "positive" for p in probe.predict(edited)) / len(edited),
+                           "bleu_to_input": corpus_bleu(edited, negatives)}
+            rows += [(key, a, b) for a, b in list(zip(negatives, edited))[:10]]
+            print(key, result[key], flush=True)
+    (out / "edits.tsv").write_text("setting\tinput\tedited\n" + "".join(
+        "\t".join(" ".join(x.split()) for x in row) + "\n" for row in rows))
+    return {"n": len(negatives), "by_setting": result}
 
 
 if __name__ == "__main__":
