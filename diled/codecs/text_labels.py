@@ -53,9 +53,10 @@ class LabelHead(nn.Module):
         self.linear = nn.Linear(latent_dim, len(self.classes))
 
     def targets(self, labels: list) -> torch.Tensor:
-        """Class indices [N] of ``labels``; -1 for a label that is not one of the classes (or None)."""
+        """Class indices [N] of ``labels``, matched by their text (an integer label 1 is class "1"); -1 for
+        a label that is not one of the classes, or None."""
         index = {c: i for i, c in enumerate(self.classes)}
-        return torch.tensor([index.get(label, -1) if isinstance(label, str) else -1 for label in labels],
+        return torch.tensor([-1 if label is None else index.get(str(label), -1) for label in labels],
                             dtype=torch.long)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:

@@ -49,6 +49,9 @@ def test_labels_collate_and_the_term_joins_the_loss(tokenizer_dir):
     batch = model.codec.collate(examples())
     assert batch["label"].tolist() == [1] * 4 + [0] * 4 + [-1, -1]  # neutral and missing labels add nothing
     assert "label" not in model.codec.collate(POSITIVE)  # plain texts: no labels, no term
+    # labels are matched by their text: a user's integer label column works with classes ["0", "1"]
+    from diled.codecs.text_labels import LabelHead
+    assert LabelHead(8, ["0", "1"]).targets([1, 0, None, 2, "1"]).tolist() == [1, 0, -1, -1, 1]
     columns = {"x": np.array([e["text"] for e in examples()], dtype=object),
                "label": np.array([e["label"] or "" for e in examples()], dtype=object)}
     assert model.codec.collate_columns(columns)["label"].tolist() == batch["label"].tolist()

@@ -130,7 +130,7 @@ class TextData(DataType):
         args = cfg.model.codec_args
         head = args.get("label_head")
         classes = head.get("classes") if isinstance(head, dict) else None
-        if classes and not set(classes) & set(self.splits["train"].column("label").to_pylist()):
+        if classes and not set(classes) & {str(v) for v in self.splits["train"].column("label").to_pylist()}:
             raise ConfigError(f"model.codec_args.label_head.classes={classes}: no training sentence has one of "
                               f"these labels (text_files: set data.label_column), so the head would never train")
         if args.get("tokenizer") not in (None, "train", GPT2_TIKTOKEN):
