@@ -203,9 +203,10 @@ def _check_beam(num_beams, length_penalty) -> None:
         raise ValueError(f"length_penalty must be a number in [-10, 10], got {length_penalty!r}")
 
 
-def memory_cache(codec, z: torch.Tensor | None, read_only: bool = False):
+def memory_cache(codec, z: torch.Tensor | None, read_only: bool = False, slots: torch.Tensor | None = None):
     """A fresh KV cache for ``codec`` (a ``TextCodec``) whose first positions are the latent memory (one key =
-    value per layer and slot); ``read_only``: one that returns memory + new keys without storing them (a
+    value per layer and slot, the slots read from ``slots`` if given, then the sentence path's position if
+    the codec has one); ``read_only``: one that returns memory + new keys without storing them (a
     teacher-forced pass). Returns the cache and its number of memory positions."""
     from transformers import DynamicCache
 
@@ -213,9 +214,12 @@ def memory_cache(codec, z: torch.Tensor | None, read_only: bool = False):
     if z is None or not codec.latent_memory:
         return cache, 0
     k = codec.latent_slots
-    mem = codec.latent_to_memory(z.view(z.shape[0], k, codec.slot_dim))  # [N x K x n_layer * n_kv * head_dim]
+    slots = z if slots is None else slots
+    mem = codec.latent_to_memory(slots.view(z.shape[0], k, codec.slot_dim))  # [N x K x n_layer * n_kv * head_dim]
     if k > 1:
         mem = mem + codec.slot_embedding.to(mem.dtype)
+    if getattr(codec, "sentence", None) is not None:
+        mem, k = torch.cat([mem, codec.sentence(z)[0].to(mem.dtype)], dim=1), k + 1
     mem = mem.view(z.shape[0], k, codec.n_layer, codec.n_kv_heads, codec.head_dim).permute(0, 2, 3, 1, 4)
     for layer in range(codec.n_layer):
         kv = mem[:, layer]  # [N x n_kv_heads x K x head_dim]
@@ -223,6 +227,25 @@ def memory_cache(codec, z: torch.Tensor | None, read_only: bool = False):
     if read_only:
         cache.frozen = True
     return cache, k
+
+
+def token_embeddings(codec, ids: torch.Tensor, z: torch.Tensor | None, start: int = 0,
+                     slots: torch.Tensor | None = None) -> torch.Tensor:
+    """``TextCodec._embed``: token embeddings of ``ids`` [N x L] at input positions start.. plus the latent:
+    the whole of it, or with slots the slot of the token each position predicts (read from ``slots`` if
+    given: z with some slots hidden), plus the sentence path's offset if the codec has one."""
+    emb = codec.decoder.get_input_embeddings()(ids)
+    if z is None or not codec.latent_embedding:
+        return emb
+    if getattr(codec, "sentence", None) is not None:
+        emb = emb + codec.sentence(z)[1].unsqueeze(1).to(emb.dtype)
+    if codec.latent_slots == 1:
+        return emb + codec.latent_to_embedding(z).unsqueeze(1)
+    slots = z if slots is None else slots
+    per_slot = codec.latent_to_embedding(slots.view(z.shape[0], codec.latent_slots, codec.slot_dim))
+    slot = (torch.arange(start, start + ids.shape[1], device=ids.device) // codec.slot_tokens).clamp(
+        max=codec.latent_slots - 1)
+    return emb + per_slot[:, slot]
 
 
 @torch.no_grad()

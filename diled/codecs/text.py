@@ -42,9 +42,11 @@ from torch import nn
 from diled.causal_lm import prepare_partitioned_build
 from diled.codecs.base import Codec, register_codec
 from diled.codecs.text_labels import LabelHead, check_label_head
+from diled.codecs.text_sentence import SentencePath, check_sentence_options, drop_slots
 from diled.text_decoders import (_read_only_memory_class, _sample, base_decoder_files, build_bert_decoder,  # noqa: F401
                                  build_causal_decoder, causal_blocks, check_decoding, default_encoder_path,
                                  freeze_codec, generate_ids, load_pretrained_causal, load_saved_parts, memory_cache,
+                                 token_embeddings,
                                  transplant_vocabulary, word_piece_slots)
 from diled.text_tokenizers import (EOS, gpt2_tokenizer_from_tiktoken, load_bert_decoder_tokenizer,  # noqa: F401
                                    load_decoder_tokenizer, train_bpe)
@@ -105,6 +107,9 @@ class TextCodec(Codec):
             wins): ``strategy`` "greedy" or "beam", ``num_beams``, ``length_penalty``, ``no_repeat_ngram``.
         label_head: ``{classes, weight, noise}``: a linear classifier of the examples' labels on the latent
             read through noise, trained jointly (``diled.codecs.text_labels``; examples ``{"text", "label"}``).
+        sentence_latent / slot_dropout: the width of a sentence-level summary of z that the decoder reads
+            besides the slots (0: none), and the chance that training hides a slot from the decoder
+            (``diled.codecs.text_sentence``); with both, a label head reads the summary.
     """
 
     name = "text"
@@ -122,7 +127,8 @@ class TextCodec(Codec):
                  activation_checkpointing: bool = False, latent_slots: int = 1, slot_tokens: int = 5,
                  decoder_revision: str | None = None, decoder_sha256: str | None = None,
                  trust_remote_code: bool = False, save_decoder: Literal["all", "trained"] = "all",
-                 decoding: dict | None = None, label_head: dict | None = None, _directory: str | None = None):
+                 decoding: dict | None = None, label_head: dict | None = None, sentence_latent: int = 0,
+                 slot_dropout: float = 0.0, _directory: str | None = None):
         super().__init__()
         from transformers import AutoModel, AutoTokenizer
 
@@ -219,8 +225,12 @@ class TextCodec(Codec):
         self.latent_to_embedding = nn.Linear(self.slot_dim, self.n_embd)
         if self.latent_slots > 1:  # which slot a memory position is (keys of equal content still differ)
             self.slot_embedding = nn.Parameter(0.02 * torch.randn(self.latent_slots, memory_width))
+        self.sentence_latent, self.slot_dropout = check_sentence_options(sentence_latent, slot_dropout, latent_slots)
+        self.sentence = SentencePath(latent_dim, self.sentence_latent, memory_width, self.n_embd) if sentence_latent else None
+        if self.slot_dropout:  # what the decoder sees of a slot that training hides
+            self.missing_slot = nn.Parameter(torch.zeros(self.slot_dim))
         self.label_options = check_label_head(label_head) if label_head is not None else None
-        self.label_head = LabelHead(latent_dim, **self.label_options) if self.label_options else None
+        self.label_head = LabelHead(self.sentence_latent or latent_dim, **self.label_options) if self.label_options else None
         self._freeze()
         self.activation_checkpointing = False
         self.set_activation_checkpointing(bool(activation_checkpointing))
@@ -290,7 +300,9 @@ class TextCodec(Codec):
                 "decoder_revision": self.decoder_revision, "decoder_sha256": self.decoder_sha256,
                 "trust_remote_code": self.trust_remote_code, "save_decoder": self.save_decoder,
                 **({"decoding": self.decoding} if self.decoding else {}),
-                **({"label_head": self.label_options} if self.label_options else {})}
+                **({"label_head": self.label_options} if self.label_options else {}),
+                **({"sentence_latent": self.sentence_latent} if self.sentence_latent else {}),
+                **({"slot_dropout": self.slot_dropout} if self.slot_dropout else {})}
 
     @classmethod
     def from_config(cls, config, directory=None):
@@ -358,7 +370,18 @@ class TextCodec(Codec):
     def auxiliary_losses(self, batch, z0, z1):
         if self.label_head is None or "label" not in batch:
             return {}
-        return {"label_ce": (self.label_head.loss(z0, batch["label"]), self.label_head.weight)}
+        return {"label_ce": (self.label_head.loss(z0, batch["label"], self.label_features), self.label_head.weight)}
+
+    def label_features(self, z: torch.Tensor) -> torch.Tensor:
+        """What the label head reads of latents z: the sentence summary if the codec has one, else z."""
+        return self.sentence.summary(z) if self.sentence is not None else z
+
+    @torch.no_grad()
+    def predict_labels(self, z: torch.Tensor) -> list[str]:
+        """The label head's class for each latent of z (ValueError without a head)."""
+        if self.label_head is None:
+            raise ValueError("this text codec was built without a label_head: it predicts no labels")
+        return self.label_head.predict(self.label_features(z))
 
     def example_lengths(self, examples) -> list[int]:
         """Decoder tokens per text (the longer of the two padded sequences, as a rule)."""
@@ -381,30 +404,17 @@ class TextCodec(Codec):
         return self.to_latent(pooled).flatten(1)
 
     # ----------------------------------------------------------------- decoder
-    def _memory_cache(self, z: torch.Tensor | None, read_only: bool = False):
-        """A fresh KV cache whose first positions are the latent memory (``memory_cache``)."""
-        return memory_cache(self, z, read_only)
-
-    def _embed(self, ids: torch.Tensor, z: torch.Tensor | None, start: int = 0) -> torch.Tensor:
-        """Token embeddings of ``ids`` [N x L] at input positions start.. plus the latent: the whole of it, or
-        with slots the slot of the token each position predicts."""
-        emb = self.decoder.get_input_embeddings()(ids)
-        if z is not None and self.latent_embedding:
-            if self.latent_slots == 1:
-                return emb + self.latent_to_embedding(z).unsqueeze(1)
-            per_slot = self.latent_to_embedding(z.view(z.shape[0], self.latent_slots, self.slot_dim))
-            slot = (torch.arange(start, start + ids.shape[1], device=ids.device) // self.slot_tokens).clamp(
-                max=self.latent_slots - 1)
-            emb = emb + per_slot[:, slot]
-        return emb
+    _memory_cache, _embed = memory_cache, token_embeddings  # the KV cache with the latent; embeddings + latent
 
     def decoder_logits(self, ids: torch.Tensor, mask: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
         """Teacher-forced logits [N x L x V] of ``ids`` [N x L] given z [N x D] (None: no latent at all,
         which is exactly the plain GPT-2 LM)."""
-        cache, n_mem = self._memory_cache(z, read_only=True)
+        slots = drop_slots(z, self.latent_slots, self.slot_dropout, self.missing_slot) if (
+            self.training and self.slot_dropout and z is not None) else None
+        cache, n_mem = self._memory_cache(z, read_only=True, slots=slots)
         attn = torch.cat([mask.new_ones(mask.shape[0], n_mem), mask], dim=1)
         positions = torch.arange(ids.shape[1], device=ids.device).unsqueeze(0).expand_as(ids)
-        out = self.decoder(inputs_embeds=self._embed(ids, z), attention_mask=attn, position_ids=positions,
+        out = self.decoder(inputs_embeds=self._embed(ids, z, slots=slots), attention_mask=attn, position_ids=positions,
                            past_key_values=cache if n_mem else None, use_cache=False)
         return out.logits
 

@@ -62,11 +62,13 @@ class LabelHead(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.linear(z)
 
-    def loss(self, z0: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def loss(self, z0: torch.Tensor, targets: torch.Tensor, features=None) -> torch.Tensor:
         """Cross-entropy [N] of the head on ``z0`` plus Gaussian noise of std ``noise`` (training and
-        validation alike); 0 where the target is -1."""
+        validation alike), read through ``features`` if given (the codec's sentence summary); 0 where the
+        target is -1."""
         known = targets >= 0
         z = z0 + self.noise * torch.randn_like(z0) if self.noise else z0
+        z = features(z) if features is not None else z
         ce = F.cross_entropy(self.linear(z).float(), targets.clamp(min=0), reduction="none")
         return torch.where(known, ce, torch.zeros_like(ce))
 

@@ -107,7 +107,7 @@ def label_head_accuracy(model, rows: list[dict]) -> float:
     if not known:
         return float("nan")
     z = torch.cat([model.encode([r["text"] for r in c]) for c in _batches(known, 200)])
-    return sum(p == r["label"] for p, r in zip(head.predict(z), known)) / len(known)
+    return sum(p == r["label"] for p, r in zip(model.codec.predict_labels(z), known)) / len(known)
 
 
 def sentiment_arithmetic(model, probe, labelled: list[dict], negatives: list[str]) -> tuple[dict, list[tuple]]:
