@@ -109,7 +109,7 @@ class TextCodec(Codec):
             read through noise, trained jointly (``diled.codecs.text_labels``; examples ``{"text", "label"}``).
         sentence_latent / slot_dropout: the width of a sentence-level summary of z that the decoder reads
             besides the slots (0: none), and the chance that training hides a slot from the decoder
-            (``diled.codecs.text_sentence``); with both, a label head reads the summary.
+            (``diled.codecs.text_sentence``); with a summary, a label head reads it.
     """
 
     name = "text"
