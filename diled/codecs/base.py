@@ -153,6 +153,12 @@ class Codec(nn.Module, metaclass=abc.ABCMeta):
         """Extra supervised terms added to the loss: ``{name: (per-example values [N], weight)}``."""
         return {}
 
+    def set_training_step(self, step: int) -> None:
+        """What a training loop calls before each optimiser step (1, 2, ...; resumed runs go on counting):
+        kept as ``training_step`` for a codec whose training changes with the step (the text codec's
+        ``slot_dropout_after``); nothing else by default."""
+        self.training_step = int(step)
+
 
 @register_codec
 class VectorCodec(Codec):

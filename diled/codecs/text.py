@@ -42,7 +42,7 @@ from torch import nn
 from diled.causal_lm import prepare_partitioned_build
 from diled.codecs.base import Codec, register_codec
 from diled.codecs.text_labels import LabelHead, check_label_head
-from diled.codecs.text_sentence import SentencePath, check_sentence_options, drop_slots
+from diled.codecs.text_sentence import SentencePath, check_sentence_options, decoder_view
 from diled.text_decoders import (_read_only_memory_class, _sample, base_decoder_files, build_bert_decoder,  # noqa: F401
                                  build_causal_decoder, causal_blocks, check_decoding, default_encoder_path,
                                  freeze_codec, generate_ids, load_pretrained_causal, load_saved_parts, memory_cache,
@@ -107,9 +107,10 @@ class TextCodec(Codec):
             wins): ``strategy`` "greedy" or "beam", ``num_beams``, ``length_penalty``, ``no_repeat_ngram``.
         label_head: ``{classes, weight, noise}``: a linear classifier of the examples' labels on the latent
             read through noise, trained jointly (``diled.codecs.text_labels``; examples ``{"text", "label"}``).
-        sentence_latent / slot_dropout: the width of a sentence-level summary of z that the decoder reads
-            besides the slots (0: none), and the chance that training hides a slot from the decoder
-            (``diled.codecs.text_sentence``); with a summary, a label head reads it.
+        sentence_latent / slot_dropout / slot_dropout_after: the width of a sentence-level summary of z that
+            the decoder reads besides the slots (0: none), the chance that training hides a slot from the
+            decoder, and the training steps before it starts (``diled.codecs.text_sentence``); with a summary,
+            a label head reads it.
     """
 
     name = "text"
@@ -128,7 +129,7 @@ class TextCodec(Codec):
                  decoder_revision: str | None = None, decoder_sha256: str | None = None,
                  trust_remote_code: bool = False, save_decoder: Literal["all", "trained"] = "all",
                  decoding: dict | None = None, label_head: dict | None = None, sentence_latent: int = 0,
-                 slot_dropout: float = 0.0, _directory: str | None = None):
+                 slot_dropout: float = 0.0, slot_dropout_after: int = 0, _directory: str | None = None):
         super().__init__()
         from transformers import AutoModel, AutoTokenizer
 
@@ -225,7 +226,8 @@ class TextCodec(Codec):
         self.latent_to_embedding = nn.Linear(self.slot_dim, self.n_embd)
         if self.latent_slots > 1:  # which slot a memory position is (keys of equal content still differ)
             self.slot_embedding = nn.Parameter(0.02 * torch.randn(self.latent_slots, memory_width))
-        self.sentence_latent, self.slot_dropout = check_sentence_options(sentence_latent, slot_dropout, latent_slots)
+        self.sentence_latent, self.slot_dropout, self.slot_dropout_after = check_sentence_options(
+            sentence_latent, slot_dropout, latent_slots, slot_dropout_after)
         self.sentence = SentencePath(latent_dim, self.sentence_latent, memory_width, self.n_embd) if sentence_latent else None
         if self.slot_dropout:  # what the decoder sees of a slot that training hides
             self.missing_slot = nn.Parameter(torch.zeros(self.slot_dim))
@@ -299,10 +301,9 @@ class TextCodec(Codec):
                 "latent_slots": self.latent_slots, "slot_tokens": self.slot_tokens,
                 "decoder_revision": self.decoder_revision, "decoder_sha256": self.decoder_sha256,
                 "trust_remote_code": self.trust_remote_code, "save_decoder": self.save_decoder,
-                **({"decoding": self.decoding} if self.decoding else {}),
-                **({"label_head": self.label_options} if self.label_options else {}),
-                **({"sentence_latent": self.sentence_latent} if self.sentence_latent else {}),
-                **({"slot_dropout": self.slot_dropout} if self.slot_dropout else {})}
+                **{k: v for k, v in (("decoding", self.decoding), ("label_head", self.label_options),  # when set
+                                     ("sentence_latent", self.sentence_latent), ("slot_dropout", self.slot_dropout),
+                                     ("slot_dropout_after", self.slot_dropout_after)) if v}}
 
     @classmethod
     def from_config(cls, config, directory=None):
@@ -409,8 +410,7 @@ class TextCodec(Codec):
     def decoder_logits(self, ids: torch.Tensor, mask: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
         """Teacher-forced logits [N x L x V] of ``ids`` [N x L] given z [N x D] (None: no latent at all,
         which is exactly the plain GPT-2 LM)."""
-        slots = drop_slots(z, self.latent_slots, self.slot_dropout, self.missing_slot) if (
-            self.training and self.slot_dropout and z is not None) else None
+        slots = decoder_view(self, z)
         cache, n_mem = self._memory_cache(z, read_only=True, slots=slots)
         attn = torch.cat([mask.new_ones(mask.shape[0], n_mem), mask], dim=1)
         positions = torch.arange(ids.shape[1], device=ids.device).unsqueeze(0).expand_as(ids)

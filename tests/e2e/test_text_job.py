@@ -20,12 +20,12 @@ def test_text_job_tiny(tmp_path):
             "--prior_stage.guide_steps=30", "--run.report_guided=8", "--prior_stage.temperature_samples=40",  # a sentiment guide, and its report section
             # the preset's decoder kind (MiniLM's first layer, warm-started, with the trained BPE transplanted)
             # its latent slots (8 x 4 here), its default decoding (beam search), a sentiment label head and the
-            # sentence path with slot dropout
+            # sentence path with slot dropout from step 20 (the trainer must say the step, or step 1 fails)
             "--model.latent_dim=32", "--model.codec_args={tokenizer: train, vocab_size: 500, max_length: 24,"
             " encoder_layers: 1, encoder_trainable_layers: 1, decoder_kind: bert, decoder_layers: 1,"
             " latent_slots: 8, slot_tokens: 3, decoding: {strategy: beam, num_beams: 2, length_penalty: 0.6},"
             " label_head: {classes: [negative, positive], weight: 1.0, noise: 0.1}, sentence_latent: 4,"
-            " slot_dropout: 0.3}"]
+            " slot_dropout: 0.3, slot_dropout_after: 20}"]
     env = {**os.environ, "RAY_ADDRESS": ""}
     env.pop("RAY_ADDRESS")
     out = subprocess.run(args, capture_output=True, text=True, timeout=850, env=env, cwd=tmp_path)
@@ -55,6 +55,7 @@ def test_text_job_tiny(tmp_path):
     codec_config = json.loads((run / "model/config.json").read_text())["codec"]
     assert codec_config["label_head"]["classes"] == ["negative", "positive"]
     assert codec_config["sentence_latent"] == 4 and codec_config["slot_dropout"] == 0.3
+    assert codec_config["slot_dropout_after"] == 20
     assert 0 <= metrics["label_head_test_accuracy"] <= 1
     assert logged["val_label_ce"] > 0
     assert metrics["mauve_n"][0] == metrics["samples"]

@@ -32,7 +32,15 @@ def make_model(tokenizer_dir, **options):
 def test_bad_options_are_named(width, p, slots, name):
     with pytest.raises(ValueError, match=name):
         check_sentence_options(width, p, slots)
-    assert check_sentence_options(4, 0.3, 3) == (4, 0.3)
+    assert check_sentence_options(4, 0.3, 3) == (4, 0.3, 0)
+
+
+@pytest.mark.parametrize("after, p, message", [(-1, 0.3, "slot_dropout_after must be"), (2.0, 0.3, "got 2.0"),
+                                               (True, 0.3, "got True"), (5, 0.0, "needs slot_dropout > 0")])
+def test_bad_slot_dropout_after_is_named(after, p, message):
+    with pytest.raises(ValueError, match=message):
+        check_sentence_options(4, p, 3, after)
+    assert check_sentence_options(4, 0.3, 3, 5) == (4, 0.3, 5)
 
 
 def test_drop_slots_hides_whole_slots_only():
@@ -68,6 +76,34 @@ def test_the_decoder_reads_the_sentence_path_and_training_hides_slots(tokenizer_
     # generation reads z the way teacher forcing does: the first greedy token is the logits' argmax
     first = [seq[0] for seq in codec.decode_ids(z, strategy="greedy", max_new_tokens=3)]
     assert first == changed[:, 0].argmax(-1).tolist()
+
+
+def test_slot_dropout_starts_after_its_steps_and_needs_the_loop_to_count(tokenizer_dir, tmp_path):
+    from diled.training import train
+
+    model = make_model(tokenizer_dir, sentence_latent=4, slot_dropout=0.5, slot_dropout_after=2)
+    codec = model.codec.train()
+    batch = codec.collate(TEXTS)
+    z = model.encode(TEXTS).detach()
+    ids, mask = batch["dec_ids"][:, :-1], batch["dec_mask"][:, :-1]
+    with pytest.raises(RuntimeError, match="set_training_step"):  # a loop that does not say the step
+        codec.decoder_logits(ids, mask, z)
+    codec.eval()
+    reference = codec.decoder_logits(ids, mask, z)
+    codec.train()
+    codec.decoder.eval()  # the decoder's own dropout off: only slot dropout can differ from evaluation
+    for step in (1, 2):  # the first two steps see every slot: the same logits as evaluation
+        codec.set_training_step(step)
+        torch.testing.assert_close(codec.decoder_logits(ids, mask, z), reference)
+    codec.set_training_step(3)
+    torch.manual_seed(3)
+    assert any(not torch.allclose(codec.decoder_logits(ids, mask, z), reference) for _ in range(4))
+    # the library's loop says the step; the option is saved and loads
+    batches = iter([batch] * 3)
+    train(model, batches, steps=3)
+    assert codec.training_step == 3
+    loaded = DiLED.from_pretrained(model.save_pretrained(tmp_path / "m"))
+    assert loaded.codec.get_config()["slot_dropout_after"] == 2
 
 
 def test_a_label_head_reads_the_summary_and_the_model_saves(tokenizer_dir, tmp_path):

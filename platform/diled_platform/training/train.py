@@ -383,10 +383,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     progress = Progress(cfg, ctx, tracker=Tracker(cfg, ctx.rank))
     step_seconds: list[float] = []
+    # a plug-in codec that does not subclass diled.codecs.Codec may lack the hook
+    set_step = getattr(codec, "set_training_step", lambda step: None)
     for step in range(start + 1, cfg.optim.max_steps + 1):
         maybe_inject_failure(cfg, ctx, step, resumed)
         batch = next(train_batches)
         t_step = time.perf_counter()
+        set_step(step)
         out = train_step(engine, batch)
         step_seconds.append(time.perf_counter() - t_step)
         loss = out["loss"].item()
