@@ -43,7 +43,8 @@ def main() -> None:
     from diled.prior_training import encode_all, train_prior
     from diled_platform.config import load_config
     from diled_platform.datatypes.base import datatype_for
-    from diled_platform.datatypes.image import _tensor, feature_classifier, guide_classes
+    from diled.guidance import guidable_classes
+    from diled_platform.datatypes.image import _tensor, feature_classifier
 
     run = Path(args.run)
     datatype = datatype_for(load_config(args.preset))
@@ -61,7 +62,7 @@ def main() -> None:
         result["conditional_prior"] = {"steps": args.conditional_steps, "cond_drop": args.cond_drop,
                                        "final_loss": summary["final_loss"],
                                        "seconds": round(time.perf_counter() - t0, 1)}
-    classes = guide_classes(model)
+    classes = guidable_classes(model)
     if not classes:
         raise SystemExit(f"{run / 'model'} has neither a conditional prior nor a guide: pass --conditional-steps")
     result["guidance"] = "classifier-free" if getattr(model.denoiser, "classes", None) else "classifier"

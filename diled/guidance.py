@@ -32,7 +32,7 @@ from diled.denoiser import prior_eps, self_conditioned, timestep_embedding
 
 __all__ = ["NULL", "ConditionEmbedding", "check_classes", "class_index", "at_least", "CFGPrior", "LatentClassifier",
            "ClassifierGuidedPrior", "LatentRegressor", "AtLeastGuidedPrior", "train_classifier", "train_regressor",
-           "model_weights_sha256", "save_guide", "load_guide", "model_conditions", "guided_prior"]
+           "model_weights_sha256", "save_guide", "load_guide", "guidable_classes", "model_conditions", "guided_prior"]
 
 class CFGPrior(nn.Module):
     """Classifier-free guidance of a prior built with classes: ``eps(z_t, t)`` toward class ``cond``
@@ -231,14 +231,21 @@ def train_classifier(classifier: LatentClassifier, diffusion, z0: torch.Tensor, 
     return {"steps": steps, "final_loss": final, "chance_loss": math.log(len(classifier.classes))}
 
 
-def model_conditions(model) -> list[str]:
-    """What ``model`` (a ``DiLED``) can be guided toward: the classes of a prior built with them, else its
-    guide's classes, or ``[">= y"]`` for a value guide (``LatentRegressor``); [] if neither."""
+def guidable_classes(model) -> list[str]:
+    """The class names ``model`` (a ``DiLED``) can be guided toward: those of a prior built with them
+    (classifier-free), else its class guide's; [] if neither (a value guide has no classes)."""
     if getattr(model.denoiser, "classes", None):
         return list(model.denoiser.classes)
-    if isinstance(model.guide, LatentRegressor):
+    guide = model.guide
+    return list(guide.classes) if guide is not None and not isinstance(guide, LatentRegressor) else []
+
+
+def model_conditions(model) -> list[str]:
+    """What ``model`` can be guided toward: ``guidable_classes``, or ``[">= y"]`` for a value guide
+    (``LatentRegressor``) on a prior without classes."""
+    if isinstance(model.guide, LatentRegressor) and not getattr(model.denoiser, "classes", None):
         return [f">= y ({model.guide.value} at least y)"]
-    return list(model.guide.classes) if model.guide is not None else []
+    return guidable_classes(model)
 
 
 def guided_prior(model, condition=None, guidance_scale: float = 1.0, classifier=None) -> nn.Module:

@@ -6,7 +6,8 @@ import torch
 from diled import DiLED, LatentDiffusion, MLPSkipNet
 from diled.codecs.image import ImageCodec
 from diled.metrics.image import FeatureClassifier
-from diled_platform.datatypes.image import guide_classes, guided_classes
+from diled.guidance import guidable_classes
+from diled_platform.datatypes.image import guided_classes
 
 CLASSES = [f"class {i}" for i in range(10)]
 
@@ -15,10 +16,10 @@ def test_a_conditional_prior_is_reported_classifier_free(tmp_path):
     torch.manual_seed(0)
     plain = DiLED(ImageCodec(latent_dim=4, width=8), MLPSkipNet(4, hidden=16, depth=1, time_dim=8),
                   LatentDiffusion("linear", 50))
-    assert guide_classes(plain) == []  # nothing to guide with: the report leaves the section out
+    assert guidable_classes(plain) == []  # nothing to guide with: the report leaves the section out
     model = DiLED(ImageCodec(latent_dim=4, width=8), MLPSkipNet(4, hidden=16, depth=1, time_dim=8, classes=CLASSES),
                   LatentDiffusion("linear", 50)).eval()
-    assert guide_classes(model) == CLASSES
+    assert guidable_classes(model) == CLASSES
     judge = FeatureClassifier().eval()
     images = torch.rand(40, 1, 28, 28)
     test = (judge.features(images).detach(), torch.arange(40) % 10 // 1)

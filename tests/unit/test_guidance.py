@@ -90,12 +90,14 @@ def test_classifier_guidance_steers_an_unconditional_prior(tmp_path):
         model.sample_latents(2, condition="right")
 
     # saved beside the model, tied to its weights: loaded with it, the default guide of an unconditional prior
-    from diled.guidance import save_guide
+    from diled.guidance import guidable_classes, save_guide
 
     folder = model.save_pretrained(tmp_path / "m")
+
     save_guide(classifier, folder, {"steps": 800})
     loaded = DiLED.from_pretrained(folder)
     assert loaded.guide is not None and loaded.guide.classes == CLASSES
+    assert guidable_classes(loaded) == loaded.conditions == CLASSES
     assert not any(k.startswith("guide") for k in loaded.state_dict())
     torch.testing.assert_close(loaded.sample_latents(6, steps=20, generator=g(), condition="right", guidance_scale=3.0),
                                model.sample_latents(6, steps=20, generator=g(), condition="right",
@@ -138,7 +140,7 @@ def test_value_guidance_steers_toward_at_least_y_and_saves_with_the_model(tmp_pa
     ">= y": most guided samples reach y where few unguided ones do; saved as the model's guide, it is what
     ``conditions`` lists, and a class condition is refused by name."""
     from diled.conditions import at_least
-    from diled.guidance import LatentRegressor, save_guide, train_regressor
+    from diled.guidance import LatentRegressor, guidable_classes, save_guide, train_regressor
 
     z0, _ = clusters()
     values = z0[:, 0] + 0.1 * torch.randn(len(z0), generator=torch.Generator().manual_seed(1))
@@ -161,6 +163,7 @@ def test_value_guidance_steers_toward_at_least_y_and_saves_with_the_model(tmp_pa
     save_guide(regressor, folder, summary)
     loaded = DiLED.from_pretrained(folder)
     assert isinstance(loaded.guide, LatentRegressor) and loaded.conditions == [">= y (height at least y)"]
+    assert guidable_classes(loaded) == []  # a value guide has no class to guide a report's class section toward
     torch.testing.assert_close(loaded.sample_latents(6, steps=20, generator=g(), condition=">=1.5", guidance_scale=3.0),
                                model.sample_latents(6, steps=20, generator=g(), condition=">=1.5",
                                                     classifier=regressor, guidance_scale=3.0))

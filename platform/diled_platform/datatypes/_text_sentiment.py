@@ -17,8 +17,9 @@ def _batches(items: list, size: int):
 
 def _can_guide(model, classes: tuple[str, ...]) -> bool:
     """Whether ``model`` can be guided toward each of ``classes`` (a conditional prior or a saved guide)."""
-    known = getattr(model.denoiser, "classes", None) or (model.guide.classes if model.guide is not None else [])
-    return all(c in known for c in classes)
+    from diled.guidance import guidable_classes
+
+    return set(classes) <= set(guidable_classes(model))
 
 
 def guided_sentiment(model, probe, train: list[dict], held: list[dict], out_dir: Path, n: int = 100,

@@ -168,6 +168,7 @@ def image_report(model_dir: Path, splits: dict, out_dir: Path, classifier=None, 
     """Evaluate a trained image model on the test split; write samples.png, reconstructions.png,
     interpolations.png and eval.json into ``out_dir``."""
     from diled import DiLED
+    from diled.guidance import guidable_classes
     from diled.metrics.image import batched, frechet_distance, interpolation_smoothness, psnr, save_grid
 
     torch.manual_seed(seed)
@@ -218,7 +219,7 @@ def image_report(model_dir: Path, splits: dict, out_dir: Path, classifier=None, 
         metrics["samples_class_histogram"] = torch.bincount(batched(classifier, samples).argmax(-1),
                                                             minlength=10).tolist()
         metrics["interpolation"] = interpolation_smoothness(classifier, paths)
-        if guide_classes(model):
+        if guidable_classes(model):
             labels = splits["test"][1]
             test = None if labels is None else (f_test, torch.as_tensor(np.asarray(labels[:len(x)])))
             metrics["guided"] = guided_classes(model, classifier, metrics["samples_class_histogram"], out_dir,
@@ -228,17 +229,12 @@ def image_report(model_dir: Path, splits: dict, out_dir: Path, classifier=None, 
     return metrics
 
 
-def guide_classes(model) -> list[str]:
-    """The classes ``model`` can be guided toward: its prior's (classifier-free), else its guide's."""
-    return list(getattr(model.denoiser, "classes", None) or (model.guide.classes if model.guide is not None else []))
-
-
 @torch.no_grad()
 def guided_classes(model, classifier, unguided_histogram: list[int], out_dir: Path, n: int = 200,
                    scale: float | None = None, steps: int = 50, seed: int = 0, test: tuple | None = None,
                    unguided_fd: float | None = None) -> dict[str, Any]:
-    """Samples guided toward each class (``guide_classes``) at ``scale`` (None: 1.5 for a conditional prior,
-    classifier-free; 3 for a classifier guide: where each met the 80% bar with the smallest per-class Frechet
+    """Samples guided toward each class (``diled.guidance.guidable_classes``) at ``scale`` (None: 1.5 for a
+    conditional prior, classifier-free; 3 for a classifier guide: where each met the 80% bar with the smallest per-class Frechet
     distances, docs/results.md), judged by the run's feature classifier (which the guide or the
     conditional prior never saw): the share classified as the target, against that class's share of the unguided
     samples; with ``test`` (the test images' classifier features and labels), each class's Frechet distance
@@ -246,9 +242,10 @@ def guided_classes(model, classifier, unguided_histogram: list[int], out_dir: Pa
     images) and a size-matched floor (as many random test images against all test images: what ``n``
     images score at best, the distance's small-sample bias).
     ``guided_samples.png`` holds a row of guided samples per class."""
+    from diled.guidance import guidable_classes
     from diled.metrics.image import frechet_distance, save_grid
 
-    classes, free = guide_classes(model), bool(getattr(model.denoiser, "classes", None))
+    classes, free = guidable_classes(model), bool(getattr(model.denoiser, "classes", None))
     scale = (1.5 if free else 3.0) if scale is None else scale
     total = max(1, sum(unguided_histogram))
     out: dict[str, Any] = {"n_per_class": n, "guidance": "classifier-free" if free else "classifier",
