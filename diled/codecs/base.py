@@ -10,6 +10,7 @@ mean z0), ``reconstruction_loss(batch, z) -> [N]`` (-log p(x0 | z) per example, 
 from __future__ import annotations
 
 import abc
+import inspect
 import math
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -60,7 +61,9 @@ def builtin_codec_names() -> list[str]:
     """The codecs shipped in ``diled/codecs/`` (one file each) and any registered since."""
     import pkgutil
 
-    files = {m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)]) if m.name != "base"}
+    # a leading underscore marks a helper module of a codec (``_text_labels``), not a codec
+    files = {m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)])
+             if m.name != "base" and not m.name.startswith("_")}
     return sorted(files | set(CODECS))
 
 
@@ -70,6 +73,23 @@ def codec_reference(cls: type["Codec"]) -> str:
     if cls.__module__ in ("diled.codecs.base", f"diled.codecs.{cls.name}"):
         return cls.name
     return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def check_codec_args(name: str, args: dict[str, Any]) -> None:
+    """What can be checked of a codec's keyword arguments without building it (on a driver, in a job's
+    ``--dry-run``): that the codec takes each of them (ValueError naming an unknown one and listing the
+    codec's options), then its ``check_args`` with every argument, defaults filled in."""
+    cls = codec_class(name)
+    signature = inspect.signature(cls.__init__)
+    known = [k for k, p in signature.parameters.items() if k != "self" and not k.startswith("_")
+             and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    if not any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values()):
+        unknown = [k for k in args if k not in known]
+        if unknown:
+            raise ValueError(f"codec {name!r} has no option {unknown[0]!r}; its options: {', '.join(known)}")
+    bound = signature.bind_partial(**args)
+    bound.apply_defaults()
+    cls.check_args({k: v for k, v in bound.arguments.items() if k != "self"})
 
 
 def build_codec(config: dict, directory: str | Path | None = None) -> "Codec":
@@ -152,6 +172,12 @@ class Codec(nn.Module, metaclass=abc.ABCMeta):
                          z1: torch.Tensor) -> dict[str, tuple[torch.Tensor, float]]:
         """Extra supervised terms added to the loss: ``{name: (per-example values [N], weight)}``."""
         return {}
+
+    @classmethod
+    def check_args(cls, args: dict[str, Any]) -> None:
+        """Checks of the constructor's arguments (``args``: all of them, defaults filled in) that load
+        nothing, for a driver to run before any worker builds the codec (``check_codec_args``); ValueError
+        naming the argument. Nothing by default."""
 
     def set_training_step(self, step: int) -> None:
         """What a training loop calls before each optimiser step (1, 2, ...; resumed runs go on counting):

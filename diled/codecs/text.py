@@ -41,10 +41,11 @@ from torch import nn
 
 from diled.causal_lm import prepare_partitioned_build
 from diled.codecs.base import Codec, register_codec
-from diled.codecs.text_labels import LabelHead, check_label_head
-from diled.codecs.text_sentence import SentencePath, check_sentence_options, decoder_view
+from diled.codecs._text_labels import LabelHead
+from diled.codecs._text_options import check_text_options
+from diled.codecs._text_sentence import SentencePath, decoder_view
 from diled.text_decoders import (_read_only_memory_class, _sample, base_decoder_files, build_bert_decoder,  # noqa: F401
-                                 build_causal_decoder, causal_blocks, check_decoding, default_encoder_path,
+                                 build_causal_decoder, causal_blocks, default_encoder_path,
                                  freeze_codec, generate_ids, load_pretrained_causal, load_saved_parts, memory_cache,
                                  token_embeddings,
                                  transplant_vocabulary, word_piece_slots)
@@ -53,7 +54,6 @@ from diled.text_tokenizers import (EOS, gpt2_tokenizer_from_tiktoken, load_bert_
 
 DecoderTrainable = Literal["all", "paper", "none"]
 DecoderKind = Literal["causal_lm", "gpt2", "bert"]
-DECODER_KINDS = ("causal_lm", "gpt2", "bert")
 
 
 @register_codec
@@ -106,10 +106,10 @@ class TextCodec(Codec):
         decoding: the default decoding options of ``decode`` (saved with the model; what a call passes
             wins): ``strategy`` "greedy" or "beam", ``num_beams``, ``length_penalty``, ``no_repeat_ngram``.
         label_head: ``{classes, weight, noise}``: a linear classifier of the examples' labels on the latent
-            read through noise, trained jointly (``diled.codecs.text_labels``; examples ``{"text", "label"}``).
+            read through noise, trained jointly (``diled.codecs._text_labels``; examples ``{"text", "label"}``).
         sentence_latent / slot_dropout / slot_dropout_after: the width of a sentence-level summary of z that
             the decoder reads besides the slots (0: none), the chance that training hides a slot from the
-            decoder, and the training steps before it starts (``diled.codecs.text_sentence``); with a summary,
+            decoder, and the training steps before it starts (``diled.codecs._text_sentence``); with a summary,
             a label head reads it.
     """
 
@@ -131,34 +131,11 @@ class TextCodec(Codec):
                  decoding: dict | None = None, label_head: dict | None = None, sentence_latent: int = 0,
                  slot_dropout: float = 0.0, slot_dropout_after: int = 0, _directory: str | None = None):
         super().__init__()
+        checked = check_text_options(**{k: v for k, v in locals().items() if k not in ("self", "__class__")})
         from transformers import AutoModel, AutoTokenizer
 
-        if decoder_kind not in DECODER_KINDS:
-            raise ValueError(f"decoder_kind must be one of {', '.join(DECODER_KINDS)}; got {decoder_kind!r}")
-        if decoder_init not in ("pretrained", "random"):
-            raise ValueError(f"decoder_init must be 'pretrained' or 'random', got {decoder_init!r}")
-        causal = decoder_kind != "bert"
-        from_scratch = causal and decoder is None and (decoder_kind == "gpt2" or "model_type" in (decoder_config or {}))
-        if from_scratch and tokenizer is None and _directory is None:
-            raise ValueError("TextCodec: a causal decoder built from scratch needs tokenizer=<path or name> "
-                             "(train one with diled.text_tokenizers.train_bpe)")
-        if save_decoder not in ("all", "trained"):
-            raise ValueError(f"save_decoder must be 'all' or 'trained', got {save_decoder!r}")
-        if save_decoder == "trained" and (not causal or from_scratch):
-            raise ValueError("save_decoder='trained' needs a pretrained causal decoder (decoder_kind causal_lm or "
-                             "gpt2 with a decoder to load): a decoder built from scratch or a bert decoder has no "
-                             "base to read the frozen weights from")
-        self.save_decoder, self.decoding = save_decoder, check_decoding(decoding or {})
-        if causal and decoder_layers != -1:
-            raise ValueError("decoder_layers applies to a bert decoder; a causal decoder's depth is its config's")
-        if decoder_trainable not in ("all", "paper", "none"):
-            raise ValueError(f"decoder_trainable must be one of all, paper, none; got {decoder_trainable!r}")
-        if max_length < 2:
-            raise ValueError(f"max_length must be >= 2, got {max_length}")
-        if latent_slots < 1 or latent_dim % latent_slots:
-            raise ValueError(f"latent_slots must be >= 1 and divide latent_dim={latent_dim}, got {latent_slots}")
-        if slot_tokens < 1:
-            raise ValueError(f"slot_tokens must be >= 1, got {slot_tokens}")
+        causal, from_scratch = checked["causal"], checked["from_scratch"]
+        self.save_decoder, self.decoding = save_decoder, checked["decoding"]
         self.latent_slots, self.slot_tokens = int(latent_slots), int(slot_tokens)
         self.slot_dim = latent_dim // self.latent_slots
         self.latent_dim, self.max_length = latent_dim, max_length
@@ -226,12 +203,11 @@ class TextCodec(Codec):
         self.latent_to_embedding = nn.Linear(self.slot_dim, self.n_embd)
         if self.latent_slots > 1:  # which slot a memory position is (keys of equal content still differ)
             self.slot_embedding = nn.Parameter(0.02 * torch.randn(self.latent_slots, memory_width))
-        self.sentence_latent, self.slot_dropout, self.slot_dropout_after = check_sentence_options(
-            sentence_latent, slot_dropout, latent_slots, slot_dropout_after)
+        self.sentence_latent, self.slot_dropout, self.slot_dropout_after = checked["sentence"]
         self.sentence = SentencePath(latent_dim, self.sentence_latent, memory_width, self.n_embd) if sentence_latent else None
         if self.slot_dropout:  # what the decoder sees of a slot that training hides
             self.missing_slot = nn.Parameter(torch.zeros(self.slot_dim))
-        self.label_options = check_label_head(label_head) if label_head is not None else None
+        self.label_options = checked["label_options"]
         self.label_head = LabelHead(self.sentence_latent or latent_dim, **self.label_options) if self.label_options else None
         self._freeze()
         self.activation_checkpointing = False
@@ -304,6 +280,10 @@ class TextCodec(Codec):
                 **{k: v for k, v in (("decoding", self.decoding), ("label_head", self.label_options),  # when set
                                      ("sentence_latent", self.sentence_latent), ("slot_dropout", self.slot_dropout),
                                      ("slot_dropout_after", self.slot_dropout_after)) if v}}
+
+    @classmethod
+    def check_args(cls, args: dict[str, Any]) -> None:
+        check_text_options(**args)
 
     @classmethod
     def from_config(cls, config, directory=None):

@@ -18,10 +18,11 @@ from typing import Any, Literal, get_args, get_origin
 import torch
 import yaml
 
-from diled.denoiser import PAPER_PRIOR
+from diled.denoiser import PAPER_PRIOR, build_prior
 from diled.model import DEFAULT_W, Objective
 from diled.schedules import ScheduleName
 from diled.checks import check_keys
+from diled.codecs import check_codec_args
 from diled_platform.options import ConfigError, DataOptions, positive  # noqa: F401 (public here too)
 
 _positive = positive  # the name plug-ins written before diled_platform.options use
@@ -65,10 +66,7 @@ class ModelConfig:
         if self.objective == "vae":
             from diled.baselines.vae import VAEOptions
 
-            try:
-                VAEOptions.from_dict(self.vae)
-            except (TypeError, ValueError) as err:
-                raise ConfigError(f"model.vae: {err}") from None
+            _named("model.vae", VAEOptions.from_dict, self.vae)
         if "latent_dim" in self.codec_args:
             raise ConfigError("model.codec_args must not set latent_dim: use model.latent_dim")
 
@@ -261,6 +259,9 @@ class JobConfig:
     def __post_init__(self):
         for f in fields(self):
             getattr(self, f.name).validate()
+        args = {k: v for k, v in self.model.codec_args.items() if k not in self.data.codec_args_taken}
+        _named("model.codec / model.codec_args", check_codec_args, self.model.codec,  # as far as it can be, unbuilt
+               {**args, "latent_dim": self.model.latent_dim})
         stage_prior = self.prior_stage.prior_config(self.model)
         if stage_prior is not None:
             _check_prior(stage_prior, "prior_stage.prior")
@@ -307,11 +308,14 @@ def _data_options(values: dict) -> DataOptions:
 
 def _check_prior(config: dict[str, Any], where: str) -> None:
     """Build the prior on the meta device: a wrong name or argument is named now, not in a worker."""
-    from diled.denoiser import build_prior
+    with torch.device("meta"):
+        _named(where, build_prior, config)
 
+
+def _named(where: str, check, *args) -> None:
+    """``check(*args)`` from the library, its TypeError or ValueError a ConfigError saying ``where``."""
     try:
-        with torch.device("meta"):
-            build_prior(config)
+        check(*args)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"{where}: {err}") from None
 
@@ -402,9 +406,7 @@ def set_dotted(data: dict[str, Any], values: dict[str, Any], where: str = "overr
             continue
         target = data[section]
         for depth, name in enumerate([key, *inner[:-1]]):
-            current = target.get(name)
-            if current is None:
-                current = {}
+            current = {} if target.get(name) is None else target[name]
             if not isinstance(current, dict):
                 at = ".".join([section, key, *inner[:depth]])
                 raise ConfigError(f"{where} {dotted}: {at} is {current!r}, not a mapping")

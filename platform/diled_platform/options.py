@@ -46,6 +46,9 @@ class DataOptions:
 
     #: the sources that read ``path`` (it is then required)
     path_sources: typing.ClassVar[tuple[str, ...]] = ()
+    #: keys of ``model.codec_args`` that the data type takes itself (its ``prepare`` removes them before the
+    #: codec is built), left out of the codec's option check
+    codec_args_taken: typing.ClassVar[tuple[str, ...]] = ()
 
     def validate(self):
         positive(self, "batch_size")

@@ -51,6 +51,21 @@ def test_bad_values_are_named():
         load_config("vector-cpu", ["--data.batch_size=0"])
 
 
+@pytest.mark.parametrize("override, message", [
+    ("--model.codec_args.slot_dropoutt=0.1", r"codec 'text' has no option 'slot_dropoutt'; its options: latent_dim, "),
+    ("--model.codec_args.slot_dropout=2", r"slot_dropout must be a number in \[0, 1\), got 2"),
+    ("--model.codec_args.slot_dropout_after=5", r"slot_dropout_after=5 needs slot_dropout > 0"),
+    ("--model.codec_args.decoding={strategy: bem}", r"decoding.strategy must be 'greedy' or 'beam'.*'bem'"),
+    ("--model.codec_args.latent_slots=7", r"latent_slots must be >= 1 and divide latent_dim=512, got 7"),
+    ("--model.codec=txt", r"unknown codec 'txt'; built-in codecs: image, protein, text, vector \(")])
+def test_the_codec_options_are_checked_before_any_worker_builds_the_codec(override, message):
+    """What a driver (and a job's --dry-run) can check of model.codec_args without loading a weight; the text
+    data type's own key (vocab_size, for the BPE it trains) is not taken for a codec option."""
+    assert load_config("text-cpu").model.codec_args["vocab_size"] == 8000
+    with pytest.raises(ConfigError, match=r"model.codec / model.codec_args: " + message):
+        load_config("text-cpu", [override])
+
+
 def test_malformed_override_and_missing_preset():
     with pytest.raises(ConfigError, match="section.key=value"):
         apply_overrides({}, ["optim.lr=1"])

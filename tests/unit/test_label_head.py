@@ -6,7 +6,7 @@ import torch
 
 from diled import DiLED, LatentDiffusion, MLPSkipNet
 from diled.codecs.text import TextCodec, train_bpe
-from diled.codecs.text_labels import check_label_head
+from diled.codecs._text_labels import check_label_head
 
 POSITIVE = ["what a great film, i loved it.", "a warm, funny and moving story.", "best service in years.",
             "a clever script with sharp dialogue."]
@@ -50,7 +50,7 @@ def test_labels_collate_and_the_term_joins_the_loss(tokenizer_dir):
     assert batch["label"].tolist() == [1] * 4 + [0] * 4 + [-1, -1]  # neutral and missing labels add nothing
     assert "label" not in model.codec.collate(POSITIVE)  # plain texts: no labels, no term
     # labels are matched by their text: a user's integer label column works with classes ["0", "1"]
-    from diled.codecs.text_labels import LabelHead
+    from diled.codecs._text_labels import LabelHead
     assert LabelHead(8, ["0", "1"]).targets([1, 0, None, 2, "1"]).tolist() == [1, 0, -1, -1, 1]
     columns = {"x": np.array([e["text"] for e in examples()], dtype=object),
                "label": np.array([e["label"] or "" for e in examples()], dtype=object)}

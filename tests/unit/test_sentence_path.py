@@ -6,7 +6,7 @@ import torch
 
 from diled import DiLED, LatentDiffusion, MLPSkipNet
 from diled.codecs.text import TextCodec, train_bpe
-from diled.codecs.text_sentence import check_sentence_options, drop_slots
+from diled.codecs._text_sentence import check_sentence_options, drop_slots
 
 TEXTS = ["what a great film, i loved it.", "the movie was bad and boring.", "best service in years.",
          "my bag was lost on the way home."]

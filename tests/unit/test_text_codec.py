@@ -292,5 +292,5 @@ def test_latent_slots_decode_with_the_cache_and_save(tokenizer_dir, tmp_path):
 def test_bad_latent_slots_are_named(tokenizer_dir):
     with pytest.raises(ValueError, match="latent_slots must be >= 1 and divide latent_dim=8, got 3"):
         make_codec(tokenizer_dir, latent_slots=3)
-    with pytest.raises(ValueError, match="slot_tokens must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="slot_tokens must be an integer >= 1, got 0"):
         make_codec(tokenizer_dir, latent_slots=2, slot_tokens=0)

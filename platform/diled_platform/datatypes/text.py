@@ -37,8 +37,8 @@ class TextOptions(DataOptions):
     min_words: int = 3                          # length filter, in words
     max_words: int = 30
     max_examples: int | None = None             # keep at most this many training sentences
-
     path_sources: ClassVar[tuple[str, ...]] = ("text_files",)
+    codec_args_taken: ClassVar[tuple[str, ...]] = ("vocab_size",)  # the trained BPE's size (prepare_tokenizer)
 
     def validate(self):
         super().validate()

@@ -12,7 +12,7 @@ the stretch must be guessed from its neighbours and the summary (which always se
 ``slot_dropout_after`` N keeps every slot in view for the first N training steps (the decoder first learns
 to read the slots, then to do without some): the training loop says which step it is through
 ``codec.set_training_step(step)`` (``diled.training.train`` and the platform's trainer do).
-With a label head (``diled.codecs.text_labels``) the head reads ``s``: the classes are set apart in the
+With a label head (``diled.codecs._text_labels``) the head reads ``s``: the classes are set apart in the
 numbers the decoder reads sentence-wide. Encoding, the prior and sampling are unchanged: z is still one
 D-vector; only the decoder reads it in one more way.
 """
