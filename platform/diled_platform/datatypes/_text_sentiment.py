@@ -111,9 +111,11 @@ def label_head_accuracy(model, rows: list[dict]) -> float:
     return sum(p == r["label"] for p, r in zip(model.codec.predict_labels(z), known)) / len(known)
 
 
-def sentiment_arithmetic(model, probe, labelled: list[dict], negatives: list[str]) -> tuple[dict, list[tuple]]:
-    """Add the (positive - negative) mean-latent direction of the ``labelled`` training sentences to the
-    latents of held-out ``negatives``, decode, and let ``probe`` judge: the flip rate and the rows."""
+def sentiment_arithmetic(model, probe, labelled: list[dict], negatives: list[str],
+                         scale: float = 1.0) -> tuple[dict, list[tuple]]:
+    """Add the (positive - negative) mean-latent direction of the ``labelled`` training sentences (times
+    ``scale``; the report's is 1) to the latents of held-out ``negatives``, decode, and let ``probe`` judge:
+    the flip rate and the rows."""
     codec, means = model.codec, {}
     for label in ("positive", "negative"):
         texts = [r["text"] for r in labelled if r["label"] == label]
@@ -121,7 +123,7 @@ def sentiment_arithmetic(model, probe, labelled: list[dict], negatives: list[str
     direction = means["positive"] - means["negative"]
     z = torch.cat([model.encode(c) for c in _batches(negatives, 100)])
     base = [s for c in _batches(list(z), 100) for s in codec.decode(torch.stack(c))]
-    shifted = [s for c in _batches(list(z + direction), 100) for s in codec.decode(torch.stack(c))]
+    shifted = [s for c in _batches(list(z + scale * direction), 100) for s in codec.decode(torch.stack(c))]
     base_pred, shifted_pred = probe.predict(base), probe.predict(shifted)
     metrics = {"arithmetic_n": len(negatives),
                "arithmetic_flip_rate": sum(p == "positive" for p in shifted_pred) / len(negatives),
