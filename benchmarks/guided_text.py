@@ -8,7 +8,9 @@ settings) of the samples toward each sentiment against the test sentences of tha
 ceiling (as many validation sentences of that sentiment against the same test sentences);
 ``--edit-strengths`` edits negative test sentences toward positive (``model.edit``: DDIM inversion to
 strength x T, then guided sampling back) and reports the share the probe judges positive and the corpus
-BLEU of the edits against their inputs, for each strength and ``--edit-scales`` scale.
+BLEU of the edits against their inputs, for each strength and ``--edit-scales`` scale; ``--edit-until P``
+adds the edit that stops per sentence at the mildest of those settings (scale by scale, each strength in
+turn) whose edited latent the guide gives "positive" a probability of at least P (``edit_until``).
 
     .venv/bin/python benchmarks/guided_text.py --model runs/text-cpu/model --out /tmp/guided
     .venv/bin/python benchmarks/guided_text.py --model M --guide-steps 2000 --n 100 --scales 0 1 3 10
@@ -40,6 +42,8 @@ def main() -> None:
     parser.add_argument("--edit-strengths", type=float, nargs="*", default=[])
     parser.add_argument("--edit-scales", type=float, nargs="+", default=[3.0, 10.0])
     parser.add_argument("--edit-n", type=int, default=200, help="negative test sentences to edit")
+    parser.add_argument("--edit-until", type=float, nargs="*", default=[],
+                        help="probabilities P: also edit each sentence until the guide's P(positive) >= P")
     args = parser.parse_args()
     import torch
 
@@ -81,7 +85,7 @@ def main() -> None:
         result["mauve_by_scale"] = mauve_by_sentiment(probe, texts, datatype, args.scales)
     if args.edit_strengths:
         negatives = [r["text"] for r in test if r["label"] == "negative"][:args.edit_n]
-        result["edits"] = edits(model, probe, negatives, args.edit_strengths, args.edit_scales, out)
+        result["edits"] = edits(model, probe, negatives, args.edit_strengths, args.edit_scales, out, args.edit_until)
     result.update({"guide": record, "encode_seconds": round(t1 - t0, 1), "guided_seconds": round(time.perf_counter() - t2, 1),
                    "probe_test_accuracy": probe.accuracy([r["text"] for r in held], [r["label"] for r in held])})
     (out / "guided.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -115,9 +119,11 @@ def mauve_by_sentiment(probe, texts: dict, datatype, scales) -> dict:
     return out
 
 
-def edits(model, probe, negatives: list[str], strengths, scales, out: Path) -> dict:
+def edits(model, probe, negatives: list[str], strengths, scales, out: Path, until=()) -> dict:
     """Negative sentences edited toward positive: the share the probe judges positive and the corpus BLEU
-    of the edits against their inputs, per strength and scale (strength 0: the plain reconstructions)."""
+    of the edits against their inputs, per strength and scale (strength 0: the plain reconstructions), and
+    per ``until`` probability of the edits that stop at the mildest setting the guide finds enough."""
+    from diled.guidance import edit_until
     from diled.metrics.text import corpus_bleu
 
     rows, result = [], {}
@@ -130,6 +136,19 @@ def edits(model, probe, negatives: list[str], strengths, scales, out: Path) -> d
                            "bleu_to_input": corpus_bleu(edited, negatives)}
             rows += [(key, a, b) for a, b in list(zip(negatives, edited))[:10]]
             print(key, result[key], flush=True)
+    settings = [(strength, scale) for scale in scales for strength in strengths]
+    for p in until:
+        edited, taken = [], []
+        for i in range(0, len(negatives), 100):
+            z, kept = edit_until(model, negatives[i:i + 100], "positive", settings, until=p)
+            edited += model.codec.decode(z)
+            taken += kept
+        key = f"until P(positive) >= {p} over {settings}"
+        result[key] = {"positive": sum(q == "positive" for q in probe.predict(edited)) / len(edited),
+                       "bleu_to_input": corpus_bleu(edited, negatives),
+                       "setting_taken": {str(settings[j]): taken.count(j) for j in range(len(settings))}}
+        rows += [(key, a, b) for a, b in list(zip(negatives, edited))[:10]]
+        print(key, result[key], flush=True)
     (out / "edits.tsv").write_text("setting\tinput\tedited\n" + "".join(
         "\t".join(" ".join(x.split()) for x in row) + "\n" for row in rows))
     return {"n": len(negatives), "by_setting": result}

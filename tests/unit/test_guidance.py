@@ -93,7 +93,6 @@ def test_classifier_guidance_steers_an_unconditional_prior(tmp_path):
     from diled.guidance import guidable_classes, save_guide
 
     folder = model.save_pretrained(tmp_path / "m")
-
     save_guide(classifier, folder, {"steps": 800})
     loaded = DiLED.from_pretrained(folder)
     assert loaded.guide is not None and loaded.guide.classes == CLASSES
@@ -102,6 +101,37 @@ def test_classifier_guidance_steers_an_unconditional_prior(tmp_path):
     torch.testing.assert_close(loaded.sample_latents(6, steps=20, generator=g(), condition="right", guidance_scale=3.0),
                                model.sample_latents(6, steps=20, generator=g(), condition="right",
                                                     classifier=classifier, guidance_scale=3.0))
+    # editing until the guide is convinced: each input keeps the mildest setting that moves it across
+    from diled.guidance import edit_until
+
+    z0_test, labels_test = clusters(200, seed=2)
+    left = z0_test[labels_test == 0]
+    left[:10, 0] = -0.2  # ten inputs near the boundary: a mild edit should do for them
+    model.codec.encode = lambda batch: left  # the codec is not what is tested: its latents are the clusters'
+    model.guide = classifier  # edit_until's default judge
+    try:
+        inputs = model.codec.decode_mean(left).tolist()
+        settings = [(0.3, 1.0), (0.8, 3.0)]
+        z, taken = edit_until(model, inputs, "right", settings, until=0.5, steps=50)
+        strong = model.edit_latents(inputs, "right", strength=0.8, guidance_scale=3.0, steps=50, classifier=classifier)
+        assert share_right(z) > 0.85 and len(taken) == len(left) and set(taken) <= {0, 1}
+        mild = torch.tensor(taken) == 0
+        assert mild[:10].float().mean() > 0.5  # most near-boundary inputs stop at the mild setting
+        torch.testing.assert_close(z[~mild], strong[~mild])  # the rest keep the strong one
+        # the mild edits moved less than the strong setting would have
+        assert (z[mild] - left[mild]).norm(dim=-1).mean() < (strong[mild] - left[mild]).norm(dim=-1).mean()
+        with pytest.raises(ValueError, match="until must be a probability in"):
+            edit_until(model, inputs, "right", settings, until=1.0)
+        with pytest.raises(ValueError, match=r"settings must be a non-empty list of \(strength, guidance_scale\)"):
+            edit_until(model, inputs, "right", [])
+        with pytest.raises(ValueError, match="unknown condition 'up'"):
+            edit_until(model, inputs, "up", settings)
+    finally:
+        del model.codec.encode
+    model.guide = None
+    with pytest.raises(ValueError, match="judges the edits with a class guide"):
+        edit_until(model, [[0.0, 0.0]], "right", [(0.5, 1.0)])
+
     model.denoiser.out.bias.data += 1  # other weights: the guide no longer belongs to them
     model.save_pretrained(folder)
     with pytest.raises(ValueError, match="was trained for a model whose weights have SHA-256"):
