@@ -30,8 +30,10 @@ def train(model: DiLED, batches: Iterator[dict], steps: int, lr: float = 1e-3, w
     history: list[dict[str, float]] = []
     acc = {"loss": 0.0, "rec": 0.0, "diff": 0.0, "mu_abs": 0.0}
     seen, t0, count = 0, time.perf_counter(), 0
+    # as in the platform's trainer: a codec that does not subclass diled.codecs.Codec may lack the hook
+    set_step = getattr(model.codec, "set_training_step", lambda step: None)
     for step in range(1, steps + 1):
-        model.codec.set_training_step(step)
+        set_step(step)
         out = model(next(batches))
         opt.zero_grad(set_to_none=True)
         out["loss"].backward()
