@@ -75,3 +75,16 @@ class ConditionEmbedding(nn.Module):
             raise ValueError(f"cond must be {n} class indices in -1..{self.num_classes - 1} (-1: none), "
                              f"got {cond.tolist()[:8]}")
         return self.table(torch.where(cond == NULL, torch.full_like(cond, self.num_classes), cond))
+
+
+def training_condition(prior: nn.Module, cond: torch.Tensor | None, drop_prob: float) -> torch.Tensor | None:
+    """What a prior trains on in the joint loss: a batch's class indices ``cond`` [N] (-1: unlabelled), each
+    replaced by the null class with probability ``drop_prob`` (classifier-free guidance, Ho & Salimans 2022:
+    the same prior also learns the unconditional model); None for a prior without classes or a batch
+    without classes (the null class)."""
+    if cond is None or not getattr(prior, "classes", None):
+        return None
+    if not 0 <= drop_prob <= 1:
+        raise ValueError(f"the condition's drop probability must be in [0, 1], got {drop_prob!r}")
+    cond = cond.long().reshape(-1)
+    return torch.where(torch.rand(cond.shape, device=cond.device) < drop_prob, torch.full_like(cond, NULL), cond)

@@ -20,6 +20,7 @@ from torch import nn
 
 from diled.codecs.base import Codec, build_codec, codec_reference
 from diled.checks import check_keys
+from diled.conditions import training_condition
 from diled.denoiser import build_prior, prior_name
 from diled.diffusion import LatentDiffusion, check_eta, check_sampler_name, check_temperature, ddim_invert, ddim_sample
 from diled.persistence import (DEFAULT_SHARD_BYTES, INDEX_NAME, WEIGHTS_NAME, has_weights, load_into,
@@ -70,6 +71,7 @@ class DiLED(nn.Module):
 
     #: the objectives this class trains (``diled.baselines.VAE`` has "vae")
     objectives: tuple[str, ...] = ("diled", "autoencoder", "prior_only")
+    cond_drop = 0.1  # a batch's "cond" (class indices) reaches a conditional prior, each dropped with this probability
 
     def __init_subclass__(cls, **kwargs):
         """A subclass with objectives of its own (the VAE) is what ``from_config`` builds for them."""
@@ -109,9 +111,8 @@ class DiLED(nn.Module):
 
     @property
     def guide(self):
-        """A ``LatentClassifier`` saved beside the model (``<folder>/guide``, ``diled.guidance.save_guide``),
-        which guides sampling toward a class when the prior has none; None if there is none. Not part of the
-        model's weights."""
+        """The guide saved beside the model (``<folder>/guide``, ``diled.guidance.save_guide``), which steers
+        sampling toward a class or value the prior does not know; None if none. Not part of the weights."""
         return self.__dict__.get("_guide")
 
     @guide.setter
@@ -178,7 +179,8 @@ class DiLED(nn.Module):
         t == 1), ``nelbo`` [N] (the w-free negative ELBO estimate ``rec + T * lambda_t * diff``, docs/design.md
         section 1), ``t`` [N], ``z0`` [N x D] (the detached encoder means) and ``mu_abs`` (mean |mu|, to
         watch the latent scale against sqrt(beta_1), docs/design.md section 7). ``t`` fixes the steps instead
-        of drawing them.
+        of drawing them. A batch's ``"cond"`` (class indices, -1 none) conditions a prior built with classes,
+        each dropped to the null class with probability ``cond_drop`` (``diled.conditions.training_condition``).
         """
         batch = self.prepare_batch(batch)
         z0 = self.codec.encode(batch)
@@ -188,19 +190,20 @@ class DiLED(nn.Module):
         else:
             t = self.diffusion.check_t(t.to(z0.device).reshape(-1).expand(n) if t.numel() == 1 else t.to(z0.device))
         z1 = z0 + self.diffusion.encoder_noise_std * torch.randn_like(z0)
+        cond = training_condition(self.denoiser, batch.get("cond"), self.cond_drop)
         if self.objective == "prior_only":  # second stage: the codec is frozen (no gradient reaches it)
             z0, z1 = z0.detach(), z1.detach()
             with torch.no_grad():
                 rec = self.codec.reconstruction_loss(batch, z1)
-            diff = self.diffusion.training_losses(self.denoiser, z0, z1, t)["diff"]
+            diff = self.diffusion.training_losses(self.denoiser, z0, z1, t, cond=cond)["diff"]
             return self.outputs(self.w * diff.mean(), rec, diff, self._nelbo(rec, diff, t), t, z0)
         rec = self.codec.reconstruction_loss(batch, z1)
         if self.objective == "diled":
-            diff = self.diffusion.training_losses(self.denoiser, z0, z1, t)["diff"]
+            diff = self.diffusion.training_losses(self.denoiser, z0, z1, t, cond=cond)["diff"]
             loss = (rec * self.diffusion.rec_weight(t)).mean() + self.w * diff.mean()
         else:  # autoencoder: reconstruction only; the (frozen) prior's loss is only reported
             with torch.no_grad():
-                diff = self.diffusion.training_losses(self.denoiser, z0.detach(), z1.detach(), t)["diff"]
+                diff = self.diffusion.training_losses(self.denoiser, z0.detach(), z1.detach(), t, cond=cond)["diff"]
             loss = rec.mean()
         return self.outputs(loss, rec, diff, self._nelbo(rec.detach(), diff.detach(), t), t, z0, (batch, z1))
 
@@ -378,11 +381,9 @@ class DiLED(nn.Module):
     @torch.no_grad()
     def interpolate(self, a, b, num: int = 5, steps: int | None = None, via: Via = "inversion",
                     **decode_kwargs) -> list:
-        """``num`` decoded points from input ``a`` to input ``b`` (both ends included).
-
-        ``via="inversion"``: slerp between the DDIM-inverted codes z_T and sample each back (DiLED's text
-        interpolation); ``via="latent"``: linear interpolation between the encoder means.
-        """
+        """``num`` decoded points from input ``a`` to input ``b`` (both ends included). ``via="inversion"``: slerp
+        between the DDIM-inverted codes z_T, each sampled back (DiLED's text interpolation); ``via="latent"``:
+        linear interpolation between the encoder means."""
         return self.codec.decode(self.interpolate_latents(a, b, num=num, steps=steps, via=via), **decode_kwargs)
 
     # ----------------------------------------------------------------- persistence
@@ -411,12 +412,11 @@ class DiLED(nn.Module):
         is about the model plus one shard. ``dtype`` casts floating weights (default fp32, whatever dtype they were saved in);
         ``device`` is where the weights are read to (a GPU: straight there, not through host memory)."""
         directory = Path(directory)
-        if not directory.is_dir():
-            raise FileNotFoundError(f"DiLED.from_pretrained: no such directory: {directory}")
-        if not (directory / CONFIG_NAME).is_file():
-            raise FileNotFoundError(f"DiLED.from_pretrained: {directory} has no {CONFIG_NAME}")
-        if not has_weights(directory):
-            raise FileNotFoundError(f"DiLED.from_pretrained: {directory} has no {WEIGHTS_NAME} (nor {INDEX_NAME})")
+        for missing, what in ((not directory.is_dir(), f"no such directory: {directory}"),
+                              (not (directory / CONFIG_NAME).is_file(), f"{directory} has no {CONFIG_NAME}"),
+                              (not has_weights(directory), f"{directory} has no {WEIGHTS_NAME} (nor {INDEX_NAME})")):
+            if missing:
+                raise FileNotFoundError(f"DiLED.from_pretrained: {what}")
         config = json.loads((directory / CONFIG_NAME).read_text())
         version = config.get("format_version", FORMAT_VERSION)
         if version != FORMAT_VERSION:

@@ -48,6 +48,10 @@ class ModelConfig:
     objective: Objective = "diled"
     init_from: str | None = None                # start from this save_pretrained folder's weights
     vae: dict = field(default_factory=dict)     # objective vae: beta, anneal_steps, free_bits (diled.baselines.vae)
+    # the joint prior knows the data type's classes (set into prior_args.classes on the driver), each training
+    # example's class dropped to the null class with probability cond_drop: classifier-free guidance
+    conditional: bool = False
+    cond_drop: float = 0.1
 
     def prior_config(self) -> dict[str, Any]:
         """The ``build_prior`` dict of this model's prior."""
@@ -59,6 +63,10 @@ class ModelConfig:
         _check_prior(self.prior_config(), "model.prior / model.prior_args")
         if self.w < 0:
             raise ConfigError(f"model.w must be >= 0, got {self.w}")
+        if not 0 <= self.cond_drop <= 1:
+            raise ConfigError(f"model.cond_drop must be in [0, 1], got {self.cond_drop}")
+        if self.conditional and self.objective not in ("diled", "prior_only"):
+            raise ConfigError(f"model.conditional trains the prior with classes; model.objective={self.objective!r} trains no prior")
         if self.objective == "prior_only" and not self.init_from:
             raise ConfigError("model.objective=prior_only needs model.init_from (the trained codec's model folder)")
         if self.vae and self.objective != "vae":
@@ -226,18 +234,13 @@ class PriorStageConfig:
             for i, value in enumerate(getattr(self, key)):
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
                     raise ConfigError(f"prior_stage.{key}[{i}] must be a number in {span}, got {value!r}")
-        if self.steps < 0:
-            raise ConfigError(f"prior_stage.steps must be >= 0 (0: off), got {self.steps}")
+        for key, ok, rule in (("steps", self.steps >= 0, ">= 0 (0: off)"), ("cond_drop", 0 <= self.cond_drop <= 1, "in [0, 1]"),
+                              ("guide_steps", self.guide_steps >= 0, ">= 0 (0: no guide)"), ("lr", self.lr > 0, "> 0"),
+                              ("ema", 0 <= self.ema < 1, "in [0, 1)")):
+            if not ok:
+                raise ConfigError(f"prior_stage.{key} must be {rule}, got {getattr(self, key)}")
         if self.conditional and not self.steps:
             raise ConfigError("prior_stage.conditional trains the stage's prior with classes: it needs prior_stage.steps > 0")
-        if not 0 <= self.cond_drop <= 1:
-            raise ConfigError(f"prior_stage.cond_drop must be in [0, 1], got {self.cond_drop}")
-        if self.guide_steps < 0:
-            raise ConfigError(f"prior_stage.guide_steps must be >= 0 (0: no guide), got {self.guide_steps}")
-        if not self.lr > 0:
-            raise ConfigError(f"prior_stage.lr must be > 0, got {self.lr}")
-        if not 0 <= self.ema < 1:
-            raise ConfigError(f"prior_stage.ema must be in [0, 1), got {self.ema}")
         if "latent_dim" in self.prior:
             raise ConfigError("prior_stage.prior must not set latent_dim: it is the model's (model.latent_dim)")
 
@@ -362,9 +365,7 @@ def _coerce(key: str, value: Any, hint) -> Any:
 
 
 def deepspeed_config_path(name: str) -> Path:
-    path = Path(name)
-    if path.suffix != ".json":
-        path = DEEPSPEED_DIR / f"{name}.json"
+    path = Path(name) if Path(name).suffix == ".json" else DEEPSPEED_DIR / f"{name}.json"
     if not path.is_file():
         available = sorted(p.stem for p in DEEPSPEED_DIR.glob("*.json"))
         raise ConfigError(f"scaling.deepspeed: no DeepSpeed config {name!r} ({path}); "

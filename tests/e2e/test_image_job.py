@@ -48,3 +48,30 @@ def test_image_job_tiny_with_the_two_stage_baseline(tmp_path):
     assert guided["unguided_frechet_vs_test"] == a["frechet_classifier_features"]["samples_vs_test"]
     assert 0 < guided["size_matched_floor"] < guided["max_class_frechet"]
     assert json.loads((joint / "prior_stage.json").read_text())["steps"] == 0
+
+
+def test_image_job_with_a_jointly_trained_conditional_prior(tmp_path):
+    """--model.conditional: the classes reach the joint prior on the workers (each dropped with cond_drop), the
+    saved prior knows them, and the report guides classifier-free (no guide is trained)."""
+    import torch
+
+    from diled import DiLED
+
+    args = [sys.executable, str(ROOT / "jobs/train_image.py"), "--run.name=cond", f"--run.storage_path={tmp_path}",
+            "--data.max_examples=3000", "--optim.max_steps=40", "--run.checkpoint_every=40",
+            "--scaling.num_workers=1", "--model.prior_hidden=64", "--model.codec_args={width: 16}",
+            "--model.latent_dim=8", "--model.conditional=true", "--model.cond_drop=0.2", "--run.report_samples=200"]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    out = subprocess.run(args, capture_output=True, text=True, timeout=850, env=env, cwd=tmp_path)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
+    run = tmp_path / "cond"
+    config = json.loads((run / "model/config.json").read_text())
+    assert config["denoiser"]["classes"][:2] == ["T-shirt/top", "Trouser"] and len(config["denoiser"]["classes"]) == 10
+    trained = DiLED.from_pretrained(run / "model")
+    torch.manual_seed(0)  # the workers' seed (run.seed): the same initial weights
+    initial = DiLED.from_config(config)
+    moved = (trained.denoiser.class_embedding.table.weight - initial.denoiser.class_embedding.table.weight).abs().amax(1)
+    assert (moved > 0).all(), moved  # every class's row and the null row trained: the labels reached the workers
+    guided = json.loads((run / "eval.json").read_text())["guided"]
+    assert guided["guidance"] == "classifier-free" and len(guided["by_class"]) == 10
+    assert not (run / "model/guide").exists()

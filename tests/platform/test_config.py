@@ -342,3 +342,26 @@ def test_a_label_head_without_labels_in_the_data_is_a_config_error(tmp_path):
                                    "--model.codec_args.label_head={classes: [negative, positive]}"])
     with pytest.raises(ConfigError, match=r"model.codec_args.label_head.classes=\['negative', 'positive'\]"):
         datatype_for(cfg).prepare(cfg, tmp_path / "run")
+
+
+def test_a_joint_conditional_prior_takes_the_data_types_classes_once_on_the_driver(tmp_path):
+    from diled_platform.datatypes import datatype_for
+    from diled_platform.training.driver import with_classes
+
+    with pytest.raises(ConfigError, match=r"model\.cond_drop must be in \[0, 1\], got 1.5"):
+        load_config("image-cpu", ["--model.cond_drop=1.5"])
+    with pytest.raises(ConfigError, match=r"model\.conditional trains the prior with classes; model\.objective='autoencoder'"):
+        load_config("image-cpu", ["--model.conditional=true", "--model.objective=autoencoder"])
+    vectors = load_config("vector-cpu", ["--model.conditional=true"])
+    with pytest.raises(ConfigError, match=r"model\.conditional=true needs the data's classes, and data type 'vector'"):
+        with_classes(vectors, datatype_for(vectors))
+    data = tmp_path / "reviews.csv"
+    data.write_text("text,mood\n" + "".join(f"sentence number {i} is here,{'up' if i % 3 else 'down'}\n"
+                                            for i in range(60)))
+    cfg = load_config("text-cpu", ["--data.source=text_files", f"--data.path={data}", "--data.label_column=mood",
+                                   "--model.conditional=true"])
+    resolved = with_classes(cfg, datatype_for(cfg))
+    assert resolved.model.prior_args["classes"] == ["down", "up"]
+    assert resolved.model_config()["denoiser"]["classes"] == ["down", "up"]  # what every worker builds
+    assert with_classes(resolved, None) is resolved  # resolved once: the data type is not asked again
+    assert load_config("text-cpu").model.conditional is False

@@ -22,7 +22,38 @@ def prepare(cfg: JobConfig, datatype=None):
     from diled_platform.datatypes import datatype_for
 
     datatype = datatype_for(cfg) if datatype is None else datatype
-    return datatype, datatype.prepare(cfg, Path(cfg.run.storage_path) / cfg.run.name)
+    return datatype, with_classes(datatype.prepare(cfg, Path(cfg.run.storage_path) / cfg.run.name), datatype)
+
+
+def with_classes(cfg: JobConfig, datatype) -> JobConfig:
+    """With ``model.conditional``, the data type's classes set into ``model.prior_args.classes`` (once, here on
+    the driver), so every worker builds the same conditional prior; ``cfg`` itself otherwise."""
+    from diled_platform.config import replace
+
+    if not cfg.model.conditional or "classes" in cfg.model.prior_args:
+        return cfg
+    try:
+        classes, _ = datatype.training_labels()
+    except (NotImplementedError, ValueError) as err:
+        raise ConfigError(f"model.conditional=true needs the data's classes, and data type {datatype.name!r} "
+                          f"gives none ({err}); set model.conditional=false") from None
+    return replace(cfg, model={"prior_args": {**cfg.model.prior_args, "classes": list(classes)}})
+
+
+def with_condition_column(dataset, datatype):
+    """The training ``dataset`` (one block on the driver, ``driver_dataset``) with a ``cond`` column: each row's
+    class index, -1 if unlabelled (``datatype.training_labels``, in the training split's row order)."""
+    import numpy as np
+    import pyarrow as pa
+    import ray
+
+    from diled_platform.datatypes.base import driver_dataset
+
+    table = pa.concat_tables(ray.get(dataset.to_arrow_refs()))
+    _, labels = datatype.training_labels()
+    if len(labels) != table.num_rows:
+        raise ValueError(f"data type {datatype.name!r}: {len(labels)} training labels for {table.num_rows} rows")
+    return driver_dataset(table.append_column("cond", pa.array(np.asarray(labels, dtype=np.int64))))
 
 
 def build_trainer(cfg: JobConfig, callbacks: list | None = None, datatype=None):
@@ -37,6 +68,8 @@ def build_trainer(cfg: JobConfig, callbacks: list | None = None, datatype=None):
     ray.data.DataContext.get_current().enable_progress_bars = False
     datatype, cfg = prepare(cfg, datatype)
     datasets = datatype.datasets()
+    if cfg.model.conditional:  # each training row's class reaches the joint prior (validation: the null class)
+        datasets["train"] = with_condition_column(datasets["train"], datatype)
     scaling = ray.train.ScalingConfig(
         num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
         resources_per_worker={"CPU": cfg.scaling.cpus_per_worker, **({"GPU": 1} if cfg.scaling.use_gpu else {})})

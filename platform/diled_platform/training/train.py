@@ -172,6 +172,7 @@ def setup_model_and_engine(cfg: JobConfig, ctx: WorkerContext):
         log.warning("scaling.precision=bf16 on a CPU without AVX512-BF16 or AMX: torch emulates bf16 matmuls "
                     "there, which is slower than fp32; --scaling.precision=fp32 is the faster choice on this CPU")
     model, hf_ds = build_model(cfg, deepspeed_config(cfg, ctx.world_size))
+    model.cond_drop = cfg.model.cond_drop  # a conditional prior's training batches carry "cond" (build_trainer)
     built = residency(model)
     groups, scales = param_groups(model, cfg.optim.lr, cfg.optim.lr_scale)
     engine, *_ = deepspeed.initialize(model=model, model_parameters=groups,
@@ -223,11 +224,18 @@ def setup_data_shard(cfg: JobConfig, codec, rank: int, name: str = "train") -> I
             parts = [columns] if pool == 1 else length_bucketed(
                 columns, cfg.data.batch_size, rng, codec.example_lengths(list(columns["x"])))
             for part in parts:
-                yield codec.collate_columns(part)
+                yield with_condition(codec.collate_columns(part), part)
         if not got:
             raise ConfigError(f"the training shard holds fewer than data.batch_size={cfg.data.batch_size} "
                               f"x data.length_buckets={pool} examples per worker: lower them or add data")
         epoch += 1
+
+
+def with_condition(batch: dict, columns: dict) -> dict:
+    """``batch`` with the rows' class indices as ``"cond"`` if the columns have them (``model.conditional``)."""
+    if "cond" in columns:
+        batch["cond"] = torch.as_tensor(np.asarray(columns["cond"], dtype=np.int64))
+    return batch
 
 
 def length_bucketed(columns: dict[str, np.ndarray], batch_size: int, rng: np.random.Generator,
