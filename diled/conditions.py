@@ -80,10 +80,13 @@ class ConditionEmbedding(nn.Module):
 def training_condition(prior: nn.Module, cond: torch.Tensor | None, drop_prob: float) -> torch.Tensor | None:
     """What a prior trains on in the joint loss: a batch's class indices ``cond`` [N] (-1: unlabelled), each
     replaced by the null class with probability ``drop_prob`` (classifier-free guidance, Ho & Salimans 2022:
-    the same prior also learns the unconditional model); None for a prior without classes or a batch
-    without classes (the null class)."""
-    if cond is None or not getattr(prior, "classes", None):
+    the same prior also learns the unconditional model); None for a batch without classes (the null class).
+    ValueError for class indices given to a prior built without classes."""
+    if cond is None:
         return None
+    if not getattr(prior, "classes", None):
+        raise ValueError(f"the batch has class indices ('cond') but the {type(prior).__name__} prior was built "
+                         f"without classes: build it with classes=[...] or leave 'cond' out")
     if not 0 <= drop_prob <= 1:
         raise ValueError(f"the condition's drop probability must be in [0, 1], got {drop_prob!r}")
     cond = cond.long().reshape(-1)

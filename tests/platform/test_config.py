@@ -346,7 +346,7 @@ def test_a_label_head_without_labels_in_the_data_is_a_config_error(tmp_path):
 
 def test_a_joint_conditional_prior_takes_the_data_types_classes_once_on_the_driver(tmp_path):
     from diled_platform.datatypes import datatype_for
-    from diled_platform.training.driver import with_classes
+    from diled_platform.training.driver import condition_indices, with_classes
 
     with pytest.raises(ConfigError, match=r"model\.cond_drop must be in \[0, 1\], got 1.5"):
         load_config("image-cpu", ["--model.cond_drop=1.5"])
@@ -364,4 +364,9 @@ def test_a_joint_conditional_prior_takes_the_data_types_classes_once_on_the_driv
     assert resolved.model.prior_args["classes"] == ["down", "up"]
     assert resolved.model_config()["denoiser"]["classes"] == ["down", "up"]  # what every worker builds
     assert with_classes(resolved, None) is resolved  # resolved once: the data type is not asked again
+    datatype = datatype_for(cfg)
+    labels = datatype.splits["train"].column("label").to_pylist()
+    assert condition_indices(datatype, ["up"]) == [0 if label == "up" else -1 for label in labels]  # a user's subset
+    with pytest.raises(ConfigError, match=r"model\.prior_args\.classes=\['sideways'\]: no training example"):
+        condition_indices(datatype, ["sideways"])
     assert load_config("text-cpu").model.conditional is False

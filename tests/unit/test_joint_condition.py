@@ -30,7 +30,8 @@ def model(objective="diled"):
 def test_training_condition_drops_with_its_probability_and_needs_classes():
     cond = torch.tensor([0, 1, 1, 0, -1])
     prior = MLPSkipNet(2, hidden=8, depth=1, time_dim=8, classes=CLASSES)
-    assert training_condition(MLPSkipNet(2, hidden=8, depth=1, time_dim=8), cond, 0.1) is None  # no classes
+    with pytest.raises(ValueError, match=r"class indices \('cond'\) but the MLPSkipNet prior was built without classes"):
+        training_condition(MLPSkipNet(2, hidden=8, depth=1, time_dim=8), cond, 0.1)
     assert training_condition(prior, None, 0.1) is None  # no labels in the batch: the null class
     assert torch.equal(training_condition(prior, cond, 0.0), cond)
     assert torch.equal(training_condition(prior, cond, 1.0), torch.full_like(cond, NULL))

@@ -40,9 +40,22 @@ def with_classes(cfg: JobConfig, datatype) -> JobConfig:
     return replace(cfg, model={"prior_args": {**cfg.model.prior_args, "classes": list(classes)}})
 
 
-def with_condition_column(dataset, datatype):
+def condition_indices(datatype, classes: list[str]) -> list[int]:
+    """Each training example's index in the prior's ``classes`` (-1: unlabelled, or a label the prior does not
+    know), from ``datatype.training_labels`` (in the training split's row order); a ConfigError if no example
+    has one of ``classes``."""
+    known, labels = datatype.training_labels()
+    index = {name: i for i, name in enumerate(classes)}
+    cond = [index.get(known[j], -1) if j >= 0 else -1 for j in labels]
+    if all(c < 0 for c in cond):
+        raise ConfigError(f"model.prior_args.classes={list(classes)}: no training example has one of these labels "
+                          f"(the data's: {list(known)})")
+    return cond
+
+
+def with_condition_column(dataset, datatype, classes: list[str]):
     """The training ``dataset`` (one block on the driver, ``driver_dataset``) with a ``cond`` column: each row's
-    class index, -1 if unlabelled (``datatype.training_labels``, in the training split's row order)."""
+    index in the prior's ``classes`` (``condition_indices``)."""
     import numpy as np
     import pyarrow as pa
     import ray
@@ -50,10 +63,10 @@ def with_condition_column(dataset, datatype):
     from diled_platform.datatypes.base import driver_dataset
 
     table = pa.concat_tables(ray.get(dataset.to_arrow_refs()))
-    _, labels = datatype.training_labels()
-    if len(labels) != table.num_rows:
-        raise ValueError(f"data type {datatype.name!r}: {len(labels)} training labels for {table.num_rows} rows")
-    return driver_dataset(table.append_column("cond", pa.array(np.asarray(labels, dtype=np.int64))))
+    cond = condition_indices(datatype, classes)
+    if len(cond) != table.num_rows:
+        raise ValueError(f"data type {datatype.name!r}: {len(cond)} training labels for {table.num_rows} rows")
+    return driver_dataset(table.append_column("cond", pa.array(np.asarray(cond, dtype=np.int64))))
 
 
 def build_trainer(cfg: JobConfig, callbacks: list | None = None, datatype=None):
@@ -69,7 +82,7 @@ def build_trainer(cfg: JobConfig, callbacks: list | None = None, datatype=None):
     datatype, cfg = prepare(cfg, datatype)
     datasets = datatype.datasets()
     if cfg.model.conditional:  # each training row's class reaches the joint prior (validation: the null class)
-        datasets["train"] = with_condition_column(datasets["train"], datatype)
+        datasets["train"] = with_condition_column(datasets["train"], datatype, cfg.model.prior_args["classes"])
     scaling = ray.train.ScalingConfig(
         num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
         resources_per_worker={"CPU": cfg.scaling.cpus_per_worker, **({"GPU": 1} if cfg.scaling.use_gpu else {})})
