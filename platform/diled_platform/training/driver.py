@@ -32,19 +32,24 @@ def with_classes(cfg: JobConfig, datatype) -> JobConfig:
 
     if not cfg.model.conditional or "classes" in cfg.model.prior_args:
         return cfg
+    classes, _ = training_labels(datatype)
+    return replace(cfg, model={"prior_args": {**cfg.model.prior_args, "classes": list(classes)}})
+
+
+def training_labels(datatype) -> tuple[list[str], list[int]]:
+    """``datatype.training_labels()``; a data type without labels is a ConfigError naming model.conditional."""
     try:
-        classes, _ = datatype.training_labels()
+        return datatype.training_labels()
     except (NotImplementedError, ValueError) as err:
         raise ConfigError(f"model.conditional=true needs the data's classes, and data type {datatype.name!r} "
                           f"gives none ({err}); set model.conditional=false") from None
-    return replace(cfg, model={"prior_args": {**cfg.model.prior_args, "classes": list(classes)}})
 
 
 def condition_indices(datatype, classes: list[str]) -> list[int]:
     """Each training example's index in the prior's ``classes`` (-1: unlabelled, or a label the prior does not
     know), from ``datatype.training_labels`` (in the training split's row order); a ConfigError if no example
     has one of ``classes``."""
-    known, labels = datatype.training_labels()
+    known, labels = training_labels(datatype)
     index = {name: i for i, name in enumerate(classes)}
     cond = [index.get(known[j], -1) if j >= 0 else -1 for j in labels]
     if all(c < 0 for c in cond):
