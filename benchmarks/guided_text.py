@@ -10,12 +10,18 @@ ceiling (as many validation sentences of that sentiment against the same test se
 strength x T, then guided sampling back) and reports the share the probe judges positive and the corpus
 BLEU of the edits against their inputs, for each strength and ``--edit-scales`` scale; ``--edit-until P``
 adds the edit that stops per sentence at the mildest of those settings (scale by scale, each strength in
-turn) whose edited latent the guide gives "positive" a probability of at least P (``edit_until``).
+turn) whose edited latent the guide gives "positive" a probability of at least P (``edit_until``);
+``--edit-judged A`` adds judged editing (``diled.editing.edit_judged`` over its default grid): per sentence the
+candidate closest to the input (sentence BLEU) among those a TF-IDF judge fitted on the training split gives
+"positive" a probability of at least A, else the closest of all; the probe, which never picks, judges.
+``--edit-offset K`` edits the negative test sentences from the K-th on (a set the settings were not chosen on).
 
     .venv/bin/python benchmarks/guided_text.py --model runs/text-cpu/model --out /tmp/guided
     .venv/bin/python benchmarks/guided_text.py --model M --guide-steps 2000 --n 100 --scales 0 1 3 10
     .venv/bin/python benchmarks/guided_text.py --model M --n 200 --seeds 0 1 2 --scales 0 3 10 --mauve \
         --edit-strengths 0.4 0.6 0.8 --edit-scales 3 10 30
+    .venv/bin/python benchmarks/guided_text.py --model M --guide-steps 20000 --n 20 --scales 0 \
+        --edit-strengths --edit-judged 0.8 --edit-offset 200
 """
 
 from __future__ import annotations
@@ -44,6 +50,9 @@ def main() -> None:
     parser.add_argument("--edit-n", type=int, default=200, help="negative test sentences to edit")
     parser.add_argument("--edit-until", type=float, nargs="*", default=[],
                         help="probabilities P: also edit each sentence until the guide's P(positive) >= P")
+    parser.add_argument("--edit-judged", type=float, nargs="*", default=[],
+                        help="probabilities A: also edit judged (edit_judged, a TF-IDF judge accepting at A)")
+    parser.add_argument("--edit-offset", type=int, default=0, help="skip this many negative test sentences")
     args = parser.parse_args()
     import torch
 
@@ -83,9 +92,11 @@ def main() -> None:
                        r["label"] == c for r in test)) for c in ("positive", "negative")}})
     if args.mauve:
         result["mauve_by_scale"] = mauve_by_sentiment(probe, texts, datatype, args.scales)
-    if args.edit_strengths:
-        negatives = [r["text"] for r in test if r["label"] == "negative"][:args.edit_n]
-        result["edits"] = edits(model, probe, negatives, args.edit_strengths, args.edit_scales, out, args.edit_until)
+    if args.edit_strengths or args.edit_judged:
+        negatives = [r["text"] for r in test if r["label"] == "negative"][args.edit_offset:args.edit_offset + args.edit_n]
+        result["edits"] = edits(model, probe, negatives, args.edit_strengths, args.edit_scales, out, args.edit_until,
+                                judged=args.edit_judged, train=train)
+        result["edits"]["offset"] = args.edit_offset
     result.update({"guide": record, "encode_seconds": round(t1 - t0, 1), "guided_seconds": round(time.perf_counter() - t2, 1),
                    "probe_test_accuracy": probe.accuracy([r["text"] for r in held], [r["label"] for r in held])})
     (out / "guided.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -119,12 +130,15 @@ def mauve_by_sentiment(probe, texts: dict, datatype, scales) -> dict:
     return out
 
 
-def edits(model, probe, negatives: list[str], strengths, scales, out: Path, until=()) -> dict:
+def edits(model, probe, negatives: list[str], strengths, scales, out: Path, until=(), judged=(), train=()) -> dict:
     """Negative sentences edited toward positive: the share the probe judges positive and the corpus BLEU
-    of the edits against their inputs, per strength and scale (strength 0: the plain reconstructions), and
-    per ``until`` probability of the edits that stop at the mildest setting the guide finds enough."""
+    of the edits against their inputs, per strength and scale (strength 0: the plain reconstructions), per
+    ``until`` probability of the edits that stop at the mildest setting the guide finds enough, and per
+    ``judged`` acceptance of the edits a TF-IDF judge fitted on ``train`` picks (``edit_judged``)."""
+    from diled.editing import JUDGED_SETTINGS, edit_judged
     from diled.guidance import edit_until
-    from diled.metrics.text import corpus_bleu
+    from diled.metrics.sentiment import TfidfSentiment
+    from diled.metrics.text import corpus_bleu, sentence_bleus
 
     rows, result = [], {}
     for strength in [0.0, *strengths]:
@@ -147,6 +161,20 @@ def edits(model, probe, negatives: list[str], strengths, scales, out: Path, unti
         result[key] = {"positive": sum(q == "positive" for q in probe.predict(edited)) / len(edited),
                        "bleu_to_input": corpus_bleu(edited, negatives),
                        "setting_taken": {str(settings[j]): taken.count(j) for j in range(len(settings))}}
+        rows += [(key, a, b) for a, b in list(zip(negatives, edited))[:10]]
+        print(key, result[key], flush=True)
+    tfidf = TfidfSentiment().fit([r["text"] for r in train], [r["label"] for r in train]) if judged else None
+    for accept in judged:
+        t0, edited, taken, accepted = time.perf_counter(), [], [], []
+        for i in range(0, len(negatives), 100):
+            chosen = edit_judged(model, negatives[i:i + 100], "positive", tfidf.probability, sentence_bleus,
+                                 accept=accept)
+            edited, taken, accepted = edited + chosen.outputs, taken + chosen.settings, accepted + chosen.accepted
+        key = f"judged by TF-IDF, accepted at {accept}, over {len(JUDGED_SETTINGS)} settings"
+        result[key] = {"positive": sum(q == "positive" for q in probe.predict(edited)) / len(edited),
+                       "bleu_to_input": corpus_bleu(edited, negatives), "accepted": sum(accepted) / len(edited),
+                       "setting_taken": {str(JUDGED_SETTINGS[j]): taken.count(j) for j in sorted(set(taken))},
+                       "seconds": round(time.perf_counter() - t0, 1)}
         rows += [(key, a, b) for a, b in list(zip(negatives, edited))[:10]]
         print(key, result[key], flush=True)
     (out / "edits.tsv").write_text("setting\tinput\tedited\n" + "".join(

@@ -65,6 +65,16 @@ class SentimentProbe:
         pred = self.predict([t for t, _ in keep])
         return sum(p == l for p, (_, l) in zip(pred, keep)) / max(len(keep), 1)
 
+    def probability(self, texts: list[str], label: str) -> list[float]:
+        """Each text's probability of ``label`` (positive or negative): a judge for ``edit_judged``."""
+        if label not in self.classes:
+            raise ValueError(f"unknown label {label!r}; this judge knows {list(self.classes)}")
+        if not texts:
+            return []
+        with torch.no_grad():
+            positive = torch.sigmoid(self.head((self.embed(texts) - self.mean) / self.std).squeeze(-1))
+        return (positive if label == "positive" else 1 - positive).tolist()
+
 
 class TfidfSentiment:
     """A second, independent positive / negative judge: logistic regression on word and word-bigram TF-IDF
@@ -92,3 +102,12 @@ class TfidfSentiment:
         keep = [(t, l) for t, l in zip(texts, labels) if l in self.classes]
         pred = self.predict([t for t, _ in keep])
         return sum(p == l for p, (_, l) in zip(pred, keep)) / max(len(keep), 1)
+
+    def probability(self, texts: list[str], label: str) -> list[float]:
+        """Each text's probability of ``label`` (positive or negative): a judge for ``edit_judged``."""
+        if label not in self.classes:
+            raise ValueError(f"unknown label {label!r}; this judge knows {list(self.classes)}")
+        if not texts:
+            return []
+        column = list(self.model.classes_).index(label)
+        return self.model.predict_proba(self.vectorizer.transform(texts))[:, column].tolist()

@@ -15,6 +15,16 @@ def corpus_bleu(hypotheses: list[str], references: list[str]) -> float:
     return float(sacrebleu.corpus_bleu(hypotheses, [references]).score)
 
 
+def sentence_bleus(hypotheses: list[str], references: list[str]) -> list[float]:
+    """Sentence BLEU (sacrebleu, 0-100) of each hypothesis against its own reference: how much of an input
+    an edit of it keeps (``diled.editing.edit_judged``'s similarity for text)."""
+    import sacrebleu
+
+    if len(hypotheses) != len(references):
+        raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} references")
+    return [float(sacrebleu.sentence_bleu(h, [r]).score) for h, r in zip(hypotheses, references)]
+
+
 def self_bleu(texts: list[str], max_texts: int = 200, seed: int = 0) -> float:
     """Mean sentence BLEU of each text against all the others (Zhu et al. 2018, Texygen); lower is more
     diverse. At most ``max_texts`` texts (a seeded sample) to keep it quadratic but small."""

@@ -200,3 +200,43 @@ def test_value_guidance_steers_toward_at_least_y_and_saves_with_the_model(tmp_pa
     with pytest.raises(ValueError, match=r"unknown condition 'right'; this model's guide takes a value condition"):
         loaded.check_condition("right")
     loaded.check_condition(">= 0.5")
+
+
+def test_judged_editing_keeps_per_input_the_closest_edit_the_judge_accepts(conditional):
+    from diled.editing import edit_judged
+
+    z0, labels = clusters(200, seed=4)
+    left = z0[labels == 0]
+    left[:10, 0] = -0.2  # ten inputs near the boundary: a mild edit should do for them
+    model = conditional
+    model.codec.encode = lambda batch: left  # latents in, latents out: the codec is not what is tested
+    model.codec.decode = lambda z, **options: z.tolist()
+    judge = lambda outputs, condition: torch.sigmoid(8 * torch.tensor(outputs)[:, 0] * (1 if condition == "right" else -1))  # noqa: E731
+    closeness = lambda outputs, inputs: (-(torch.tensor(outputs) - torch.tensor(inputs)).norm(dim=-1)).tolist()  # noqa: E731
+    settings = [(0.0, 0.0), (0.3, 1.0), (0.8, 3.0)]
+    inputs = left.tolist()
+    try:
+        chosen = edit_judged(model, inputs, "right", judge, closeness, settings=settings, accept=0.8, steps=50)
+        candidates = [model.edit(inputs, "right", strength=s, guidance_scale=g, steps=50) for s, g in settings]
+        assert len(chosen.outputs) == len(inputs) and share_right(torch.tensor(chosen.outputs)) > 0.85
+        for i, (output, index, accepted) in enumerate(zip(chosen.outputs, chosen.settings, chosen.accepted)):
+            assert output == candidates[index][i]
+            p = [float(judge([c[i]], "right")[0]) for c in candidates]
+            d = [float(closeness([c[i]], [inputs[i]])[0]) for c in candidates]
+            ok = [j for j in range(len(settings)) if p[j] >= 0.8]
+            # the closest accepted candidate, else the closest of all
+            assert accepted == bool(ok) and d[index] == max(d[j] for j in (ok or range(len(settings))))
+        assert sum(j == 1 for j in chosen.settings[:10]) > 5  # near the boundary, the mild edit does
+        assert chosen.settings.count(2) > len(inputs) / 2  # far from it, only the strong one does
+        none = edit_judged(model, inputs, "right", lambda o, c: [0.0] * len(o), closeness, settings=settings)
+        assert none.outputs == inputs and set(none.settings) == {0} and not any(none.accepted)
+        with pytest.raises(ValueError, match="accept must be a probability in"):
+            edit_judged(model, inputs, "right", judge, closeness, accept=1.0)
+        with pytest.raises(ValueError, match=r"settings must be a non-empty list of \(strength, guidance_scale\)"):
+            edit_judged(model, inputs, "right", judge, closeness, settings=[])
+        with pytest.raises(ValueError, match="the judge gave 1 probabilities"):
+            edit_judged(model, inputs, "right", lambda o, c: [1.0], closeness, settings=settings)
+        with pytest.raises(ValueError, match="unknown condition 'up'"):
+            edit_judged(model, inputs, "up", judge, closeness, settings=settings)
+    finally:
+        del model.codec.encode, model.codec.decode

@@ -10,8 +10,8 @@ from torch import nn
 from diled.codecs.text import load_decoder_tokenizer, train_bpe
 from diled.metrics.distribution import mauve
 from diled.metrics.lm import perplexity, sequence_nll
-from diled.metrics.text import (corpus_bleu, distinct_n, novelty, repeated_ngram_share, self_bleu, unseen_word_share,
-                                words)
+from diled.metrics.text import (corpus_bleu, distinct_n, novelty, repeated_ngram_share, self_bleu, sentence_bleus,
+                                unseen_word_share, words)
 
 SENTENCES = ["the film is a quiet triumph", "a dull and lifeless script", "i loved every minute of it",
              "not worth the ticket", "the cast is wonderful and the story moves"]
@@ -22,6 +22,29 @@ def test_bleu_of_identical_corpora_is_100_and_of_disjoint_is_0():
     assert corpus_bleu(["zz yy xx ww"] * 5, SENTENCES) == pytest.approx(0.0)
     with pytest.raises(ValueError, match="5 hypotheses but 4 references"):
         corpus_bleu(SENTENCES, SENTENCES[:4])
+
+
+def test_sentence_bleu_scores_each_hypothesis_against_its_own_reference():
+    scores = sentence_bleus([SENTENCES[0], "zz yy xx ww", SENTENCES[1]], [SENTENCES[0], SENTENCES[1], SENTENCES[0]])
+    assert scores[0] == pytest.approx(100.0) and scores[1] == pytest.approx(0.0) and scores[2] < 100.0
+    with pytest.raises(ValueError, match="3 hypotheses but 2 references"):
+        sentence_bleus(SENTENCES[:3], SENTENCES[:2])
+
+
+def test_the_tfidf_judge_gives_probabilities_of_either_label():
+    from diled.metrics.sentiment import TfidfSentiment
+
+    texts = ["great flight thanks", "love this crew great", "thanks so much great", "awful delay again",
+             "lost my bag awful", "worst delay ever"] * 3
+    labels = ["positive"] * 3 + ["negative"] * 3
+    judge = TfidfSentiment().fit(texts, labels * 3)
+    positive = judge.probability(["great crew thanks", "awful lost delay"], "positive")
+    negative = judge.probability(["great crew thanks", "awful lost delay"], "negative")
+    assert positive[0] > 0.5 > positive[1]
+    assert [p + n for p, n in zip(positive, negative)] == pytest.approx([1.0, 1.0])
+    assert judge.probability([], "positive") == []
+    with pytest.raises(ValueError, match="unknown label 'neutral'"):
+        judge.probability(["fine"], "neutral")
 
 
 def test_diversity_and_novelty_known_values():

@@ -1,0 +1,64 @@
+"""Judged editing: guided edits over a grid of settings, each decoded, and per input the one an outside judge
+accepts that stays closest to the input.
+
+``model.edit`` applies one strength and one guidance scale to every input, but inputs differ in how far they
+must move: one sentence turns positive with a mild push, another only when it is half rewritten. A fixed
+setting either leaves the stubborn inputs unchanged or rewrites the easy ones more than needed.
+``edit_judged`` tries every setting of a grid on every input, asks a judge of the decoded outputs (for text,
+a classifier of the target property trained on the data, which shares nothing with the guide) which
+candidates have the target property, and keeps per input the accepted candidate that is most similar to the
+input. An input with no accepted candidate keeps its most similar candidate (with the default grid, which
+starts with strength 0, its own reconstruction), so an edit never rewrites an input for nothing.
+
+The judge is the caller's: what it accepts is what the edit optimises for, so a judge that is also the
+evaluation's judge makes the evaluation meaningless; judge with one model and evaluate with another.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple, Sequence
+
+import torch
+
+#: (strength, guidance scale) pairs: strength 0 (the reconstruction), then each strength at each scale
+JUDGED_SETTINGS: tuple[tuple[float, float], ...] = ((0.0, 0.0),) + tuple(
+    (strength, scale) for strength in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8) for scale in (5.0, 10.0, 20.0, 30.0, 50.0))
+
+
+class JudgedEdits(NamedTuple):
+    outputs: list            # per input, the chosen candidate, decoded
+    settings: list[int]      # per input, the index in ``settings`` of the chosen candidate
+    accepted: list[bool]     # per input, whether the judge accepted the chosen candidate
+    probability: list[float]  # per input, the judge's probability of the condition for the chosen candidate
+
+
+@torch.no_grad()
+def edit_judged(model, inputs: list, condition, judge: Callable[[list, object], Sequence[float]],
+                similarity: Callable[[list, list], Sequence[float]],
+                settings: Sequence[tuple[float, float]] = JUDGED_SETTINGS, accept: float = 0.8,
+                steps: int | None = None, classifier=None, **decode_kwargs) -> JudgedEdits:
+    """Edit ``inputs`` toward ``condition`` at every ``(strength, guidance_scale)`` of ``settings``
+    (``model.edit``, decoded with ``decode_kwargs``); ``judge(outputs, condition)`` gives each decoded
+    candidate's probability of having the condition and ``similarity(outputs, inputs)`` its closeness to its
+    input (higher is closer; for text, sentence BLEU). Per input: the most similar candidate whose probability
+    is at least ``accept``, else the most similar candidate of all (ties: the earlier setting)."""
+    if isinstance(accept, bool) or not isinstance(accept, (int, float)) or not 0 < accept < 1:
+        raise ValueError(f"accept must be a probability in (0, 1), got {accept!r}")
+    if not settings or any(len(pair) != 2 for pair in settings):
+        raise ValueError(f"settings must be a non-empty list of (strength, guidance_scale) pairs, got {settings!r}")
+    if not inputs:
+        return JudgedEdits([], [], [], [])
+    best: list[tuple] = [None] * len(inputs)  # per input: (accepted, similarity, -index, output, probability)
+    for index, (strength, scale) in enumerate(settings):
+        outputs = model.edit(inputs, condition, strength=strength, guidance_scale=scale, steps=steps,
+                             classifier=classifier, **decode_kwargs)
+        probabilities = [float(p) for p in judge(outputs, condition)]
+        similarities = [float(s) for s in similarity(outputs, inputs)]
+        if not len(probabilities) == len(similarities) == len(inputs):
+            raise ValueError(f"the judge gave {len(probabilities)} probabilities and the similarity "
+                             f"{len(similarities)} scores for {len(inputs)} inputs")
+        for i, (output, p, s) in enumerate(zip(outputs, probabilities, similarities)):
+            candidate = (p >= accept, s, -index, output, p)
+            if best[i] is None or candidate[:3] > best[i][:3]:
+                best[i] = candidate
+    return JudgedEdits([b[3] for b in best], [-b[2] for b in best], [b[0] for b in best], [b[4] for b in best])
