@@ -52,6 +52,8 @@ def main() -> None:
                         help="probabilities P: also edit each sentence until the guide's P(positive) >= P")
     parser.add_argument("--edit-judged", type=float, nargs="*", default=[],
                         help="probabilities A: also edit judged (edit_judged, a TF-IDF judge accepting at A)")
+    parser.add_argument("--edit-min-similarity", type=float, default=2.0,
+                        help="judged edits keep at least this sentence BLEU to the input (chosen on validation)")
     parser.add_argument("--edit-offset", type=int, default=0, help="skip this many negative test sentences")
     args = parser.parse_args()
     import torch
@@ -95,7 +97,8 @@ def main() -> None:
     if args.edit_strengths or args.edit_judged:
         negatives = [r["text"] for r in test if r["label"] == "negative"][args.edit_offset:args.edit_offset + args.edit_n]
         result["edits"] = edits(model, probe, negatives, args.edit_strengths, args.edit_scales, out, args.edit_until,
-                                judged=args.edit_judged, train=train)
+                                judged=args.edit_judged, train=train,
+                                min_similarity=args.edit_min_similarity)
         result["edits"]["offset"] = args.edit_offset
     result.update({"guide": record, "encode_seconds": round(t1 - t0, 1), "guided_seconds": round(time.perf_counter() - t2, 1),
                    "probe_test_accuracy": probe.accuracy([r["text"] for r in held], [r["label"] for r in held])})
@@ -130,7 +133,8 @@ def mauve_by_sentiment(probe, texts: dict, datatype, scales) -> dict:
     return out
 
 
-def edits(model, probe, negatives: list[str], strengths, scales, out: Path, until=(), judged=(), train=()) -> dict:
+def edits(model, probe, negatives: list[str], strengths, scales, out: Path, until=(), judged=(), train=(),
+          min_similarity: float | None = None) -> dict:
     """Negative sentences edited toward positive: the share the probe judges positive and the corpus BLEU
     of the edits against their inputs, per strength and scale (strength 0: the plain reconstructions), per
     ``until`` probability of the edits that stop at the mildest setting the guide finds enough, and per
@@ -168,9 +172,9 @@ def edits(model, probe, negatives: list[str], strengths, scales, out: Path, unti
         t0, edited, taken, accepted = time.perf_counter(), [], [], []
         for i in range(0, len(negatives), 100):
             chosen = edit_judged(model, negatives[i:i + 100], "positive", tfidf.probability, sentence_bleus,
-                                 accept=accept)
+                                 accept=accept, min_similarity=min_similarity)
             edited, taken, accepted = edited + chosen.outputs, taken + chosen.settings, accepted + chosen.accepted
-        key = f"judged by TF-IDF, accepted at {accept}, over {len(JUDGED_SETTINGS)} settings"
+        key = f"judged by TF-IDF, accepted at {accept} (min_similarity {min_similarity}), {len(JUDGED_SETTINGS)} settings"
         result[key] = {"positive": sum(q == "positive" for q in probe.predict(edited)) / len(edited),
                        "bleu_to_input": corpus_bleu(edited, negatives), "accepted": sum(accepted) / len(edited),
                        "setting_taken": {str(JUDGED_SETTINGS[j]): taken.count(j) for j in sorted(set(taken))},

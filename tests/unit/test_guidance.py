@@ -230,6 +230,11 @@ def test_judged_editing_keeps_per_input_the_closest_edit_the_judge_accepts(condi
         assert chosen.settings.count(2) > len(inputs) / 2  # far from it, only the strong one does
         none = edit_judged(model, inputs, "right", lambda o, c: [0.0] * len(o), closeness, settings=settings)
         assert none.outputs == inputs and set(none.settings) == {0} and not any(none.accepted)
+        # an edit that moves an input further than min_similarity allows is not taken, however convincing
+        near = edit_judged(model, inputs, "right", judge, closeness, settings=settings, min_similarity=-1.0, steps=50)
+        for i, (index, accepted) in enumerate(zip(near.settings, near.accepted)):
+            assert not accepted or float(closeness([candidates[index][i]], [inputs[i]])[0]) >= -1.0
+        assert sum(near.accepted) < sum(chosen.accepted)
         with pytest.raises(ValueError, match="accept must be a probability in"):
             edit_judged(model, inputs, "right", judge, closeness, accept=1.0)
         with pytest.raises(ValueError, match=r"settings must be a non-empty list of \(strength, guidance_scale\)"):
