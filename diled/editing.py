@@ -16,6 +16,7 @@ evaluation's judge makes the evaluation meaningless; judge with one model and ev
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable, NamedTuple, Sequence
 
 import torch
@@ -34,29 +35,30 @@ class JudgedEdits(NamedTuple):
 
 @torch.no_grad()
 def edit_judged(model, inputs: list, condition, judge: Callable[[list, object], Sequence[float]],
-                similarity: Callable[[list, list], Sequence[float]],
+                similarity: Callable[[list, list], Sequence[float]] | None = None,
                 settings: Sequence[tuple[float, float]] = JUDGED_SETTINGS, accept: float = 0.8,
                 min_similarity: float | None = None, steps: int | None = None, classifier=None,
                 **decode_kwargs) -> JudgedEdits:
     """Edit ``inputs`` toward ``condition`` at every ``(strength, guidance_scale)`` of ``settings``
     (``model.edit``, decoded with ``decode_kwargs``); ``judge(outputs, condition)`` gives each decoded
     candidate's probability of having the condition and ``similarity(outputs, inputs)`` its closeness to its
-    input (higher is closer; for text, sentence BLEU). Per input: the most similar candidate whose probability
-    is at least ``accept`` (and, with ``min_similarity``, whose similarity is at least that: an edit that
-    keeps almost nothing of its input is not taken), else the most similar candidate of all (ties: the
-    earlier setting)."""
+    input (higher is closer; default ``output_similarity``: for text, sentence BLEU). Per input: the most
+    similar candidate whose probability is at least ``accept`` (and, with ``min_similarity``, whose
+    similarity is at least that: an edit that keeps almost nothing of its input is not taken), else the most
+    similar candidate of all (ties: the earlier setting)."""
     if isinstance(accept, bool) or not isinstance(accept, (int, float)) or not 0 < accept < 1:
         raise ValueError(f"accept must be a probability in (0, 1), got {accept!r}")
     if not settings or any(len(pair) != 2 for pair in settings):
         raise ValueError(f"settings must be a non-empty list of (strength, guidance_scale) pairs, got {settings!r}")
     if not inputs:
         return JudgedEdits([], [], [], [])
+    closeness = similarity if similarity is not None else output_similarity
     best: list[tuple] = [None] * len(inputs)  # per input: (accepted, similarity, -index, output, probability)
     for index, (strength, scale) in enumerate(settings):
         outputs = model.edit(inputs, condition, strength=strength, guidance_scale=scale, steps=steps,
                              classifier=classifier, **decode_kwargs)
         probabilities = [float(p) for p in judge(outputs, condition)]
-        similarities = [float(s) for s in similarity(outputs, inputs)]
+        similarities = [float(s) for s in closeness(outputs, inputs)]
         if not len(probabilities) == len(similarities) == len(inputs):
             raise ValueError(f"the judge gave {len(probabilities)} probabilities and the similarity "
                              f"{len(similarities)} scores for {len(inputs)} inputs")
@@ -66,3 +68,46 @@ def edit_judged(model, inputs: list, condition, judge: Callable[[list, object], 
             if best[i] is None or candidate[:3] > best[i][:3]:
                 best[i] = candidate
     return JudgedEdits([b[3] for b in best], [-b[2] for b in best], [b[0] for b in best], [b[4] for b in best])
+
+
+JUDGE_DIR = "judge"
+
+
+def output_similarity(outputs: list, inputs: list) -> list[float]:
+    """How much of each input its output keeps: sentence BLEU (0-100) for texts, else minus the Euclidean
+    distance of the two as flat vectors (numbers, images, one-hot sequences)."""
+    if all(isinstance(x, str) for x in [*outputs, *inputs]):
+        from diled.metrics.text import sentence_bleus
+
+        return sentence_bleus(outputs, inputs)
+    if len(outputs) != len(inputs):
+        raise ValueError(f"{len(outputs)} outputs but {len(inputs)} inputs")
+    return [-float((torch.as_tensor(o, dtype=torch.float64).flatten() - torch.as_tensor(i, dtype=torch.float64).flatten())
+                   .norm()) for o, i in zip(outputs, inputs)]
+
+
+def save_judge(judge, model_dir: str | Path) -> Path:
+    """Write ``judge`` (a ``TfidfSentiment``: it judges outputs, not latents, so it is not tied to the
+    model's weights) into ``<model_dir>/judge/``, under a temporary name and renamed into place."""
+    import os
+    import shutil
+
+    target, tmp = Path(model_dir) / JUDGE_DIR, Path(model_dir) / f".{JUDGE_DIR}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    judge.save(tmp)
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
+    return target
+
+
+def load_judge(model_dir: str | Path):
+    """The judge saved beside a model (``save_judge``), or None if there is none."""
+    from diled.metrics.sentiment import TfidfSentiment
+
+    folder = Path(model_dir) / JUDGE_DIR
+    return TfidfSentiment.load(folder) if (folder / "judge.json").is_file() else None
+
+
+def judge_classes(judge) -> list[str]:
+    """The classes a judge knows ([] for none)."""
+    return list(judge.classes) if judge is not None else []

@@ -3,6 +3,8 @@ of the offline MiniLM (all-MiniLM-L6-v2 weights, masked mean-pool), trained on t
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -77,21 +79,24 @@ class SentimentProbe:
 
 
 class TfidfSentiment:
-    """A second, independent positive / negative judge: logistic regression on word and word-bigram TF-IDF
-    features (scikit-learn), sharing no features with the MiniLM probe or the model. Same interface."""
+    """A second, independent judge: logistic regression on word and word-bigram TF-IDF features
+    (scikit-learn), sharing no features with the MiniLM probe or the model. Same interface; its classes are
+    positive / negative unless given (any labels of the data: a judge for ``diled.editing.edit_judged``).
+    ``save(folder)`` / ``load(folder)`` write and read it without pickle (JSON and safetensors)."""
 
-    def __init__(self):
+    def __init__(self, classes: tuple[str, ...] | list[str] = ("negative", "positive")):
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.linear_model import LogisticRegression
 
         self.vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True, lowercase=True)
         self.model = LogisticRegression(max_iter=1000, C=4.0)
-        self.classes = ("negative", "positive")
+        self.classes = tuple(classes)
 
     def fit(self, texts: list[str], labels: list[str]):
         keep = [(t, l) for t, l in zip(texts, labels) if l in self.classes]
-        if len({l for _, l in keep}) < 2:
-            raise ValueError("TfidfSentiment.fit needs both positive and negative examples")
+        if {l for _, l in keep} != set(self.classes):
+            raise ValueError(f"TfidfSentiment.fit needs examples of each of its classes {list(self.classes)}, "
+                             f"got {sorted({l for _, l in keep})}")
         self.model.fit(self.vectorizer.fit_transform([t for t, _ in keep]), [l for _, l in keep])
         return self
 
@@ -104,10 +109,47 @@ class TfidfSentiment:
         return sum(p == l for p, (_, l) in zip(pred, keep)) / max(len(keep), 1)
 
     def probability(self, texts: list[str], label: str) -> list[float]:
-        """Each text's probability of ``label`` (positive or negative): a judge for ``edit_judged``."""
+        """Each text's probability of ``label`` (one of its classes): a judge for ``edit_judged``."""
         if label not in self.classes:
             raise ValueError(f"unknown label {label!r}; this judge knows {list(self.classes)}")
         if not texts:
             return []
         column = list(self.model.classes_).index(label)
         return self.model.predict_proba(self.vectorizer.transform(texts))[:, column].tolist()
+
+    def save(self, folder: str | Path) -> Path:
+        """``judge.json`` (settings, classes, the vocabulary) and ``judge.safetensors`` (idf, coefficients)."""
+        import json
+
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        vocabulary = {k: int(v) for k, v in self.vectorizer.vocabulary_.items()}
+        (folder / "judge.json").write_text(json.dumps({
+            "kind": "tfidf_logistic_regression", "classes": list(self.classes),
+            "model_classes": [str(c) for c in self.model.classes_], "vocabulary": vocabulary}) + "\n")
+        save_file({"idf": torch.from_numpy(self.vectorizer.idf_.copy()),
+                   "coef": torch.from_numpy(self.model.coef_.copy()),
+                   "intercept": torch.from_numpy(self.model.intercept_.copy())}, str(folder / "judge.safetensors"))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "TfidfSentiment":
+        import json
+
+        import numpy as np
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        config = json.loads((folder / "judge.json").read_text())
+        if config.get("kind") != "tfidf_logistic_regression":
+            raise ValueError(f"{folder / 'judge.json'} holds a judge of kind {config.get('kind')!r}, not "
+                             "'tfidf_logistic_regression'")
+        judge = cls(config["classes"])
+        weights = load_file(str(folder / "judge.safetensors"))
+        judge.vectorizer.set_params(vocabulary=config["vocabulary"])
+        judge.vectorizer.idf_ = weights["idf"].numpy()
+        judge.model.classes_ = np.array(config["model_classes"])
+        judge.model.coef_, judge.model.intercept_ = weights["coef"].numpy(), weights["intercept"].numpy()
+        return judge

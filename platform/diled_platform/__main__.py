@@ -72,6 +72,28 @@ def _decoding(args) -> dict:
     return {k: v for k, v in given.items() if v is not None}
 
 
+def _judged(args) -> dict:
+    """The judged-editing fields of an /edit request (none without --judged)."""
+    if not args.judged:
+        return {}
+    return {"judged": True, "accept": args.accept,
+            **({"min_similarity": args.min_similarity} if args.min_similarity is not None else {})}
+
+
+def _edit_judged(model, args, items: list, dec: dict) -> list:
+    """``diled.editing.edit_judged`` with the judge saved beside the model."""
+    from diled.editing import JUDGE_DIR, edit_judged, load_judge
+
+    judge = load_judge(args.model)
+    if judge is None:
+        raise SystemExit(f"error: --judged: no judge is saved beside this model ({args.model}/{JUDGE_DIR}; the prior "
+                         "stage saves one with a class guide of a text model)")
+    if args.condition not in judge.classes:
+        raise SystemExit(f"error: --judged: the judge knows {list(judge.classes)}, not {args.condition!r}")
+    return edit_judged(model, items, args.condition, judge.probability, accept=args.accept,
+                       min_similarity=args.min_similarity, steps=args.steps, **dec).outputs
+
+
 def _remote(args) -> int:
     """The same commands against a running service."""
     from diled_platform.serving.client import DiLEDClient, DiLEDServiceError
@@ -96,7 +118,7 @@ def _remote(args) -> int:
             _write_outputs(items, client.reconstruct(items, via=args.via, **steps))
         elif args.command == "edit":
             _write_outputs(items, client.edit(items, args.condition, strength=args.strength,
-                                              guidance_scale=args.guidance, **steps))
+                                              guidance_scale=args.guidance, **_judged(args), **steps))
         else:
             _check_pair(items)
             _write_interpolation(args.num, client.interpolate(items[0], items[1], num=args.num, **steps))
@@ -148,6 +170,11 @@ def main(argv: list[str] | None = None) -> int:
     edit = sub.add_parser("edit", parents=[common, with_inputs, guided, decoding], help="edit inputs toward a condition")
     edit.add_argument("--condition", required=True, help="a class the model knows, e.g. positive")
     edit.add_argument("--strength", type=float, default=0.5, help="how far to invert before sampling back (0..1)")
+    edit.add_argument("--judged", action="store_true", help="per input the closest of a grid of edits that the "
+                      "judge saved beside the model accepts (--strength and --guidance unused)")
+    edit.add_argument("--accept", type=float, default=0.8, help="with --judged: the judge's probability to accept")
+    edit.add_argument("--min-similarity", type=float, default=None,
+                      help="with --judged: an accepted edit keeps at least this much of its input (text: sentence BLEU)")
     args = parser.parse_args(argv)
     if args.dry_run:
         print(f"ok: {args.command}")
@@ -169,7 +196,9 @@ def main(argv: list[str] | None = None) -> int:
                 out.write(json.dumps({"output": item}) + "\n")
             return 0
         items = _parse(model.codec.name, model.codec.input_kind, _inputs(args))
-        if args.command == "edit":
+        if args.command == "edit" and args.judged:
+            _write_outputs(items, _edit_judged(model, args, items, dec))
+        elif args.command == "edit":
             _write_outputs(items, model.edit(items, args.condition, strength=args.strength,
                                              guidance_scale=args.guidance, steps=args.steps, **dec))
         elif args.command == "encode":

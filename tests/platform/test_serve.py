@@ -408,3 +408,55 @@ def test_serve_job_refuses_a_public_address_without_a_key(models):
     out = subprocess.run([sys.executable, str(root / "jobs" / "serve.py"), "--model", str(models[0].parent)],
                          env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode != 0 and "neither a save_pretrained folder" in out.stderr
+
+
+def test_judged_editing_gives_the_same_edits_through_serve_the_cli_and_python(service, models, tmp_path):
+    """A text model with a sentiment guide and a judge saved beside it: /healthz names the judge's classes,
+    and a judged /edit, the CLI's `edit --judged` (local and against the service) and
+    ``diled.editing.edit_judged`` give the same edits; without a judge, or decoding by sampling, a 4xx."""
+    import shutil
+    import subprocess
+    import sys
+
+    from diled.editing import edit_judged, load_judge, save_judge
+    from diled.guidance import LatentClassifier, save_guide
+    from diled.metrics.sentiment import TfidfSentiment
+
+    service, config = service
+    guided, judged = tmp_path / "guided", tmp_path / "judged"
+    shutil.copytree(models[0], guided)
+    torch.manual_seed(0)
+    save_guide(LatentClassifier(8, ["negative", "positive"], hidden=16, depth=1, time_dim=8), guided)
+    shutil.copytree(guided, judged)
+    moods = ["negative", "positive", "positive", "negative", "negative", "positive", "negative", "positive"]
+    save_judge(TfidfSentiment().fit(SENTENCES * 2, moods * 2), judged)
+    inputs = [SENTENCES[0], SENTENCES[4]]
+    model = DiLED.from_pretrained(judged)
+    expected = edit_judged(model, inputs, "positive", load_judge(judged).probability, accept=0.6, steps=5)
+    cli = lambda *a: subprocess.run([sys.executable, "-m", "diled_platform", "edit", "--condition", "positive",  # noqa: E731
+                                     "--judged", "--accept", "0.6", "--steps", "5", *a, *inputs],
+                                    capture_output=True, text=True, timeout=300)
+    out = cli("--model", str(judged))
+    assert out.returncode == 0, out.stderr
+    assert [json.loads(line)["output"] for line in out.stdout.splitlines()] == expected.outputs
+    swap_model(config, judged)
+    health = health_when(service, lambda h: h["model_dir"] == str(judged))
+    assert health["judge"] == ["negative", "positive"] and health["conditions"] == ["negative", "positive"]
+    client = DiLEDClient(service, api_key="")
+    assert client.edit(inputs, "positive", judged=True, accept=0.6, steps=5) == expected.outputs
+    out = cli("--url", service)
+    assert out.returncode == 0, out.stderr
+    assert [json.loads(line)["output"] for line in out.stdout.splitlines()] == expected.outputs
+    r = post(service, "/edit", {"inputs": inputs, "condition": "positive", "judged": True, "strategy": "sample"})
+    assert r.status_code == 422 and "decodes each candidate deterministically" in r.json()["detail"], r.text
+    r = post(service, "/edit", {"inputs": inputs, "condition": "positive", "judged": True, "accept": 1.0})
+    assert r.status_code == 422 and "accept" in r.text, r.text
+    swap_model(config, guided)  # a guide but no judge
+    health = health_when(service, lambda h: h["model_dir"] == str(guided))
+    assert health["judge"] is None
+    r = post(service, "/edit", {"inputs": inputs, "condition": "positive", "judged": True})
+    assert r.status_code == 422 and "no judge is saved beside this model" in r.json()["detail"], r.text
+    out = cli("--model", str(guided))
+    assert out.returncode != 0 and "no judge is saved beside this model" in out.stderr
+    swap_model(config, models[0])
+    health_when(service, lambda h: h["model_dir"] == str(models[0]))

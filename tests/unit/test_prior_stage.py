@@ -86,3 +86,34 @@ def test_conditional_needs_stage_steps():
         PriorStageConfig(conditional=True).validate()
     with pytest.raises(ConfigError, match=r"prior_stage.cond_drop must be in \[0, 1\], got 1.5"):
         PriorStageConfig(steps=5, conditional=True, cond_drop=1.5).validate()
+
+
+class TwoMoods(TwoClusters):
+    """The clusters as texts: "left" points are complaints, "right" ones praise (the latents stay the points)."""
+
+    def training_examples(self):
+        words = {0: ["awful delay", "lost my bag", "worst crew"], 1: ["great flight", "thanks so much", "lovely crew"]}
+        return [f"{words[int(c)][i % 3]} today" for i, c in enumerate(self.labels)]
+
+
+def test_a_class_guide_of_a_text_data_type_gets_a_judge_of_its_outputs(tmp_path, monkeypatch):
+    from diled.editing import JUDGE_DIR, load_judge
+    from diled_platform.training import prior_stage
+
+    model, folder = identity_model(tmp_path)
+    data = TwoMoods()
+    import diled.prior_training as pt
+
+    monkeypatch.setattr(pt, "encode_all", lambda m, examples, log=None: data.x.clone())
+    record = prior_stage.run_prior_stage(stage_config(guide_steps=200), data, folder)
+    assert record["judge"]["classes"] == ["left", "right"] and record["judge"]["fitted_on"] == 2000
+    judge = load_judge(folder)
+    assert judge.classes == ("left", "right")
+    right, left = judge.probability(["thanks so much today", "worst crew today"], "right")
+    assert right > 0.9 and left < 0.1
+    # it judges outputs, not latents: saved without pickle, and a folder without one has none
+    assert sorted(p.name for p in (folder / JUDGE_DIR).iterdir()) == ["judge.json", "judge.safetensors"]
+    assert load_judge(tmp_path) is None
+    # points, not texts: a guide but no judge
+    _, other = identity_model(tmp_path / "points")
+    assert "judge" not in prior_stage.run_prior_stage(stage_config(guide_steps=50), TwoClusters(), other)

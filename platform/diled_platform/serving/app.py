@@ -6,6 +6,7 @@
     POST /generate     {"n": 4, "steps": 50, "seed": 0, ...}      -> {"outputs": [...], "seed": 0}
     POST /interpolate  {"a": ..., "b": ..., "num": 5}             -> {"alphas": [...], "outputs": [...]}
     POST /edit         {"inputs": [...], "condition": "positive", "strength": 0.5}  -> {"outputs": [...]}
+                       ("judged": true: per input the closest edit the model's saved judge accepts)
     GET  /healthz                                                 -> model, codec, latent size, T
     GET  /docs, /openapi.json                                     (FastAPI's OpenAPI page)
 
@@ -45,6 +46,7 @@ from ray import serve
 
 from diled.checks import check_keys
 from diled.diffusion import step_noise
+from diled.editing import judge_classes
 from diled_platform.serving.batching import Batcher, check_batching
 from diled_platform.serving.http import (BadRequest, api_key_digest, api_key_from_env, app, key_digest,
                                          set_api_key_digest)
@@ -132,7 +134,7 @@ class DiLEDService:
         self._base_key_digest = api_key_sha256  # what a user_config without a digest goes back to
         set_api_key_digest(api_key_sha256)
         self._lock = threading.Lock()
-        self.model, self.model_dir = None, None
+        self.model, self.model_dir, self.judge = None, None, None
         # how many batched calls served how many requests (in /healthz: shows batching at work)
         self.stats = {f"{path}_{what}": 0 for path in ("encode", "decode", "generate", "reconstruct")
                       for what in ("batches", "requests")}
@@ -144,11 +146,12 @@ class DiLEDService:
     # ------------------------------------------------------------------ lifecycle
     def _load(self, model_dir: str) -> None:
         from diled import DiLED
+        from diled.editing import load_judge
 
         model = DiLED.from_pretrained(model_dir).eval()
-        provenance = _provenance(model_dir)
+        provenance, judge = _provenance(model_dir), load_judge(model_dir)
         with self._lock:
-            self.model, self.model_dir, self.provenance = model, str(model_dir), provenance
+            self.model, self.model_dir, self.provenance, self.judge = model, str(model_dir), provenance, judge
         log.info(f"serving {model_dir} ({model.codec.name}, latent {model.latent_dim}, T {model.diffusion.T})")
 
     def reconfigure(self, config: dict) -> None:
@@ -319,7 +322,8 @@ class DiLEDService:
                 "decode_options": [k for k in DecodeOptions.model_fields if k in m.codec.decode_options],
                 "latent_dim": m.latent_dim,
                 "T": m.diffusion.T, "schedule": m.diffusion.schedule, "pid": os.getpid(),
-                "conditions": self._conditions(), "prior_temperature": m.prior_temperature,
+                "conditions": self._conditions(), "judge": judge_classes(self.judge) or None,
+                "prior_temperature": m.prior_temperature,
                 "eta": m.sampling_eta, "decoding": getattr(m.codec, "decoding", {}) or None,
                 "torch_threads": torch.get_num_threads(), "batching": {**getattr(self, "batching", {}), **self.stats},
                 **({"provenance": self.provenance} if self.provenance else {})}
@@ -357,6 +361,17 @@ class DiLEDService:
         except ValueError as e:
             raise BadRequest(f"condition: {e}") from None
 
+    def _check_judge(self, condition, kwargs: dict):
+        if self.judge is None:
+            raise BadRequest(f"judged: no judge is saved beside this model ({self.model_dir}/judge; the prior stage "
+                             "saves one with a class guide of a text model)")
+        known = judge_classes(self.judge)  # (an attribute named "classes" here would make Ray pickle torch.classes)
+        if condition not in known:
+            raise BadRequest(f"condition: judged editing takes a class name its judge knows, {known}; got {condition!r}")
+        if kwargs.get("strategy") == "sample":
+            raise BadRequest("strategy: judged editing decodes each candidate deterministically (greedy or beam)")
+        return self.judge
+
     @app.post("/generate", response_model=GenerateResponse)
     async def generate(self, req: GenerateRequest) -> GenerateResponse:
         self._check_steps(req.steps)
@@ -386,6 +401,14 @@ class DiLEDService:
         self._check_steps(req.steps)
         self._check_condition(req.condition)
         kwargs = self._decode_kwargs(req)
+        if req.judged:  # per input the closest of a grid of edits that the model's judge accepts
+            from diled.editing import edit_judged
+
+            judge = self._check_judge(req.condition, kwargs)
+            chosen = await self._run(edit_judged, self.model, self._check_inputs(req.inputs), req.condition,
+                                     judge.probability, accept=req.accept, min_similarity=req.min_similarity,
+                                     steps=req.steps, **kwargs)
+            return OutputsResponse(outputs=chosen.outputs)
         generator, _ = self._generator(req.seed)
         z = await self._run(self.model.edit_latents, self._check_inputs(req.inputs), req.condition,
                             strength=req.strength, guidance_scale=req.guidance_scale, steps=req.steps)

@@ -95,6 +95,12 @@ def run_prior_stage(cfg, datatype, model_dir: Path) -> dict[str, Any] | None:
 
         save_guide(guide[0], tmp, guide[1])  # tied to the weights just written
         record["guide"] = guide[1]
+        judge = fit_judge(datatype, guide[1]["classes"]) if guide[1]["kind"] == "classes" else None
+        if judge is not None:  # text: a judge of the decoded outputs, for judged editing
+            from diled.editing import save_judge
+
+            save_judge(judge[0], tmp)
+            record["judge"] = judge[1]
     (tmp / RECORD).write_text(json.dumps(record, indent=2) + "\n")
     joint = target.with_name(target.name + ".joint")
     shutil.rmtree(joint, ignore_errors=True)
@@ -182,3 +188,26 @@ def train_guide(model, datatype, z0: torch.Tensor, steps: int, seed: int, kind: 
           f"{summary['final_loss']:.3f} (chance {summary['chance_loss']:.3f})", flush=True)
     return classifier, {**summary, "kind": "classes", "classes": classes, "labelled": counts,
                         "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def fit_judge(datatype, classes: list[str]):
+    """For a data type whose examples are texts: a TF-IDF logistic regression of its labels (``classes``, those
+    with training examples) on the training split, the judge ``diled.editing.edit_judged`` asks whether an
+    edit has the condition; returns (judge, its record), or None for other examples or fewer than 2 classes."""
+    from diled.metrics.sentiment import TfidfSentiment
+
+    t0 = time.perf_counter()
+    examples = datatype.training_examples()
+    if not examples or not all(isinstance(x, str) for x in examples):
+        return None
+    names, labels = datatype.training_labels()
+    texts = [x for x, i in zip(examples, labels) if i >= 0]
+    named = [names[i] for i in labels if i >= 0]
+    present = [c for c in classes if c in set(named)]
+    if len(present) < 2:
+        return None
+    judge = TfidfSentiment(present).fit(texts, named)
+    print(f"prior stage: judge (TF-IDF logistic regression) of {present} on {len(texts):,} labelled texts", flush=True)
+    return judge, {"kind": "tfidf_logistic_regression", "classes": present, "fitted_on": len(texts),
+                   "training_accuracy": round(judge.accuracy(texts, named), 4),
+                   "seconds": round(time.perf_counter() - t0, 1)}
