@@ -12,16 +12,17 @@ BLEU of the edits against their inputs, for each strength and ``--edit-scales`` 
 adds the edit that stops per sentence at the mildest of those settings (scale by scale, each strength in
 turn) whose edited latent the guide gives "positive" a probability of at least P (``edit_until``);
 ``--edit-judged A`` adds judged editing (``diled.editing.edit_judged`` over its default grid): per sentence the
-candidate closest to the input (sentence BLEU) among those a TF-IDF judge fitted on the training split gives
-"positive" a probability of at least A, else the closest of all; the probe, which never picks, judges.
+candidate closest to the input (sentence BLEU) among those the judge gives "positive" a probability of at
+least A, else the closest of all; the judge is the one saved beside the model, else the one the prior stage
+would save (``fit_judge``: TF-IDF over the training split's classes); the probe, which never picks, judges.
 ``--edit-offset K`` edits the negative test sentences from the K-th on (a set the settings were not chosen on).
 
     .venv/bin/python benchmarks/guided_text.py --model runs/text-cpu/model --out /tmp/guided
     .venv/bin/python benchmarks/guided_text.py --model M --guide-steps 2000 --n 100 --scales 0 1 3 10
     .venv/bin/python benchmarks/guided_text.py --model M --n 200 --seeds 0 1 2 --scales 0 3 10 --mauve \
         --edit-strengths 0.4 0.6 0.8 --edit-scales 3 10 30
-    .venv/bin/python benchmarks/guided_text.py --model M --guide-steps 20000 --n 20 --scales 0 \
-        --edit-strengths --edit-judged 0.8 --edit-offset 200
+    .venv/bin/python benchmarks/guided_text.py --model M --guide-steps 0 --n 20 --scales 0 \
+        --edit-strengths --edit-judged 0.8 --edit-n 400
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def main() -> None:
     parser.add_argument("--model", required=True, help="a saved text model folder")
     parser.add_argument("--preset", default="text-cpu", help="the preset whose data splits the model was trained on")
     parser.add_argument("--out", required=True)
-    parser.add_argument("--guide-steps", type=int, default=2000)
+    parser.add_argument("--guide-steps", type=int, default=2000, help="0: the guide saved with the model")
     parser.add_argument("--n", type=int, default=100, help="samples per target and scale")
     parser.add_argument("--scales", type=float, nargs="+", default=[0.0, 1.0, 3.0, 10.0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -73,9 +74,12 @@ def main() -> None:
     datatype = datatype_for(cfg)
     model = DiLED.from_pretrained(args.model)
     t0 = time.perf_counter()
-    z0 = encode_all(model, datatype.training_examples(), log=print)
-    t1 = time.perf_counter()
-    model.guide, record = train_guide(model, datatype, z0, args.guide_steps, args.seeds[0])
+    if args.guide_steps or model.guide is None:
+        z0 = encode_all(model, datatype.training_examples(), log=print)
+        t1 = time.perf_counter()
+        model.guide, record = train_guide(model, datatype, z0, args.guide_steps, args.seeds[0])
+    else:  # --guide-steps 0: the guide saved with the model
+        t1, record = time.perf_counter(), {"saved with the model": True}
     train = datatype.splits["train"].to_pylist()
     test = datatype.splits["test"].to_pylist()
     probe, labelled = sentiment_probe(train)
@@ -96,9 +100,15 @@ def main() -> None:
         result["mauve_by_scale"] = mauve_by_sentiment(probe, texts, datatype, args.scales)
     if args.edit_strengths or args.edit_judged:
         negatives = [r["text"] for r in test if r["label"] == "negative"][args.edit_offset:args.edit_offset + args.edit_n]
+        judge = None
+        if args.edit_judged:
+            from diled.editing import load_judge
+            from diled_platform.training.prior_stage import fit_judge
+
+            judge = load_judge(args.model) or fit_judge(datatype, list(model.guide.classes))[0]
+            result["judge_classes"] = list(judge.classes)
         result["edits"] = edits(model, probe, negatives, args.edit_strengths, args.edit_scales, out, args.edit_until,
-                                judged=args.edit_judged, train=train,
-                                min_similarity=args.edit_min_similarity)
+                                judged=args.edit_judged, judge=judge, min_similarity=args.edit_min_similarity)
         result["edits"]["offset"] = args.edit_offset
     result.update({"guide": record, "encode_seconds": round(t1 - t0, 1), "guided_seconds": round(time.perf_counter() - t2, 1),
                    "probe_test_accuracy": probe.accuracy([r["text"] for r in held], [r["label"] for r in held])})
@@ -133,15 +143,14 @@ def mauve_by_sentiment(probe, texts: dict, datatype, scales) -> dict:
     return out
 
 
-def edits(model, probe, negatives: list[str], strengths, scales, out: Path, until=(), judged=(), train=(),
+def edits(model, probe, negatives: list[str], strengths, scales, out: Path, until=(), judged=(), judge=None,
           min_similarity: float | None = None) -> dict:
     """Negative sentences edited toward positive: the share the probe judges positive and the corpus BLEU
     of the edits against their inputs, per strength and scale (strength 0: the plain reconstructions), per
     ``until`` probability of the edits that stop at the mildest setting the guide finds enough, and per
-    ``judged`` acceptance of the edits a TF-IDF judge fitted on ``train`` picks (``edit_judged``)."""
+    ``judged`` acceptance of the edits ``judge`` picks (``edit_judged``)."""
     from diled.editing import JUDGED_SETTINGS, edit_judged
     from diled.guidance import edit_until
-    from diled.metrics.sentiment import TfidfSentiment
     from diled.metrics.text import corpus_bleu, sentence_bleus
 
     rows, result = [], {}
@@ -167,14 +176,13 @@ def edits(model, probe, negatives: list[str], strengths, scales, out: Path, unti
                        "setting_taken": {str(settings[j]): taken.count(j) for j in range(len(settings))}}
         rows += [(key, a, b) for a, b in list(zip(negatives, edited))[:10]]
         print(key, result[key], flush=True)
-    tfidf = TfidfSentiment().fit([r["text"] for r in train], [r["label"] for r in train]) if judged else None
     for accept in judged:
         t0, edited, taken, accepted = time.perf_counter(), [], [], []
         for i in range(0, len(negatives), 100):
-            chosen = edit_judged(model, negatives[i:i + 100], "positive", tfidf.probability, sentence_bleus,
+            chosen = edit_judged(model, negatives[i:i + 100], "positive", judge.probability, sentence_bleus,
                                  accept=accept, min_similarity=min_similarity)
             edited, taken, accepted = edited + chosen.outputs, taken + chosen.settings, accepted + chosen.accepted
-        key = f"judged by TF-IDF, accepted at {accept} (min_similarity {min_similarity}), {len(JUDGED_SETTINGS)} settings"
+        key = f"judged, accepted at {accept} (min_similarity {min_similarity}), {len(JUDGED_SETTINGS)} settings"
         result[key] = {"positive": sum(q == "positive" for q in probe.predict(edited)) / len(edited),
                        "bleu_to_input": corpus_bleu(edited, negatives), "accepted": sum(accepted) / len(edited),
                        "setting_taken": {str(JUDGED_SETTINGS[j]): taken.count(j) for j in sorted(set(taken))},

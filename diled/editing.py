@@ -21,9 +21,12 @@ from typing import Callable, NamedTuple, Sequence
 
 import torch
 
-#: (strength, guidance scale) pairs: strength 0 (the reconstruction), then each strength at each scale
+#: (strength, guidance scale) pairs, 53: strength 0 (the reconstruction), then the mild strengths at scales up
+#: to 100 (a mild inversion needs a strong push) and the strong ones up to 50
 JUDGED_SETTINGS: tuple[tuple[float, float], ...] = ((0.0, 0.0),) + tuple(
-    (strength, scale) for strength in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8) for scale in (5.0, 10.0, 20.0, 30.0, 50.0))
+    (strength, scale) for strength in (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6, 0.8)
+    for scale in ((5.0, 10.0, 20.0, 30.0, 50.0, 70.0, 100.0) if strength in (0.1, 0.2, 0.3, 0.4)
+                  else (20.0, 30.0, 50.0) if strength in (0.15, 0.25, 0.35) else (5.0, 10.0, 20.0, 30.0, 50.0)))
 
 
 class JudgedEdits(NamedTuple):

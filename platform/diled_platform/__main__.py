@@ -173,8 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     edit.add_argument("--judged", action="store_true", help="per input the closest of a grid of edits that the "
                       "judge saved beside the model accepts (--strength and --guidance unused)")
     edit.add_argument("--accept", type=float, default=0.8, help="with --judged: the judge's probability to accept")
-    edit.add_argument("--min-similarity", type=float, default=None,
-                      help="with --judged: an accepted edit keeps at least this much of its input (text: sentence BLEU)")
+    edit.add_argument("--min-similarity", type=float, default=2.0, help="with --judged: an accepted edit keeps "
+                      "at least this much of its input (text: sentence BLEU; 2 was chosen on validation)")
     args = parser.parse_args(argv)
     if args.dry_run:
         print(f"ok: {args.command}")

@@ -89,10 +89,11 @@ class EditRequest(DecodeOptions):
     guidance_scale: float = Field(3.0, ge=0, le=MAX_GUIDANCE)
     steps: int | None = Field(None, ge=1)
     seed: int | None = Field(None, ge=0, lt=2**63)
-    # judged editing (diled.editing.edit_judged, the model's saved judge): strength and guidance_scale unused
+    # judged editing (diled.editing.edit_judged, the model's saved judge): strength and guidance_scale unused;
+    # min_similarity in sentence BLEU (judges are saved for text models), 2 as measured on validation
     judged: bool = False
     accept: float = Field(0.8, gt=0, lt=1)
-    min_similarity: float | None = Field(None, ge=-1e6, le=1e6)
+    min_similarity: float | None = Field(2.0, ge=-1e6, le=1e6)
 
 
 class InterpolateRequest(DecodeOptions):
