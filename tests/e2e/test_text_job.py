@@ -81,6 +81,11 @@ def test_text_job_tiny(tmp_path):
     # the guide: a classifier on the labelled training latents, saved beside the model, judged in the report
     assert stage["guide"]["classes"] == ["negative", "neutral", "positive"]
     assert (run / "model/guide/model.safetensors").is_file() and (run / "guided_control.png").is_file()
+    # the judge of the decoded text saved beside the guide, and judged editing in the report
+    assert stage["judge"]["classes"] == ["negative", "neutral", "positive"] and (run / "model/judge/judge.json").is_file()
+    judged = metrics["guided"]["judged_edit"]
+    assert 1 <= judged["n"] <= 8 and judged["settings"] == 53 and 0 <= judged["positive"] <= 1
+    assert judged["bleu_to_input"] >= 0 and len((run / "judged_edits.tsv").read_text().splitlines()) == judged["n"] + 1
     guided = metrics["guided"]
     assert set(guided["by_scale"]) == {"0.0", "1.0", "3.0", "10.0"} and guided["n_per_condition"] == 8
     for entry in guided["by_scale"].values():

@@ -24,13 +24,13 @@ def _can_guide(model, classes: tuple[str, ...]) -> bool:
 
 def guided_sentiment(model, probe, train: list[dict], held: list[dict], out_dir: Path, n: int = 100,
                      steps: int = 50, seed: int = 0, scales: tuple[float, ...] = (0.0, 1.0, 3.0, 10.0),
-                     vocabulary: set | None = None, texts: dict | None = None) -> dict[str, Any]:
+                     vocabulary: set | None = None, texts: dict | None = None, model_dir: Path | None = None) -> dict[str, Any]:
     """Guided generation toward positive and toward negative at each guidance scale (0: unguided, the same
     seeds), judged by two judges the guide never saw: the MiniLM probe and a TF-IDF logistic regression
     (``TfidfSentiment``) fitted on the training split; with each, the share of samples judged as the target.
     Also the share of made-up words (quality) per scale, ``guided_samples.tsv`` and ``guided_control.png``
     (control against quality: the curve a scale is picked from). ``texts``: a dict that gets every sample,
-    keyed ``(scale, target)``."""
+    keyed ``(scale, target)``. With a judge saved in ``model_dir``: ``judged_edit`` (``judged_edit``)."""
     from diled.metrics.sentiment import TfidfSentiment
     from diled.metrics.text import unseen_word_share
 
@@ -57,7 +57,38 @@ def guided_sentiment(model, probe, train: list[dict], held: list[dict], out_dir:
     (out_dir / "guided_samples.tsv").write_text(
         "scale\ttarget\tsample\n" + "".join(f"{a}\t{b}\t{c}\n" for a, b, c in rows))
     _guided_plot(out["by_scale"], out_dir / "guided_control.png")
+    from diled.editing import load_judge
+
+    judge = load_judge(model_dir) if model_dir is not None else None
+    if judge is not None and "positive" in judge.classes:
+        out["judged_edit"] = judged_edit(model, probe, judge, [r["text"] for r in held if r["label"] == "negative"][:n],
+                                         out_dir)
     return out
+
+
+def judged_edit(model, probe, judge, negatives: list[str], out_dir: Path, accept: float = 0.8,
+                min_similarity: float = 2.0) -> dict[str, Any]:
+    """``negatives`` edited toward positive by judged editing (``diled.editing.edit_judged`` with the saved
+    ``judge``; the knobs as measured on validation), judged by the probe: the share positive, the corpus BLEU to
+    the inputs, the share the judge accepted; ``judged_edits.tsv`` holds each edit."""
+    import time
+
+    from diled.editing import JUDGED_SETTINGS, edit_judged
+    from diled.metrics.text import corpus_bleu
+
+    t0, outputs, accepted = time.perf_counter(), [], []
+    for chunk in _batches(negatives, 100):
+        chosen = edit_judged(model, chunk, "positive", judge.probability, accept=accept, min_similarity=min_similarity)
+        outputs, accepted = outputs + chosen.outputs, accepted + chosen.accepted
+    judged = probe.predict(outputs)
+    rows = [f"{one_line(a)}\t{one_line(b)}\t{c}\t{d}\n" for a, b, c, d in zip(negatives, outputs, accepted, judged)]
+    (out_dir / "judged_edits.tsv").write_text("negative input\tedited toward positive\taccepted by the judge\tprobe\n"
+                                              + "".join(rows))
+    n = max(len(negatives), 1)
+    return {"n": len(negatives), "settings": len(JUDGED_SETTINGS), "accept": accept, "min_similarity": min_similarity,
+            "positive": sum(j == "positive" for j in judged) / n, "accepted": sum(accepted) / n,
+            "bleu_to_input": corpus_bleu(outputs, negatives) if negatives else float("nan"),
+            "seconds": round(time.perf_counter() - t0, 1)}
 
 
 def _guided_plot(by_scale: dict, path: Path) -> None:

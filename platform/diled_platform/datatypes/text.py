@@ -250,7 +250,7 @@ class TextData(DataType):
 
         if probe is not None and _can_guide(model, ("positive", "negative")):
             metrics["guided"] = guided_sentiment(model, probe, train, held_pn, out_dir, n=cfg.run.report_guided,
-                                                 steps=ddim_steps, seed=seed, vocabulary=vocabulary)
+                                                 steps=ddim_steps, seed=seed, vocabulary=vocabulary, model_dir=model_dir)
 
         if "lm" in tools:  # the harness: generation judged by a reference LM
             nonempty = [s for s in samples if s.strip()] or [""]
