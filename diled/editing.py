@@ -114,3 +114,14 @@ def load_judge(model_dir: str | Path):
 def judge_classes(judge) -> list[str]:
     """The classes a judge knows ([] for none)."""
     return list(judge.classes) if judge is not None else []
+
+
+def check_judge(judge, model_dir, condition):
+    """``judge`` (the one saved beside the model in ``model_dir``), if it can judge ``condition``; else a
+    ValueError that says what is missing."""
+    if judge is None:
+        raise ValueError(f"no judge is saved beside this model ({model_dir}/{JUDGE_DIR}; the prior stage saves one "
+                         "with a class guide of a text model)")
+    if condition not in judge_classes(judge):
+        raise ValueError(f"judged editing takes a class name its judge knows, {judge_classes(judge)}; got {condition!r}")
+    return judge

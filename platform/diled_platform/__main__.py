@@ -82,14 +82,12 @@ def _judged(args) -> dict:
 
 def _edit_judged(model, args, items: list, dec: dict) -> list:
     """``diled.editing.edit_judged`` with the judge saved beside the model."""
-    from diled.editing import JUDGE_DIR, edit_judged, load_judge
+    from diled.editing import check_judge, edit_judged, load_judge
 
-    judge = load_judge(args.model)
-    if judge is None:
-        raise SystemExit(f"error: --judged: no judge is saved beside this model ({args.model}/{JUDGE_DIR}; the prior "
-                         "stage saves one with a class guide of a text model)")
-    if args.condition not in judge.classes:
-        raise SystemExit(f"error: --judged: the judge knows {list(judge.classes)}, not {args.condition!r}")
+    try:
+        judge = check_judge(load_judge(args.model), args.model, args.condition)
+    except ValueError as e:
+        raise SystemExit(f"error: --judged: {e}") from None
     return edit_judged(model, items, args.condition, judge.probability, accept=args.accept,
                        min_similarity=args.min_similarity, steps=args.steps, **dec).outputs
 

@@ -90,6 +90,7 @@ def test_conditional_needs_stage_steps():
 
 class TwoMoods(TwoClusters):
     """The clusters as texts: "left" points are complaints, "right" ones praise (the latents stay the points)."""
+    judges_text = True
 
     def training_examples(self):
         words = {0: ["awful delay", "lost my bag", "worst crew"], 1: ["great flight", "thanks so much", "lovely crew"]}
@@ -114,6 +115,18 @@ def test_a_class_guide_of_a_text_data_type_gets_a_judge_of_its_outputs(tmp_path,
     # it judges outputs, not latents: saved without pickle, and a folder without one has none
     assert sorted(p.name for p in (folder / JUDGE_DIR).iterdir()) == ["judge.json", "judge.safetensors"]
     assert load_judge(tmp_path) is None
-    # points, not texts: a guide but no judge
+    # a folder staged before judges existed gets one when the stage runs again; its weights stay
+    import json
+    import shutil
+
+    weights = (folder / "model.safetensors").read_bytes()
+    shutil.rmtree(folder / JUDGE_DIR)
+    old = {k: v for k, v in json.loads((folder / prior_stage.RECORD).read_text()).items() if k != "judge"}
+    (folder / prior_stage.RECORD).write_text(json.dumps(old))
+    again = prior_stage.run_prior_stage(stage_config(guide_steps=200), data, folder)
+    assert again["judge"]["classes"] == ["left", "right"] and load_judge(folder).classes == ("left", "right")
+    assert json.loads((folder / prior_stage.RECORD).read_text())["judge"] == again["judge"]
+    assert (folder / "model.safetensors").read_bytes() == weights
+    # points, not prose: a guide but no judge
     _, other = identity_model(tmp_path / "points")
     assert "judge" not in prior_stage.run_prior_stage(stage_config(guide_steps=50), TwoClusters(), other)

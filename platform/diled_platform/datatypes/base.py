@@ -52,6 +52,7 @@ class DataType(ABC):
     outputs: ClassVar[tuple[str, ...]] = ()        # the files ``report`` writes into the run folder
     preset: ClassVar[str]                          # its CPU preset (platform/presets/<preset>.yaml)
     harness_steps: ClassVar[int] = 500             # the comparison harness's default steps per model
+    judges_text: ClassVar[bool] = False            # its examples are prose: a class guide gets a TF-IDF judge
 
     def __init__(self, options: DataOptions):
         if not isinstance(options, self.Options):

@@ -48,7 +48,7 @@ class TextOptions(DataOptions):
 
 
 class TextData(DataType):
-    name, Options, preset, harness_steps = "text", TextOptions, "text-cpu", 250
+    name, Options, preset, harness_steps, judges_text = "text", TextOptions, "text-cpu", 250, True
     metrics = (
         Metric("reconstruction_bleu", "rec. BLEU", True),
         Metric("reconstruction_token_accuracy", "token acc.", True),

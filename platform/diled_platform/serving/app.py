@@ -46,7 +46,7 @@ from ray import serve
 
 from diled.checks import check_keys
 from diled.diffusion import step_noise
-from diled.editing import judge_classes
+from diled.editing import check_judge, judge_classes
 from diled_platform.serving.batching import Batcher, check_batching
 from diled_platform.serving.http import (BadRequest, api_key_digest, api_key_from_env, app, key_digest,
                                          set_api_key_digest)
@@ -362,12 +362,11 @@ class DiLEDService:
             raise BadRequest(f"condition: {e}") from None
 
     def _check_judge(self, condition, kwargs: dict):
-        if self.judge is None:
-            raise BadRequest(f"judged: no judge is saved beside this model ({self.model_dir}/judge; the prior stage "
-                             "saves one with a class guide of a text model)")
-        known = judge_classes(self.judge)  # (an attribute named "classes" here would make Ray pickle torch.classes)
-        if condition not in known:
-            raise BadRequest(f"condition: judged editing takes a class name its judge knows, {known}; got {condition!r}")
+        # (no attribute named "classes" read here: Ray would try to pickle torch.classes with the app)
+        try:
+            check_judge(self.judge, self.model_dir, condition)
+        except ValueError as e:
+            raise BadRequest(f"judged: {e}") from None
         if kwargs.get("strategy") == "sample":
             raise BadRequest("strategy: judged editing decodes each candidate deterministically (greedy or beam)")
         return self.judge

@@ -58,6 +58,8 @@ def run_prior_stage(cfg, datatype, model_dir: Path) -> dict[str, Any] | None:
         print(f"prior stage: already done for this model ({record['steps']} steps)", flush=True)
         if (stage.temperatures or stage.etas) and not chosen_over(record, stage):
             record = temperature_only(cfg, datatype, target, record)
+        if record.get("guide", {}).get("kind") == "classes" and "judge" not in record:  # staged before judges
+            record = judge_only(datatype, target, record)
         return record
     t0 = time.perf_counter()
     torch.manual_seed(cfg.run.seed)
@@ -190,16 +192,32 @@ def train_guide(model, datatype, z0: torch.Tensor, steps: int, seed: int, kind: 
                         "seconds": round(time.perf_counter() - t0, 1)}
 
 
+def judge_only(datatype, target: Path, record: dict[str, Any]) -> dict[str, Any]:
+    """A staged model folder with a class guide but no judge gets one (``fit_judge``); the weights stay."""
+    from diled.editing import save_judge
+
+    judge = fit_judge(datatype, record["guide"]["classes"])
+    if judge is None:
+        return record
+    save_judge(judge[0], target)
+    record = {**record, "judge": judge[1]}
+    tmp = target / f".{RECORD}.tmp"
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    os.replace(tmp, target / RECORD)
+    return record
+
+
 def fit_judge(datatype, classes: list[str]):
-    """For a data type whose examples are texts: a TF-IDF logistic regression of its labels (``classes``, those
-    with training examples) on the training split, the judge ``diled.editing.edit_judged`` asks whether an
-    edit has the condition; returns (judge, its record), or None for other examples or fewer than 2 classes."""
+    """For a data type whose examples are prose (``judges_text``): a TF-IDF logistic regression of its labels
+    (``classes``, those with training examples) on the training split, the judge ``diled.editing.edit_judged``
+    asks whether an edit has the condition; returns (judge, its record), or None for other data types (protein
+    sequences are strings too, but not words) or fewer than 2 classes."""
     from diled.metrics.sentiment import TfidfSentiment
 
     t0 = time.perf_counter()
-    examples = datatype.training_examples()
-    if not examples or not all(isinstance(x, str) for x in examples):
+    if not getattr(datatype, "judges_text", False):
         return None
+    examples = datatype.training_examples()
     names, labels = datatype.training_labels()
     texts = [x for x, i in zip(examples, labels) if i >= 0]
     named = [names[i] for i in labels if i >= 0]
