@@ -149,9 +149,10 @@ def edits(model, probe, negatives: list[str], strengths, scales, out: Path, unti
     of the edits against their inputs, per strength and scale (strength 0: the plain reconstructions), per
     ``until`` probability of the edits that stop at the mildest setting the guide finds enough, and per
     ``judged`` acceptance of the edits ``judge`` picks (``edit_judged``)."""
-    from diled.editing import JUDGED_SETTINGS, edit_judged
+    from diled.editing import JUDGED_SETTINGS
+    from diled_platform.datatypes._text_sentiment import judged_edit
     from diled.guidance import edit_until
-    from diled.metrics.text import corpus_bleu, sentence_bleus
+    from diled.metrics.text import corpus_bleu
 
     rows, result = [], {}
     for strength in [0.0, *strengths]:
@@ -176,18 +177,9 @@ def edits(model, probe, negatives: list[str], strengths, scales, out: Path, unti
                        "setting_taken": {str(settings[j]): taken.count(j) for j in range(len(settings))}}
         rows += [(key, a, b) for a, b in list(zip(negatives, edited))[:10]]
         print(key, result[key], flush=True)
-    for accept in judged:
-        t0, edited, taken, accepted = time.perf_counter(), [], [], []
-        for i in range(0, len(negatives), 100):
-            chosen = edit_judged(model, negatives[i:i + 100], "positive", judge.probability, sentence_bleus,
-                                 accept=accept, min_similarity=min_similarity)
-            edited, taken, accepted = edited + chosen.outputs, taken + chosen.settings, accepted + chosen.accepted
+    for accept in judged:  # the text report's judged edit (judged_edits.tsv holds every edit)
         key = f"judged, accepted at {accept} (min_similarity {min_similarity}), {len(JUDGED_SETTINGS)} settings"
-        result[key] = {"positive": sum(q == "positive" for q in probe.predict(edited)) / len(edited),
-                       "bleu_to_input": corpus_bleu(edited, negatives), "accepted": sum(accepted) / len(edited),
-                       "setting_taken": {str(JUDGED_SETTINGS[j]): taken.count(j) for j in sorted(set(taken))},
-                       "seconds": round(time.perf_counter() - t0, 1)}
-        rows += [(key, a, b) for a, b in list(zip(negatives, edited))[:10]]
+        result[key] = judged_edit(model, probe, judge, negatives, out, accept=accept, min_similarity=min_similarity)
         print(key, result[key], flush=True)
     (out / "edits.tsv").write_text("setting\tinput\tedited\n" + "".join(
         "\t".join(" ".join(x.split()) for x in row) + "\n" for row in rows))

@@ -76,10 +76,10 @@ def judged_edit(model, probe, judge, negatives: list[str], out_dir: Path, accept
     from diled.editing import JUDGED_SETTINGS, edit_judged
     from diled.metrics.text import corpus_bleu
 
-    t0, outputs, accepted = time.perf_counter(), [], []
+    t0, outputs, accepted, taken = time.perf_counter(), [], [], []
     for chunk in _batches(negatives, 100):
         chosen = edit_judged(model, chunk, "positive", judge.probability, accept=accept, min_similarity=min_similarity)
-        outputs, accepted = outputs + chosen.outputs, accepted + chosen.accepted
+        outputs, accepted, taken = outputs + chosen.outputs, accepted + chosen.accepted, taken + chosen.settings
     judged = probe.predict(outputs)
     rows = [f"{one_line(a)}\t{one_line(b)}\t{c}\t{d}\n" for a, b, c, d in zip(negatives, outputs, accepted, judged)]
     (out_dir / "judged_edits.tsv").write_text("negative input\tedited toward positive\taccepted by the judge\tprobe\n"
@@ -88,6 +88,7 @@ def judged_edit(model, probe, judge, negatives: list[str], out_dir: Path, accept
     return {"n": len(negatives), "settings": len(JUDGED_SETTINGS), "accept": accept, "min_similarity": min_similarity,
             "positive": sum(j == "positive" for j in judged) / n, "accepted": sum(accepted) / n,
             "bleu_to_input": corpus_bleu(outputs, negatives) if negatives else float("nan"),
+            "setting_taken": {str(JUDGED_SETTINGS[j]): taken.count(j) for j in sorted(set(taken))},
             "seconds": round(time.perf_counter() - t0, 1)}
 
 
