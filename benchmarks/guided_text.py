@@ -151,7 +151,7 @@ def edits(model, probe, negatives: list[str], strengths, scales, out: Path, unti
     ``judged`` acceptance of the edits ``judge`` picks (``edit_judged``)."""
     from diled.editing import JUDGED_SETTINGS
     from diled_platform.datatypes._text_sentiment import judged_edit
-    from diled.guidance import edit_until
+    from diled.editing import edit_until
     from diled.metrics.text import corpus_bleu
 
     rows, result = [], {}

@@ -12,6 +12,9 @@ starts with strength 0, its own reconstruction), so an edit never rewrites an in
 
 The judge is the caller's: what it accepts is what the edit optimises for, so a judge that is also the
 evaluation's judge makes the evaluation meaningless; judge with one model and evaluate with another.
+
+``edit_until`` is the cheaper rule tried before it: per input the mildest setting whose edited latent the
+class guide itself finds enough (no decoding, no outside judge).
 """
 
 from __future__ import annotations
@@ -125,3 +128,39 @@ def check_judge(judge, model_dir, condition):
     if condition not in judge_classes(judge):
         raise ValueError(f"judged editing takes a class name its judge knows, {judge_classes(judge)}; got {condition!r}")
     return judge
+
+
+@torch.no_grad()
+def edit_until(model, inputs, condition, settings: list[tuple[float, float]], until: float = 0.5,
+               steps: int | None = None, classifier=None) -> tuple[torch.Tensor, list[int]]:
+    """Guided editing (``model.edit_latents``) that stops, input by input, at the mildest of ``settings``
+    (``(strength, guidance_scale)`` pairs, mildest first) whose edited latent the class guide ``classifier``
+    (default the model's guide), read at t = 1 where a latent is nearly clean, gives ``condition`` a
+    probability of at least ``until``; an input that no setting moves that far keeps the last one. So an
+    input that a mild edit already moves keeps more of itself, and only the stubborn ones are rewritten
+    hard. Returns the latents [N x D] and, per input, the index of the setting it kept."""
+    from diled.guidance import LatentClassifier, class_index
+
+    classifier = model.guide if classifier is None else classifier
+    if not isinstance(classifier, LatentClassifier):
+        raise ValueError("edit_until judges the edits with a class guide (LatentClassifier): pass classifier= or "
+                         f"save one with the model (prior_stage.guide_steps); got {type(classifier).__name__}")
+    if not settings or any(len(pair) != 2 for pair in settings):
+        raise ValueError(f"settings must be a non-empty list of (strength, guidance_scale) pairs, got {settings!r}")
+    if isinstance(until, bool) or not isinstance(until, (int, float)) or not 0 < until < 1:
+        raise ValueError(f"until must be a probability in (0, 1), got {until!r}")
+    target = class_index(classifier.classes, condition)
+    kept, taken, settled = None, [], None
+    for i, (strength, scale) in enumerate(settings):
+        z = model.edit_latents(inputs, condition, strength=strength, guidance_scale=scale, steps=steps,
+                               classifier=classifier)
+        probability = classifier(z, torch.ones(len(z), dtype=torch.long)).float().softmax(-1)[:, target]
+        if kept is None:
+            kept, taken, settled = z.clone(), [i] * len(z), torch.zeros(len(z), dtype=torch.bool)
+        take = ~settled & ((probability >= until) | (i == len(settings) - 1))
+        kept[take] = z[take]
+        taken = [i if flag else j for j, flag in zip(taken, take.tolist())]
+        settled |= take
+        if settled.all():
+            break
+    return kept, taken

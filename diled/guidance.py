@@ -14,7 +14,11 @@ Two standard ways, both cheap in a latent of a few hundred numbers, both wrappin
   gradient is taken with autograd inside samplers that otherwise run without it);
 - value guidance, the same with a regressor: ``LatentRegressor`` predicts a value (protein fitness) with its
   uncertainty, and a condition ``">= y"`` shifts each step by the gradient of log P(value >= y | z_t, t)
-  (``AtLeastGuidedPrior``).
+  (``AtLeastGuidedPrior``);
+- composition: a list of conditions of different labels (text: a sentiment and a source, each with its own
+  guide; ``model.guides`` holds the guides of labels beyond the first) is a product of experts,
+  p(z | c1, c2) ~ p(z) p(c1 | z) p(c2 | z), as in LatentOps' composed controls and Liu et al. 2022's composed
+  classifier-free guidance: each condition's shift of the unconditional eps is added (``ComposedPrior``).
 
 None has batch-coupled layers: a seeded sample does not depend on what else is in its batch.
 """
@@ -32,8 +36,8 @@ from diled.denoiser import prior_eps, self_conditioned, timestep_embedding
 
 __all__ = ["NULL", "ConditionEmbedding", "check_classes", "class_index", "at_least", "CFGPrior", "LatentClassifier",
            "ClassifierGuidedPrior", "LatentRegressor", "AtLeastGuidedPrior", "train_classifier", "train_regressor",
-           "model_weights_sha256", "save_guide", "load_guide", "guidable_classes", "model_conditions", "guided_prior",
-           "edit_until"]
+           "ComposedPrior", "model_weights_sha256", "save_guide", "load_guide", "load_guides", "guidable_classes",
+           "model_conditions", "guided_prior"]
 
 class CFGPrior(nn.Module):
     """Classifier-free guidance of a prior built with classes: ``eps(z_t, t)`` toward class ``cond``
@@ -176,6 +180,25 @@ class AtLeastGuidedPrior(nn.Module):
         return eps - self.scale * sigma * grad.to(eps.dtype)
 
 
+class ComposedPrior(nn.Module):
+    """Several conditions at once: ``parts`` are guided priors (one per condition) around the same ``prior``;
+    each part's shift of the unconditional prediction is added, ``eps = eps_u + sum_i (eps_i - eps_u)`` (a
+    product of experts, see the module docstring). Costs one prior pass more than its parts together."""
+
+    def __init__(self, prior: nn.Module, parts: list[nn.Module]):
+        super().__init__()
+        self.prior = prior
+        self.__dict__["parts"] = list(parts)  # not submodules: each wraps ``prior``, which is registered once
+
+    @property
+    def self_condition(self) -> bool:
+        return self_conditioned(self.prior)
+
+    def forward(self, z_t: torch.Tensor, t: torch.Tensor, z_self: torch.Tensor | None = None) -> torch.Tensor:
+        eps_u = prior_eps(self.prior, z_t, t, z_self=z_self)
+        return eps_u + sum(part(z_t, t, z_self) - eps_u for part in self.parts)
+
+
 def _noised_batches(diffusion, z0: torch.Tensor, steps: int, batch_size: int, gen: torch.Generator):
     """(indices, z_t, t) batches of the latents ``z0`` noised as the prior sees them: z1 = z0 + sqrt(beta_1)
     eps', then q(z_t | z1) at a uniform t."""
@@ -233,36 +256,68 @@ def train_classifier(classifier: LatentClassifier, diffusion, z0: torch.Tensor, 
 
 
 def guidable_classes(model) -> list[str]:
-    """The class names ``model`` (a ``DiLED``) can be guided toward: those of a prior built with them
-    (classifier-free), else its class guide's; [] if neither (a value guide has no classes)."""
+    """The class names ``model`` (a ``DiLED``) can be guided toward by its first label: those of a prior built
+    with them (classifier-free), else its class guide's; [] if neither (a value guide has no classes)."""
     if getattr(model.denoiser, "classes", None):
         return list(model.denoiser.classes)
     guide = model.guide
     return list(guide.classes) if guide is not None and not isinstance(guide, LatentRegressor) else []
 
 
+def _guide_conditions(guide) -> list[str]:
+    return [f">= y ({guide.value} at least y)"] if isinstance(guide, LatentRegressor) else list(guide.classes)
+
+
 def model_conditions(model) -> list[str]:
     """What ``model`` can be guided toward: ``guidable_classes``, or ``[">= y"]`` for a value guide
-    (``LatentRegressor``) on a prior without classes."""
+    (``LatentRegressor``) on a prior without classes; then the conditions of its further guides
+    (``model.guides``, other labels), which compose with the first (a list of conditions)."""
     if isinstance(model.guide, LatentRegressor) and not getattr(model.denoiser, "classes", None):
-        return [f">= y ({model.guide.value} at least y)"]
-    return guidable_classes(model)
+        known = _guide_conditions(model.guide)
+    else:
+        known = guidable_classes(model)
+    for guide in getattr(model, "guides", {}).values():
+        known += [c for c in _guide_conditions(guide) if c not in known]
+    return known
+
+
+def _guide_for(model, condition, target):
+    """The guide of ``model`` that knows ``condition``: a value guide for ``">= y"`` (``target`` not None),
+    else a class guide whose classes name it, the first guide before the further ones (``model.guides``);
+    None where the prior's own classes know it, or no guide does."""
+    guides = [g for g in (model.guide, *getattr(model, "guides", {}).values()) if g is not None]
+    if target is not None:
+        return next((g for g in guides if isinstance(g, LatentRegressor)), model.guide)
+    prior_classes = getattr(model.denoiser, "classes", None) or []
+    if not isinstance(condition, str) or condition in prior_classes:
+        return None if prior_classes else model.guide  # an index counts in the first label's classes
+    return next((g for g in guides if isinstance(g, LatentClassifier) and condition in g.classes),
+                None if prior_classes else model.guide)
 
 
 def guided_prior(model, condition=None, guidance_scale: float = 1.0, classifier=None) -> nn.Module:
     """The prior of ``model`` to sample with: the prior itself with no ``condition``; toward the class
     ``condition`` (a name or an index) at ``guidance_scale``: classifier-free if the prior was built with
-    classes, else guided by ``classifier`` (a ``LatentClassifier``; default the model's ``guide``); toward
-    ``">= y"`` (a value of at least y) by a ``LatentRegressor`` (``classifier``, or the model's guide). An
-    explicit ``classifier`` is used in any case. ValueError naming what the model knows."""
+    classes, else guided by the guide whose classes name it (a ``LatentClassifier``: the model's ``guide``, or
+    one of its ``guides``); toward ``">= y"`` (a value of at least y) by a ``LatentRegressor``. An explicit
+    ``classifier`` is used in any case. A list of conditions of different labels composes them
+    (``ComposedPrior``), with one ``guidance_scale`` for all or a list of one per condition. ValueError
+    naming what the model knows."""
     prior = model.denoiser
     if condition is None:
         if classifier is not None:
             raise ValueError("a classifier guides toward a condition: pass condition=<class name or index>")
         return prior
+    if isinstance(condition, (list, tuple)):
+        return _composed(model, list(condition), guidance_scale, classifier)
+    if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)):
+        raise ValueError(f"guidance_scale must be a number (a list only with a list of conditions), got {guidance_scale!r}")
     target = at_least(condition)
-    if classifier is None and (target is not None or not getattr(prior, "classes", None)):
-        classifier = model.guide  # the guide saved beside the model, if any
+    if classifier is None:
+        classifier = _guide_for(model, condition, target)
+        if getattr(model, "guides", None) and isinstance(condition, str) and target is None and \
+                condition not in model_conditions(model):  # several labels: name them all
+            raise ValueError(f"unknown condition {condition!r}; this model knows {model_conditions(model)}")
     if target is not None:
         if not isinstance(classifier, LatentRegressor):
             raise ValueError(f"condition {condition!r} asks for a value of at least {target}, which needs a value "
@@ -277,41 +332,34 @@ def guided_prior(model, condition=None, guidance_scale: float = 1.0, classifier=
     return CFGPrior(prior, class_index(getattr(prior, "classes", []), condition), guidance_scale)
 
 
+def _composed(model, conditions: list, guidance_scale, classifier) -> nn.Module:
+    """``guided_prior`` for a list of conditions: one guided prior per condition, composed (``ComposedPrior``);
+    ValueError for an empty list, a nested one, a scale list of another length, an explicit ``classifier``, or
+    two conditions of the same label (a guide, or the prior's classes, steers toward one of its classes)."""
+    if not conditions or any(c is None or isinstance(c, (list, tuple)) for c in conditions):
+        raise ValueError(f"a composed condition is a non-empty list of single conditions, got {conditions!r}")
+    scales = list(guidance_scale) if isinstance(guidance_scale, (list, tuple)) else [guidance_scale] * len(conditions)
+    if len(scales) != len(conditions):
+        raise ValueError(f"guidance_scale: one number for all conditions or one per condition ({len(conditions)}), "
+                         f"got {guidance_scale!r}")
+    if len(conditions) == 1:
+        return guided_prior(model, conditions[0], scales[0], classifier)
+    if classifier is not None:
+        raise ValueError("classifier= guides toward one condition; a composition uses the model's guides")
+    parts, labels = [], {}
+    for condition, scale in zip(conditions, scales):
+        part = guided_prior(model, condition, scale)
+        label = id(getattr(part, "classifier", None) or getattr(part, "regressor", None) or model.denoiser)
+        if label in labels:
+            raise ValueError(f"conditions {labels[label]!r} and {condition!r} are of the same label: compose "
+                             f"conditions of different labels (this model knows {model_conditions(model)})")
+        labels[label] = condition
+        parts.append(part)
+    return ComposedPrior(model.denoiser, parts)
+
+
 GUIDE_DIR = "guide"
-
-
-@torch.no_grad()
-def edit_until(model, inputs, condition, settings: list[tuple[float, float]], until: float = 0.5,
-               steps: int | None = None, classifier: LatentClassifier | None = None) -> tuple[torch.Tensor, list[int]]:
-    """Guided editing (``model.edit_latents``) that stops, input by input, at the mildest of ``settings``
-    (``(strength, guidance_scale)`` pairs, mildest first) whose edited latent the class guide ``classifier``
-    (default the model's guide), read at t = 1 where a latent is nearly clean, gives ``condition`` a
-    probability of at least ``until``; an input that no setting moves that far keeps the last one. So an
-    input that a mild edit already moves keeps more of itself, and only the stubborn ones are rewritten
-    hard. Returns the latents [N x D] and, per input, the index of the setting it kept."""
-    classifier = model.guide if classifier is None else classifier
-    if not isinstance(classifier, LatentClassifier):
-        raise ValueError("edit_until judges the edits with a class guide (LatentClassifier): pass classifier= or "
-                         f"save one with the model (prior_stage.guide_steps); got {type(classifier).__name__}")
-    if not settings or any(len(pair) != 2 for pair in settings):
-        raise ValueError(f"settings must be a non-empty list of (strength, guidance_scale) pairs, got {settings!r}")
-    if isinstance(until, bool) or not isinstance(until, (int, float)) or not 0 < until < 1:
-        raise ValueError(f"until must be a probability in (0, 1), got {until!r}")
-    target = class_index(classifier.classes, condition)
-    kept, taken, settled = None, [], None
-    for i, (strength, scale) in enumerate(settings):
-        z = model.edit_latents(inputs, condition, strength=strength, guidance_scale=scale, steps=steps,
-                               classifier=classifier)
-        probability = classifier(z, torch.ones(len(z), dtype=torch.long)).float().softmax(-1)[:, target]
-        if kept is None:
-            kept, taken, settled = z.clone(), [i] * len(z), torch.zeros(len(z), dtype=torch.bool)
-        take = ~settled & ((probability >= until) | (i == len(settings) - 1))
-        kept[take] = z[take]
-        taken = [i if flag else j for j, flag in zip(taken, take.tolist())]
-        settled |= take
-        if settled.all():
-            break
-    return kept, taken
+GUIDES_DIR = "guides"  # guides of further labels, one folder each
 
 
 def model_weights_sha256(model_dir: Path) -> str:
@@ -324,10 +372,12 @@ def model_weights_sha256(model_dir: Path) -> str:
     return file_sha256(sorted(files, key=lambda p: p.name))
 
 
-def save_guide(classifier: LatentClassifier | LatentRegressor, model_dir: str | Path, record: dict | None = None) -> Path:
+def save_guide(classifier: LatentClassifier | LatentRegressor, model_dir: str | Path, record: dict | None = None,
+               label: str | None = None) -> Path:
     """Write the guide ``classifier`` (a ``LatentClassifier``, or a ``LatentRegressor`` for value conditions)
-    into ``<model_dir>/guide/`` (config, weights, the model's SHA-256), written under a temporary name and
-    renamed into place; ``DiLED.from_pretrained`` loads it as ``model.guide``."""
+    into ``<model_dir>/guide/`` (config, weights, the model's SHA-256), or with ``label`` (the guide of a further
+    label, e.g. "source") into ``<model_dir>/guides/<label>/``; written under a temporary name and renamed into
+    place. ``DiLED.from_pretrained`` loads them as ``model.guide`` and ``model.guides[label]``."""
     import json
     import os
     import shutil
@@ -335,9 +385,12 @@ def save_guide(classifier: LatentClassifier | LatentRegressor, model_dir: str | 
     from safetensors.torch import save_file
 
     model_dir = Path(model_dir)
-    target, tmp = model_dir / GUIDE_DIR, model_dir / f".{GUIDE_DIR}.tmp"
+    if label is not None and not (isinstance(label, str) and label.replace("_", "").replace("-", "").isalnum()):
+        raise ValueError(f"a guide's label is a name of letters, digits, '_' and '-', got {label!r}")
+    target = model_dir / GUIDE_DIR if label is None else model_dir / GUIDES_DIR / label
+    tmp = target.with_name(f".{target.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    tmp.mkdir(parents=True)
     kind = "regressor" if isinstance(classifier, LatentRegressor) else "classifier"
     config = {kind: classifier.get_config(), "model_sha256": model_weights_sha256(model_dir),
               "trained": record or {}}
@@ -348,14 +401,22 @@ def save_guide(classifier: LatentClassifier | LatentRegressor, model_dir: str | 
     return target
 
 
-def load_guide(model_dir: str | Path) -> LatentClassifier | LatentRegressor | None:
-    """The guide saved beside a model (None if there is none); ValueError if it was trained for other
-    weights than the folder's (its SHA-256 differs)."""
+def load_guides(model_dir: str | Path) -> dict[str, LatentClassifier | LatentRegressor]:
+    """The guides of further labels saved beside a model (``<model_dir>/guides/<label>``), by label."""
+    folder = Path(model_dir) / GUIDES_DIR
+    labels = sorted(p.name for p in folder.iterdir() if not p.name.startswith(".") and (p / "config.json").is_file()) \
+        if folder.is_dir() else []
+    return {label: load_guide(model_dir, label) for label in labels}
+
+
+def load_guide(model_dir: str | Path, label: str | None = None) -> LatentClassifier | LatentRegressor | None:
+    """The guide saved beside a model (with ``label``: that further label's, ``save_guide``), None if there is
+    none; ValueError if it was trained for other weights than the folder's (its SHA-256 differs)."""
     import json
 
     from safetensors.torch import load_file
 
-    folder = Path(model_dir) / GUIDE_DIR
+    folder = Path(model_dir) / GUIDE_DIR if label is None else Path(model_dir) / GUIDES_DIR / label
     if not (folder / "config.json").is_file():
         return None
     config = json.loads((folder / "config.json").read_text())

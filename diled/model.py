@@ -109,18 +109,15 @@ class DiLED(nn.Module):
         elif objective == "prior_only":
             self.codec.requires_grad_(False)
 
-    @property
-    def guide(self):
-        """The guide saved beside the model (``<folder>/guide``, ``diled.guidance.save_guide``), which steers
-        sampling toward a class or value the prior does not know; None if none. Not part of the weights."""
-        return self.__dict__.get("_guide")
-
-    @guide.setter
-    def guide(self, classifier) -> None:
-        self.__dict__["_guide"] = classifier  # not a submodule: the model's state dict stays the model's
+    # the guides saved beside the model (``diled.guidance.save_guide``), not part of its weights or submodules:
+    # ``guide`` steers sampling toward a class or value the prior does not know (None if none); ``guides``, by
+    # label, those of further labels (text: the source), whose conditions compose with the first's
+    guide = property(lambda self: self.__dict__.get("_guide"), lambda self, g: self.__dict__.__setitem__("_guide", g))
+    guides = property(lambda self: self.__dict__.setdefault("_guides", {}),
+                      lambda self, g: self.__dict__.__setitem__("_guides", dict(g)))
 
     def __setattr__(self, name: str, value) -> None:
-        if name == "guide":  # nn.Module would register a module value as a submodule, past the property
+        if name in ("guide", "guides"):  # nn.Module would register a module value as a submodule
             object.__setattr__(self, name, value)
             return
         super().__setattr__(name, value)
@@ -430,11 +427,11 @@ class DiLED(nn.Module):
         model.to(dtype)  # meta tensors: nothing is allocated
         files, aliases = weight_files(directory)
         load_into(model, files, aliases, assign=True, dtype=dtype, device=str(device), base=model._base_weights())
-        from diled.guidance import load_guide
+        from diled.guidance import load_guide, load_guides
 
-        model.guide = load_guide(directory)
-        if model.guide is not None:
-            model.guide.to(device)
+        model.guide, model.guides = load_guide(directory), load_guides(directory)
+        for guide in (model.guide, *model.guides.values()):
+            guide is not None and guide.to(device)
         return model.to(device).eval()  # the weights are there already; this moves the buffers
 
     def _base_weights(self) -> tuple[list[Path], str] | None:

@@ -102,7 +102,7 @@ def test_classifier_guidance_steers_an_unconditional_prior(tmp_path):
                                model.sample_latents(6, steps=20, generator=g(), condition="right",
                                                     classifier=classifier, guidance_scale=3.0))
     # editing until the guide is convinced: each input keeps the mildest setting that moves it across
-    from diled.guidance import edit_until
+    from diled.editing import edit_until
 
     z0_test, labels_test = clusters(200, seed=2)
     left = z0_test[labels_test == 0]
@@ -245,3 +245,69 @@ def test_judged_editing_keeps_per_input_the_closest_edit_the_judge_accepts(condi
             edit_judged(model, inputs, "up", judge, closeness, settings=settings)
     finally:
         del model.codec.encode, model.codec.decode
+
+
+def quadrants(n=2000, seed=0):
+    """Latents in four clusters: x's sign is one label (left / right), y's another (down / up)."""
+    g = torch.Generator().manual_seed(seed)
+    horizontal, vertical = torch.randint(0, 2, (n,), generator=g), torch.randint(0, 2, (n,), generator=g)
+    z0 = 0.3 * torch.randn(n, 2, generator=g)
+    z0[:, 0] += torch.where(horizontal == 1, 1.5, -1.5)
+    z0[:, 1] += torch.where(vertical == 1, 1.5, -1.5)
+    return z0, horizontal, vertical
+
+
+def test_conditions_of_two_labels_compose_and_their_guides_save_with_the_model(tmp_path):
+    """Two class guides (left/right, down/up) on an unconditional prior over four clusters: one condition fills
+    its half of the plane, the two composed fill their quadrant; the second guide saved as a further label
+    (``guides/vertical``) loads with the model, and bad compositions are refused by name. Then a prior trained
+    with the first label's classes (classifier-free) composes with the second label's guide."""
+    from diled.guidance import ComposedPrior, save_guide
+
+    z0, horizontal, vertical = quadrants()
+    model = model_with(MLPSkipNet(2, hidden=64, depth=3, time_dim=32))
+    model.denoiser, _ = train_prior(model, model.denoiser, z0, steps=1500, batch_size=256, lr=2e-3, ema=0.99,
+                                    warmup=50)
+    guides = {}
+    for name, labels, classes in (("horizontal", horizontal, CLASSES), ("vertical", vertical, ["down", "up"])):
+        guides[name] = LatentClassifier(2, classes, hidden=64, depth=2, time_dim=32)
+        train_classifier(guides[name], model.diffusion, z0, labels, steps=800, lr=3e-3)
+    model.guide, model.guides = guides["horizontal"], {"vertical": guides["vertical"]}
+    assert model.conditions == ["left", "right", "down", "up"]
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+
+    def quadrant_share(condition, scale=3.0):
+        z = model.sample_latents(400, steps=50, generator=g(), condition=condition, guidance_scale=scale)
+        return float(((z[:, 0] > 0) & (z[:, 1] > 0)).float().mean())
+
+    # one label fills its half of the plane, so about half of it is the upper right quadrant; both fill it
+    assert 0.35 < quadrant_share("right") < 0.65 and 0.35 < quadrant_share("up") < 0.65
+    assert quadrant_share(["right", "up"]) > 0.85 and quadrant_share(["left", "up"]) < 0.05
+    assert 0.35 < quadrant_share(["right", "up"], [3.0, 0.0]) < 0.65  # scale 0: that condition is dropped
+    assert isinstance(model.guided_prior(["right", "up"]), ComposedPrior)
+    for bad, match in ((["left", "right"], "'left' and 'right' are of the same label"),
+                       ([], "a non-empty list of single conditions"), (["up", ["right"]], "non-empty list of single"),
+                       (["north", "up"], r"unknown condition 'north'; this model knows \['left', 'right', 'down', 'up'\]")):
+        with pytest.raises(ValueError, match=match):
+            model.sample_latents(2, condition=bad)
+    with pytest.raises(ValueError, match=r"guidance_scale: one number for all conditions or one per condition \(2\)"):
+        model.sample_latents(2, condition=["right", "up"], guidance_scale=[1.0])
+    with pytest.raises(ValueError, match="guidance_scale must be a number"):
+        model.sample_latents(2, condition="right", guidance_scale=[1.0, 2.0])
+
+    folder = model.save_pretrained(tmp_path / "m")
+    save_guide(guides["horizontal"], folder)
+    save_guide(guides["vertical"], folder, {"steps": 800}, label="vertical")
+    loaded = DiLED.from_pretrained(folder)
+    assert list(loaded.guides) == ["vertical"] and loaded.conditions == model.conditions
+    torch.testing.assert_close(loaded.sample_latents(6, steps=20, generator=g(), condition=["up", "left"]),
+                               model.sample_latents(6, steps=20, generator=g(), condition=["up", "left"]))
+    with pytest.raises(ValueError, match="a guide's label is a name"):
+        save_guide(guides["vertical"], folder, label="../up")
+
+    conditional = model_with(MLPSkipNet(2, hidden=64, depth=3, time_dim=32, classes=CLASSES))
+    conditional.denoiser, _ = train_prior(conditional, conditional.denoiser, z0, steps=1500, batch_size=256, lr=2e-3,
+                                          ema=0.99, warmup=50, labels=horizontal, drop_prob=0.2)
+    conditional.guides = {"vertical": guides["vertical"]}  # its latents are the same four clusters
+    z = conditional.sample_latents(400, steps=50, generator=g(), condition=["right", "up"], guidance_scale=3.0)
+    assert float(((z[:, 0] > 0) & (z[:, 1] > 0)).float().mean()) > 0.85
