@@ -249,9 +249,9 @@ class DiLED(nn.Module):
 
         return guided_prior(self, condition, guidance_scale, classifier)
 
-    def check_condition(self, condition) -> None:
+    def check_condition(self, condition, guidance_scale=1.0) -> None:
         """ValueError (naming what the model knows) unless generation can be guided toward ``condition``."""
-        self.guided_prior(condition)
+        self.guided_prior(condition, guidance_scale)
 
     @torch.no_grad()
     def sample_latents(self, n: int, steps: int | None = None, sampler: str = "ddim", eta: float | None = None,

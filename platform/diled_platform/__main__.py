@@ -160,13 +160,17 @@ def main(argv: list[str] | None = None) -> int:
     inter = sub.add_parser("interpolate", parents=[common, with_inputs, decoding], help="points between two inputs")
     inter.add_argument("--num", type=int, default=5)
     guided = argparse.ArgumentParser(add_help=False)
-    guided.add_argument("--guidance", type=float, default=3.0, help="guidance scale (1: the conditional prior; "
-                        "larger: further toward the condition)")
-    gen.add_argument("--condition", default=None, help="a class the model knows (its guide's or conditional "
-                     "prior's), e.g. positive")
-    gen.add_argument("--guidance", type=float, default=3.0, help="guidance scale, with --condition")
+    guided.add_argument("--guidance", type=float, action="append", default=None, help="guidance scale (default 3; "
+                        "1: the conditional prior; larger: further toward the condition); with several --condition, "
+                        "one for all or repeated, one each")
+    gen.add_argument("--condition", action="append", default=None, help="a class the model knows (its guide's or "
+                     "conditional prior's), e.g. positive; repeated, conditions of different labels compose "
+                     "(--condition positive --condition rotten_tomatoes)")
+    gen.add_argument("--guidance", type=float, action="append", default=None, help="guidance scale, with "
+                     "--condition (default 3); repeated, one per --condition")
     edit = sub.add_parser("edit", parents=[common, with_inputs, guided, decoding], help="edit inputs toward a condition")
-    edit.add_argument("--condition", required=True, help="a class the model knows, e.g. positive")
+    edit.add_argument("--condition", action="append", required=True, help="a class the model knows, e.g. positive; "
+                      "repeated, conditions of different labels compose")
     edit.add_argument("--strength", type=float, default=0.5, help="how far to invert before sampling back (0..1)")
     edit.add_argument("--judged", action="store_true", help="per input the closest of a grid of edits that the "
                       "judge saved beside the model accepts (--strength and --guidance unused)")
@@ -174,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     edit.add_argument("--min-similarity", type=float, default=2.0, help="with --judged: an accepted edit keeps "
                       "at least this much of its input (text: sentence BLEU; 2 was chosen on validation)")
     args = parser.parse_args(argv)
+    for name, default in (("condition", None), ("guidance", 3.0)):  # one given: itself; several: a composition
+        value = getattr(args, name, None)
+        setattr(args, name, default if value is None else value[0] if len(value) == 1 else value)
     if args.dry_run:
         print(f"ok: {args.command}")
         return 0

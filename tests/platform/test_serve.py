@@ -231,9 +231,15 @@ def test_a_model_with_a_bert_or_causal_lm_decoder_serves_unchanged(service, mode
 
 
 def test_guided_generate_and_edit(service, models, tmp_path):
-    """A model whose prior knows classes: /healthz lists them, /generate with a condition and /edit give the
-    library's answers, and a condition the model does not know is a 422 that names the known ones."""
+    """A model whose prior knows classes, and a guide of a further label beside it: /healthz lists both labels'
+    classes, /generate with a condition and /edit give the library's answers, composed conditions too (and so
+    does the CLI, local and remote), and a condition the model does not know, or two of one label, is a 422
+    that names the known ones."""
+    import subprocess
+    import sys
+
     from diled import VectorCodec
+    from diled.guidance import LatentClassifier, save_guide
 
     service, config = service
     torch.manual_seed(0)
@@ -241,9 +247,12 @@ def test_guided_generate_and_edit(service, models, tmp_path):
                   MLPSkipNet(2, hidden=16, depth=2, time_dim=8, classes=["low", "high"]),
                   LatentDiffusion("constant", 20), w=1.0, prior_temperature=0.6, sampling_eta=1.0).eval()
     path = model.save_pretrained(tmp_path / "conditional")
+    save_guide(LatentClassifier(2, ["west", "east"], hidden=16, depth=1, time_dim=8), path, label="side")
+    model = DiLED.from_pretrained(path)
     swap_model(config, path)
     health = health_when(service, lambda h: h["model_dir"] == str(path))
-    assert health["conditions"] == ["low", "high"] and health["prior_temperature"] == 0.6 and health["eta"] == 1.0
+    assert health["conditions"] == ["low", "high", "west", "east"]
+    assert health["prior_temperature"] == 0.6 and health["eta"] == 1.0
     client = DiLEDClient(service, api_key="")
     # the model's own prior temperature and eta by default (the batched path), or the request's
     assert client.generate(n=3, steps=5, seed=4) == model.generate(3, steps=5, seed=4)
@@ -261,10 +270,25 @@ def test_guided_generate_and_edit(service, models, tmp_path):
           model.generate(3, steps=5, seed=1, condition="high", guidance_scale=2.0))
     close(client.edit([[1.0, 2.0], [0.0, -1.0]], "low", strength=0.6, steps=5),
           model.edit([[1.0, 2.0], [0.0, -1.0]], "low", strength=0.6, guidance_scale=3.0, steps=5))
+    # composed: a class of the prior (classifier-free) and one of the further guide's, a scale each
+    composed = model.generate(3, steps=5, seed=1, condition=["high", "east"], guidance_scale=[2.0, 1.5])
+    close(client.generate(n=3, steps=5, seed=1, condition=["high", "east"], guidance_scale=[2.0, 1.5]), composed)
+    close(client.edit([[1.0, 2.0]], ["low", "west"], strength=0.6, steps=5),
+          model.edit([[1.0, 2.0]], ["low", "west"], strength=0.6, guidance_scale=3.0, steps=5))
+    for where in (("--model", str(path)), ("--url", service)):
+        out = subprocess.run([sys.executable, "-m", "diled_platform", "generate", *where, "-n", "3", "--steps", "5",
+                              "--seed", "1", "--condition", "high", "--condition", "east", "--guidance", "2", "--guidance", "1.5"],
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        close([json.loads(line)["output"] for line in out.stdout.splitlines()], composed)
     for path_, body in (("/generate", {"n": 1, "condition": "sideways"}),
                         ("/edit", {"inputs": [[1.0, 2.0]], "condition": "sideways"})):
         r = post(service, path_, body)
-        assert r.status_code == 422 and "this model knows ['low', 'high']" in r.json()["detail"], r.text
+        assert r.status_code == 422 and "this model knows ['low', 'high', 'west', 'east']" in r.json()["detail"], r.text
+    r = post(service, "/generate", {"n": 1, "condition": ["low", "high"]})
+    assert r.status_code == 422 and "'low' and 'high' are of the same label" in r.json()["detail"], r.text
+    r = post(service, "/generate", {"n": 1, "condition": ["low", "east"], "guidance_scale": [1.0, 2.0, 3.0]})
+    assert r.status_code == 422 and "one per condition (2)" in r.json()["detail"], r.text
     assert post(service, "/edit", {"inputs": [[1.0, 2.0]], "condition": "low", "strength": 1.5}).status_code == 422
     r = post(service, "/generate", {"n": 1, "condition": ">= 1.5"})   # a value condition, and no value guide
     assert r.status_code == 422 and "needs a value guide" in r.json()["detail"], r.text

@@ -130,3 +130,43 @@ def test_a_class_guide_of_a_text_data_type_gets_a_judge_of_its_outputs(tmp_path,
     # points, not prose: a guide but no judge
     _, other = identity_model(tmp_path / "points")
     assert "judge" not in prior_stage.run_prior_stage(stage_config(guide_steps=50), TwoClusters(), other)
+
+
+class TwoLabels(TwoClusters):
+    """The clusters with a second label, "vertical" (the sign of the second number; the latents stay the points)."""
+
+    def further_labels(self):
+        return {"vertical": (["down", "up"], (self.x[:, 1] > 0).long().tolist())}
+
+
+def test_a_further_label_gets_its_own_guide_that_composes_with_the_first(tmp_path, monkeypatch):
+    """A class guide for the data type's labels and one for each further label, saved as ``guides/<label>``
+    and loaded with the model (its conditions listed after the first label's); a folder staged before further
+    labels gets theirs when the stage runs again, its weights unchanged; a data type without them gets none."""
+    import json
+    import shutil
+
+    from diled.guidance import ComposedPrior, LatentClassifier
+    from diled_platform.training import prior_stage
+
+    model, folder = identity_model(tmp_path)
+    data = TwoLabels()
+    import diled.prior_training as pt
+
+    monkeypatch.setattr(pt, "encode_all", lambda m, examples, log=None: data.x.clone())
+    record = prior_stage.run_prior_stage(stage_config(guide_steps=300), data, folder)
+    assert record["guides"]["vertical"]["classes"] == ["down", "up"] and record["guides"]["vertical"]["steps"] == 300
+    assert record["guides"]["vertical"]["final_loss"] < record["guides"]["vertical"]["chance_loss"]
+    staged = DiLED.from_pretrained(folder)
+    assert isinstance(staged.guides["vertical"], LatentClassifier) and staged.conditions == ["left", "right", "down", "up"]
+    assert isinstance(staged.guided_prior(["right", "up"], 2.0), ComposedPrior)
+    weights = (folder / "model.safetensors").read_bytes()
+    shutil.rmtree(folder / "guides")
+    old = {k: v for k, v in json.loads((folder / prior_stage.RECORD).read_text()).items() if k != "guides"}
+    (folder / prior_stage.RECORD).write_text(json.dumps(old))
+    assert DiLED.from_pretrained(folder).guides == {}
+    again = prior_stage.run_prior_stage(stage_config(guide_steps=300), data, folder)
+    assert again["guides"]["vertical"]["classes"] == ["down", "up"] and "vertical" in DiLED.from_pretrained(folder).guides
+    assert (folder / "model.safetensors").read_bytes() == weights
+    _, other = identity_model(tmp_path / "one")
+    assert "guides" not in prior_stage.run_prior_stage(stage_config(guide_steps=50), TwoClusters(), other)

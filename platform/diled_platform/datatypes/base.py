@@ -88,6 +88,12 @@ class DataType(ABC):
         raise NotImplementedError(f"data type {self.name!r} has no labels to guide generation with; set "
                                   f"prior_stage.guide_steps=0")
 
+    def further_labels(self) -> dict[str, tuple[list[str], list[int]]]:
+        """Labels beyond ``training_labels``, by name, each as its classes and, for each of
+        ``training_examples``, a class index (-1: none): with a class guide the prior stage trains one guide
+        per further label, and conditions of different labels compose (text: each sentence's source). None here."""
+        return {}
+
     def training_values(self) -> tuple[str, list[float | None]]:
         """The name of a value a guide can steer toward (``">= y"``) and, for each of ``training_examples``,
         its value (None: unknown); what ``prior_stage.guide: value`` trains on."""
@@ -153,6 +159,13 @@ def driver_dataset(table):
 
         table = pa.table({name: ArrowTensorArray.from_numpy(values, column_name=name) for name, values in table.items()})
     return ray.data.from_arrow(table)
+
+
+def label_indices(values: list) -> tuple[list[str], list[int]]:
+    """The distinct non-empty ``values`` (sorted) and each value's index among them (-1: empty or None)."""
+    classes = sorted({str(v) for v in values if v})
+    index = {c: i for i, c in enumerate(classes)}
+    return classes, [index[str(v)] if v else -1 for v in values]
 
 
 def replace_options(options: DataOptions, **changes) -> DataOptions:

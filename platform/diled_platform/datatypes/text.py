@@ -18,7 +18,7 @@ from diled_platform.options import ConfigError, DataOptions, positive
 
 if TYPE_CHECKING:
     from diled_platform.config import JobConfig
-from diled_platform.datatypes.base import DataType, Metric, driver_dataset
+from diled_platform.datatypes.base import DataType, Metric, driver_dataset, label_indices
 from diled_platform.datatypes._reports import loss_plot, write_eval
 from diled_platform.datatypes._text_sentiment import (_batches, _can_guide, guided_sentiment, label_head_accuracy,
                                                       one_line, sentiment_arithmetic, sentiment_probe)
@@ -97,12 +97,14 @@ class TextData(DataType):
     def training_labels(self) -> tuple[list[str], list[int]]:
         """The sentiment labels of the training split (Rotten Tomatoes fresh/rotten as positive/negative,
         the tweets' positive/negative/neutral, a user's ``label_column``); ValueError without any."""
-        labels = self.splits["train"].column("label").to_pylist()
-        classes = sorted({label for label in labels if label})
+        classes, indices = label_indices(self.splits["train"].column("label").to_pylist())
         if not classes:
-            raise ValueError("the training split has no labels to guide generation with (text_files: set "
-                             "data.label_column); set prior_stage.guide_steps=0")
-        return classes, [classes.index(label) if label else -1 for label in labels]
+            raise ValueError("no training sentence has a label (text_files: set data.label_column); set prior_stage.guide_steps=0")
+        return classes, indices
+
+    def further_labels(self) -> dict[str, tuple[list[str], list[int]]]:  # the corpus's Rotten Tomatoes and tweets
+        classes, indices = label_indices(self.splits["train"].column("source").to_pylist())
+        return {"source": (classes, indices)} if len(classes) > 1 else {}
 
     def sample_quality(self, model, z, seed: int = 0) -> float:
         """MAUVE (``mauve-text``, MiniLM mean-pooled embeddings, as the report) of the latents ``z`` decoded the
@@ -243,10 +245,8 @@ class TextData(DataType):
             metrics.update(arith)
             if getattr(model.codec, "label_head", None) is not None:
                 metrics["label_head_test_accuracy"] = label_head_accuracy(model, held_pn)
-            with open(out_dir / "arithmetic.tsv", "w") as f:
-                f.write("negative input\treconstruction\twith +(positive - negative)\tjudged\n")
-                for row in rows:
-                    f.write("\t".join(row) + "\n")
+            (out_dir / "arithmetic.tsv").write_text("negative input\treconstruction\twith +(positive - negative)\tjudged\n"
+                                                    + "".join("\t".join(row) + "\n" for row in rows))
 
         if probe is not None and _can_guide(model, ("positive", "negative")):
             metrics["guided"] = guided_sentiment(model, probe, train, held_pn, out_dir, n=cfg.run.report_guided,

@@ -355,9 +355,9 @@ class DiLEDService:
         """What generation and editing can be guided toward (``DiLED.conditions``)."""
         return self.model.conditions
 
-    def _check_condition(self, condition) -> None:
+    def _check_condition(self, condition, guidance_scale) -> None:
         try:
-            self.model.check_condition(condition)
+            self.model.check_condition(condition, guidance_scale)
         except ValueError as e:
             raise BadRequest(f"condition: {e}") from None
 
@@ -377,7 +377,7 @@ class DiLEDService:
         kwargs = self._decode_kwargs(req)
         generator, seed = self._generator(req.seed)
         if req.condition is not None:  # guided: its own pass (the guide's gradient per step), not batched
-            self._check_condition(req.condition)
+            self._check_condition(req.condition, req.guidance_scale)
             z = await self._run(self.model.sample_latents, req.n, steps=req.steps, sampler=req.sampler,
                                 generator=generator, condition=req.condition, guidance_scale=req.guidance_scale,
                                 prior_temperature=req.prior_temperature, eta=req.eta)
@@ -398,7 +398,7 @@ class DiLEDService:
     async def edit(self, req: EditRequest) -> OutputsResponse:
         """The inputs edited toward ``condition``: DDIM-inverted to ``strength`` x T, sampled back guided."""
         self._check_steps(req.steps)
-        self._check_condition(req.condition)
+        self._check_condition(req.condition, req.guidance_scale)
         kwargs = self._decode_kwargs(req)
         if req.judged:  # per input the closest of a grid of edits that the model's judge accepts
             from diled.editing import edit_judged

@@ -64,6 +64,11 @@ class ReconstructRequest(DecodeOptions):
 
 Condition = Annotated[str, StringConstraints(min_length=1, max_length=200)] | Annotated[int, Field(ge=0, le=100_000)]
 MAX_GUIDANCE = 100.0
+MAX_CONDITIONS = 8  # conditions composed in one request (one label each)
+# one condition, or several of different labels composed (each with its scale, or one scale for all)
+Conditions = Condition | Annotated[list[Condition], Field(min_length=1, max_length=MAX_CONDITIONS)]
+Scale = Annotated[float, Field(ge=0, le=MAX_GUIDANCE)]
+Scales = Scale | Annotated[list[Scale], Field(min_length=1, max_length=MAX_CONDITIONS)]
 MAX_TEMPERATURE = 2.0  # diled.model.MAX_TEMPERATURE (the schema stays free of torch)
 
 
@@ -74,8 +79,8 @@ class GenerateRequest(DecodeOptions):
     seed: int | None = Field(None, ge=0, lt=2**63)
     return_latents: bool = False
     # guided generation: a class the model knows (/healthz lists them) and the guidance scale
-    condition: Condition | None = None
-    guidance_scale: float = Field(3.0, ge=0, le=MAX_GUIDANCE)
+    condition: Conditions | None = None
+    guidance_scale: Scales = 3.0
     # the scale of z_T; None: the model's own (chosen on validation where the job searched for one)
     prior_temperature: float | None = Field(None, gt=0, le=MAX_TEMPERATURE)
     # DDIM's eta (0: deterministic, 1: fresh noise at every step); None: the model's own (sampler ddim only)
@@ -84,9 +89,9 @@ class GenerateRequest(DecodeOptions):
 
 class EditRequest(DecodeOptions):
     inputs: Inputs
-    condition: Condition
+    condition: Conditions
     strength: float = Field(0.5, ge=0, le=1)
-    guidance_scale: float = Field(3.0, ge=0, le=MAX_GUIDANCE)
+    guidance_scale: Scales = 3.0
     steps: int | None = Field(None, ge=1)
     seed: int | None = Field(None, ge=0, lt=2**63)
     # judged editing (diled.editing.edit_judged, the model's saved judge): strength and guidance_scale unused;

@@ -60,6 +60,8 @@ def run_prior_stage(cfg, datatype, model_dir: Path) -> dict[str, Any] | None:
             record = temperature_only(cfg, datatype, target, record)
         if record.get("guide", {}).get("kind") == "classes" and "judge" not in record:  # staged before judges
             record = judge_only(datatype, target, record)
+        if record.get("guide", {}).get("kind") == "classes" and "guides" not in record and further_labels(datatype):
+            record = further_guides_only(datatype, target, record, cfg.run.seed)  # staged before further labels
         return record
     t0 = time.perf_counter()
     torch.manual_seed(cfg.run.seed)
@@ -87,6 +89,8 @@ def run_prior_stage(cfg, datatype, model_dir: Path) -> dict[str, Any] | None:
         summary = {"steps": 0, "final_loss": float("nan")}
         record = {"steps": 0, "prior": "the jointly trained prior, unchanged", "encode_seconds": round(t1 - t0, 1)}
     guide = train_guide(model, datatype, z0, stage.guide_steps, cfg.run.seed, stage.guide) if stage.guide_steps else None
+    further = further_guides(model, datatype, z0, stage.guide_steps, cfg.run.seed) \
+        if guide is not None and guide[1]["kind"] == "classes" else {}
     if stage.temperatures or stage.etas:
         record["temperature"] = choose_stage_temperature(model, datatype, stage, cfg.run.seed)
     tmp = target.with_name(target.name + ".prior_stage.tmp")
@@ -97,6 +101,10 @@ def run_prior_stage(cfg, datatype, model_dir: Path) -> dict[str, Any] | None:
 
         save_guide(guide[0], tmp, guide[1])  # tied to the weights just written
         record["guide"] = guide[1]
+        for label, (classifier, summary) in further.items():
+            save_guide(classifier, tmp, summary, label=label)
+        if further:
+            record["guides"] = {label: summary for label, (_, summary) in further.items()}
         judge = fit_judge(datatype, guide[1]["classes"]) if guide[1]["kind"] == "classes" else None
         if judge is not None:  # text: a judge of the decoded outputs, for judged editing
             from diled.editing import save_judge
@@ -166,7 +174,7 @@ def train_guide(model, datatype, z0: torch.Tensor, steps: int, seed: int, kind: 
     """A guide on the training latents ``z0``, noised as the prior sees them: a ``LatentClassifier`` on the
     labelled ones (the data type's ``training_labels``), or with ``kind="value"`` a ``LatentRegressor`` on
     those with a value (``training_values``); returns (guide, its record)."""
-    from diled.guidance import LatentClassifier, LatentRegressor, train_classifier, train_regressor
+    from diled.guidance import LatentRegressor, train_regressor
 
     t0 = time.perf_counter()
     torch.manual_seed(seed)
@@ -180,16 +188,38 @@ def train_guide(model, datatype, z0: torch.Tensor, steps: int, seed: int, kind: 
               f"{summary['final_nll']:.3f} (a constant prediction: {summary['constant_nll']:.3f})", flush=True)
         return regressor, {**summary, "kind": "value", "with_value": int(keep.sum()),
                            "seconds": round(time.perf_counter() - t0, 1)}
-    classes, labels = datatype.training_labels()
+    return class_guide(model, z0, *datatype.training_labels(), steps, seed)
+
+
+def class_guide(model, z0: torch.Tensor, classes: list[str], labels: list[int], steps: int, seed: int,
+                label: str | None = None):
+    """A ``LatentClassifier`` of ``classes`` on the latents ``z0`` whose ``labels`` (class indices, -1: none)
+    are known; returns (guide, its record)."""
+    from diled.guidance import LatentClassifier, train_classifier
+
+    t0 = time.perf_counter()
+    torch.manual_seed(seed)
     labels = torch.tensor(labels, dtype=torch.long)
     keep = labels >= 0
     classifier = LatentClassifier(model.latent_dim, classes)
     summary = train_classifier(classifier, model.diffusion, z0[keep], labels[keep], steps=steps, seed=seed)
     counts = {c: int((labels == i).sum()) for i, c in enumerate(classes)}
-    print(f"prior stage: guide on {int(keep.sum()):,} labelled latents {counts}, {steps} steps, loss "
-          f"{summary['final_loss']:.3f} (chance {summary['chance_loss']:.3f})", flush=True)
+    print(f"prior stage: guide{f' of {label}' if label else ''} on {int(keep.sum()):,} labelled latents {counts}, "
+          f"{steps} steps, loss {summary['final_loss']:.3f} (chance {summary['chance_loss']:.3f})", flush=True)
     return classifier, {**summary, "kind": "classes", "classes": classes, "labelled": counts,
-                        "seconds": round(time.perf_counter() - t0, 1)}
+                        **({"label": label} if label else {}), "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def further_guides(model, datatype, z0: torch.Tensor, steps: int, seed: int) -> dict[str, tuple]:
+    """A class guide (``class_guide``, ``steps`` steps) for each of the data type's ``further_labels`` (text:
+    the source), whose conditions compose with the first guide's; by label."""
+    return {label: class_guide(model, z0, classes, labels, steps, seed, label)
+            for label, (classes, labels) in further_labels(datatype).items()}
+
+
+def further_labels(datatype) -> dict[str, tuple[list[str], list[int]]]:
+    """``datatype.further_labels()``; {} for a data type (a plug-in's stand-in) that does not define it."""
+    return getattr(datatype, "further_labels", dict)()
 
 
 def judge_only(datatype, target: Path, record: dict[str, Any]) -> dict[str, Any]:
@@ -201,10 +231,32 @@ def judge_only(datatype, target: Path, record: dict[str, Any]) -> dict[str, Any]
         return record
     save_judge(judge[0], target)
     record = {**record, "judge": judge[1]}
+    return write_record(target, record)
+
+
+def write_record(target: Path, record: dict[str, Any]) -> dict[str, Any]:
+    """Replace the stage's record in the model folder ``target`` atomically; returns it."""
     tmp = target / f".{RECORD}.tmp"
     tmp.write_text(json.dumps(record, indent=2) + "\n")
     os.replace(tmp, target / RECORD)
     return record
+
+
+def further_guides_only(datatype, target: Path, record: dict[str, Any], seed: int) -> dict[str, Any]:
+    """A staged model folder with a class guide gets the guides of the data type's further labels
+    (``further_guides``, as many steps as its first guide took): the training split is encoded again; the
+    weights stay."""
+    from diled import DiLED
+    from diled.guidance import save_guide
+    from diled.prior_training import encode_all
+
+    model = DiLED.from_pretrained(target)
+    z0 = encode_all(model, datatype.training_examples(), log=lambda m: print(f"prior stage: {m}", flush=True))
+    further = further_guides(model, datatype, z0, record["guide"]["steps"], seed)
+    for label, (classifier, summary) in further.items():
+        save_guide(classifier, target, summary, label=label)
+    record = {**record, "guides": {label: summary for label, (_, summary) in further.items()}}
+    return write_record(target, record)
 
 
 def fit_judge(datatype, classes: list[str]):
