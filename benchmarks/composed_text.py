@@ -2,7 +2,8 @@
 once, the sentiment guide composed with the source guide (``diled.guidance.ComposedPrior``), over a grid of
 scale pairs and seeds. For each pair of scales and each (sentiment, source) it prints the share of samples that
 the MiniLM probe judges as the sentiment, that a TF-IDF logistic regression of the sources (fitted on the
-training split) judges as the source, and both; beside them the same judges on samples guided by the sentiment
+training split) judges as the source, and both, and the share of made-up words (not in the training split);
+beside them the same judges on samples guided by the sentiment
 alone, on unguided samples and on the real test sentences of that pair (the text report's
 ``guided.composed``, ``_text_sentiment.composed_sentiment``). The model needs both guides saved beside it (the
 job's ``--prior_stage.guide_steps``; a folder staged before further labels gets its source guide when the job
@@ -43,6 +44,7 @@ def main() -> None:
     import torch
 
     from diled import DiLED
+    from diled.metrics.text import words
     from diled_platform.config import load_config
     from diled_platform.datatypes._text_sentiment import composed_sentiment
     from diled_platform.datatypes.base import datatype_for
@@ -57,17 +59,20 @@ def main() -> None:
     datatype = datatype_for(load_config(args.preset))
     train, test = datatype.splits["train"].to_pylist(), datatype.splits["test"].to_pylist()
     probe, _ = sentiment_probe(train)
+    vocabulary = {w for r in train for w in words(r["text"])}
     held = [r for r in test if r["label"] in ("positive", "negative")]
     result: dict = {"model": args.model, "n": args.n, "seeds": args.seeds, "runs": {}}
     t0 = time.perf_counter()
     for scales in args.scales:
         for seed in args.seeds:
             torch.manual_seed(seed)
-            run = composed_sentiment(model, probe, train, held, out, n=args.n, seed=seed, scales=scales)
+            run = composed_sentiment(model, probe, train, held, out, n=args.n, seed=seed, scales=scales,
+                                     vocabulary=vocabulary)
             result["runs"][f"{scales[0]},{scales[1]} seed {seed}"] = run
             for pair, entry in run["pairs"].items():
                 print(f"scales {scales} seed {seed} {pair:28s} " + "  ".join(
                     f"{what}: {entry[what]['sentiment']:.2f}/{entry[what]['source']:.2f}/{entry[what]['both']:.2f}"
+                    f" ({entry[what].get('unseen_words', float('nan')):.3f} made-up)"
                     for what in ("composed", "sentiment_alone", "test_sentences")), flush=True)
     result["seconds"] = round(time.perf_counter() - t0, 1)
     result["source_judge_test_accuracy"] = run["source_judge_test_accuracy"]

@@ -91,6 +91,14 @@ def test_text_job_tiny(tmp_path):
     for entry in guided["by_scale"].values():
         for target in ("positive", "negative"):
             assert 0 <= entry[target]["probe"] <= 1 and 0 <= entry[target]["tfidf"] <= 1
+    # the corpus has two sources: a guide of the source beside the sentiment's, and the two composed in the report
+    assert stage["guides"]["source"]["classes"] == ["rotten_tomatoes", "tweets"]
+    assert (run / "model/guides/source/model.safetensors").is_file()
+    composed = guided["composed"]
+    assert set(composed["pairs"]) == {f"{a} + {b}" for a in ("positive", "negative") for b in ("rotten_tomatoes", "tweets")}
+    for pair in composed["pairs"].values():
+        assert pair["composed"]["n"] == 8 and 0 <= pair["composed"]["both"] <= pair["composed"]["source"] <= 1
+    assert len((run / "composed_samples.tsv").read_text().splitlines()) == 1 + 4 * 8
 
 
 def test_text_job_bad_data_file_fails_clearly(tmp_path):

@@ -64,7 +64,8 @@ def guided_sentiment(model, probe, train: list[dict], held: list[dict], out_dir:
         out["judged_edit"] = judged_edit(model, probe, judge, [r["text"] for r in held if r["label"] == "negative"][:n],
                                          out_dir)
     if "source" in model.guides:  # a guide of each sentence's source too: the two composed
-        out["composed"] = composed_sentiment(model, probe, train, held, out_dir, n=n, steps=steps, seed=seed)
+        out["composed"] = composed_sentiment(model, probe, train, held, out_dir, n=n, steps=steps, seed=seed,
+                                             vocabulary=vocabulary)
     return out
 
 
@@ -72,14 +73,17 @@ COMPOSED_SCALES = (5.0, 5.0)  # sentiment, source
 
 
 def composed_sentiment(model, probe, train: list[dict], held: list[dict], out_dir: Path, n: int = 100,
-                       steps: int = 50, seed: int = 0, scales: tuple[float, float] = COMPOSED_SCALES) -> dict[str, Any]:
+                       steps: int = 50, seed: int = 0, scales: tuple[float, float] = COMPOSED_SCALES,
+                       vocabulary: set | None = None) -> dict[str, Any]:
     """Generation toward a sentiment and a source at once (the sentiment guide composed with
     ``model.guides["source"]`` at ``scales``): for each (sentiment, source) pair, ``n`` samples judged by the
     probe (the sentiment) and by a TF-IDF logistic regression of the sources fitted on the training split (the
     source), each the share judged as the target and the share judged as both; beside them, the same judges
     on the real ``held`` sentences of that pair (what guidance aims at) and on samples guided toward the
-    sentiment alone (what composing adds). ``composed_samples.tsv``: 20 samples of each pair."""
+    sentiment alone (what composing adds); with the training ``vocabulary``, each set's share of made-up words.
+    ``composed_samples.tsv``: 20 samples of each pair."""
     from diled.metrics.sentiment import TfidfSentiment
+    from diled.metrics.text import unseen_word_share
 
     sources = list(model.guides["source"].classes)
     judge = TfidfSentiment(sources).fit([r["text"] for r in train], [r["source"] for r in train])
@@ -88,7 +92,8 @@ def composed_sentiment(model, probe, train: list[dict], held: list[dict], out_di
         moods, origins, k = probe.predict(texts), judge.predict(texts), max(len(texts), 1)
         return {"n": len(texts), "sentiment": sum(m == sentiment for m in moods) / k,
                 "source": sum(o == source for o in origins) / k,
-                "both": sum(m == sentiment and o == source for m, o in zip(moods, origins)) / k}
+                "both": sum(m == sentiment and o == source for m, o in zip(moods, origins)) / k,
+                **({"unseen_words": unseen_word_share(texts, vocabulary)} if vocabulary and texts else {})}
 
     def sample(condition, scale) -> list[str]:
         return model.codec.decode(model.sample_latents(n, steps=steps, generator=torch.Generator().manual_seed(seed),
