@@ -69,7 +69,7 @@ def guided_sentiment(model, probe, train: list[dict], held: list[dict], out_dir:
     return out
 
 
-COMPOSED_SCALES = (5.0, 5.0)  # sentiment, source
+COMPOSED_SCALES = (10.0, 10.0)  # sentiment, source: docs/text.md, "Composed conditions"
 
 
 def composed_sentiment(model, probe, train: list[dict], held: list[dict], out_dir: Path, n: int = 100,
