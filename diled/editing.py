@@ -44,14 +44,14 @@ def edit_judged(model, inputs: list, condition, judge: Callable[[list, object], 
                 similarity: Callable[[list, list], Sequence[float]] | None = None,
                 settings: Sequence[tuple[float, float]] = JUDGED_SETTINGS, accept: float = 0.8,
                 min_similarity: float | None = None, steps: int | None = None, classifier=None,
-                **decode_kwargs) -> JudgedEdits:
+                progress: Callable[[int, int], None] | None = None, **decode_kwargs) -> JudgedEdits:
     """Edit ``inputs`` toward ``condition`` at every ``(strength, guidance_scale)`` of ``settings``
     (``model.edit``, decoded with ``decode_kwargs``); ``judge(outputs, condition)`` gives each decoded
     candidate's probability of having the condition and ``similarity(outputs, inputs)`` its closeness to its
     input (higher is closer; default ``output_similarity``: for text, sentence BLEU). Per input: the most
     similar candidate whose probability is at least ``accept`` (and, with ``min_similarity``, whose
     similarity is at least that: an edit that keeps almost nothing of its input is not taken), else the most
-    similar candidate of all (ties: the earlier setting)."""
+    similar candidate of all (ties: the earlier setting). ``progress(done, total)`` hears each setting done."""
     if isinstance(accept, bool) or not isinstance(accept, (int, float)) or not 0 < accept < 1:
         raise ValueError(f"accept must be a probability in (0, 1), got {accept!r}")
     if not settings or any(len(pair) != 2 for pair in settings):
@@ -73,6 +73,8 @@ def edit_judged(model, inputs: list, condition, judge: Callable[[list, object], 
             candidate = (ok, s, -index, output, p)
             if best[i] is None or candidate[:3] > best[i][:3]:
                 best[i] = candidate
+        if progress is not None:
+            progress(index + 1, len(settings))
     return JudgedEdits([b[3] for b in best], [-b[2] for b in best], [b[0] for b in best], [b[4] for b in best])
 
 

@@ -82,14 +82,19 @@ def _judged(args) -> dict:
 
 def _edit_judged(model, args, items: list, dec: dict) -> list:
     """``diled.editing.edit_judged`` with the judge saved beside the model."""
-    from diled.editing import check_judge, edit_judged, load_judge
+    from diled.editing import JUDGED_SETTINGS, check_judge, edit_judged, load_judge
 
     try:
         judge = check_judge(load_judge(args.model), args.model, args.condition)
     except ValueError as e:
         raise SystemExit(f"error: --judged: {e}") from None
-    return edit_judged(model, items, args.condition, judge.probability, accept=args.accept,
-                       min_similarity=args.min_similarity, steps=args.steps, **dec).outputs
+    from tqdm import tqdm
+
+    with tqdm(total=len(JUDGED_SETTINGS), desc="judged editing: settings", unit="setting", file=sys.stderr,
+              disable=None) as bar:  # disable=None: a bar only on a terminal
+        return edit_judged(model, items, args.condition, judge.probability, accept=args.accept,
+                           min_similarity=args.min_similarity, steps=args.steps,
+                           progress=lambda done, total: bar.update(done - bar.n), **dec).outputs
 
 
 def _remote(args) -> int:

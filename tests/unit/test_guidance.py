@@ -228,8 +228,11 @@ def test_judged_editing_keeps_per_input_the_closest_edit_the_judge_accepts(condi
             assert accepted == bool(ok) and d[index] == max(d[j] for j in (ok or range(len(settings))))
         assert sum(j == 1 for j in chosen.settings[:10]) > 5  # near the boundary, the mild edit does
         assert chosen.settings.count(2) > len(inputs) / 2  # far from it, only the strong one does
-        none = edit_judged(model, inputs, "right", lambda o, c: [0.0] * len(o), closeness, settings=settings)
+        heard = []
+        none = edit_judged(model, inputs, "right", lambda o, c: [0.0] * len(o), closeness, settings=settings,
+                           progress=lambda done, total: heard.append((done, total)))
         assert none.outputs == inputs and set(none.settings) == {0} and not any(none.accepted)
+        assert heard == [(1, 3), (2, 3), (3, 3)]  # each setting done, in order
         # an edit that moves an input further than min_similarity allows is not taken, however convincing
         near = edit_judged(model, inputs, "right", judge, closeness, settings=settings, min_similarity=-1.0, steps=50)
         for i, (index, accepted) in enumerate(zip(near.settings, near.accepted)):
