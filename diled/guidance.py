@@ -58,13 +58,22 @@ class CFGPrior(nn.Module):
 
     def forward(self, z_t: torch.Tensor, t: torch.Tensor, z_self: torch.Tensor | None = None) -> torch.Tensor:
         n = z_t.shape[0]
-        cond = torch.as_tensor(self.cond, device=z_t.device).long().reshape(-1).expand(n)
+        cond = self._cond(n, z_t.device)
         if self.scale == 1.0:
             return prior_eps(self.prior, z_t, t, cond, z_self)
         both = prior_eps(self.prior, torch.cat([z_t, z_t]), torch.cat([t, t]),
                          torch.cat([cond, torch.full_like(cond, NULL)]), None if z_self is None else torch.cat([z_self, z_self]))
         eps_c, eps_u = both[:n], both[n:]
         return eps_u + self.scale * (eps_c - eps_u)
+
+    def shift(self, z_t: torch.Tensor, t: torch.Tensor, z_self: torch.Tensor | None, eps_u: torch.Tensor) -> torch.Tensor:
+        """What this guidance adds to the unconditional prediction ``eps_u`` (given, not recomputed)."""
+        if self.scale == 0:
+            return torch.zeros_like(eps_u)
+        return self.scale * (prior_eps(self.prior, z_t, t, self._cond(z_t.shape[0], z_t.device), z_self) - eps_u)
+
+    def _cond(self, n: int, device) -> torch.Tensor:
+        return torch.as_tensor(self.cond, device=device).long().reshape(-1).expand(n)
 
 
 class LatentClassifier(nn.Module):
@@ -107,16 +116,19 @@ class ClassifierGuidedPrior(nn.Module):
 
     def forward(self, z_t: torch.Tensor, t: torch.Tensor, z_self: torch.Tensor | None = None) -> torch.Tensor:
         eps = prior_eps(self.prior, z_t, t, z_self=z_self)
+        return eps if self.scale == 0 else eps + self.shift(z_t, t, z_self, eps)
+
+    def shift(self, z_t: torch.Tensor, t: torch.Tensor, z_self: torch.Tensor | None, eps_u: torch.Tensor) -> torch.Tensor:
+        """-s sqrt(1 - abar_t) grad log p(cond | z_t, t): what this guidance adds to ``eps_u`` (no prior pass)."""
         if self.scale == 0:
-            return eps
-        n = z_t.shape[0]
-        cond = torch.as_tensor(self.cond, device=z_t.device).long().reshape(-1).expand(n)
+            return torch.zeros_like(eps_u)
+        cond = torch.as_tensor(self.cond, device=z_t.device).long().reshape(-1).expand(z_t.shape[0])
         with torch.enable_grad():
             z = z_t.detach().float().requires_grad_(True)
             logp = self.classifier(z, t).log_softmax(-1).gather(1, cond[:, None]).sum()
             grad, = torch.autograd.grad(logp, z)
-        sigma = self.diffusion._at(self.diffusion.sqrt_one_minus_alphas_cumprod, t).to(eps.dtype)
-        return eps - self.scale * sigma * grad.to(eps.dtype)
+        sigma = self.diffusion._at(self.diffusion.sqrt_one_minus_alphas_cumprod, t).to(eps_u.dtype)
+        return -self.scale * sigma * grad.to(eps_u.dtype)
 
 
 class LatentRegressor(nn.Module):
@@ -171,19 +183,24 @@ class AtLeastGuidedPrior(nn.Module):
 
     def forward(self, z_t: torch.Tensor, t: torch.Tensor, z_self: torch.Tensor | None = None) -> torch.Tensor:
         eps = prior_eps(self.prior, z_t, t, z_self=z_self)
+        return eps if self.scale == 0 else eps + self.shift(z_t, t, z_self, eps)
+
+    def shift(self, z_t: torch.Tensor, t: torch.Tensor, z_self: torch.Tensor | None, eps_u: torch.Tensor) -> torch.Tensor:
+        """What this guidance adds to ``eps_u`` (no prior pass), as ``ClassifierGuidedPrior.shift``."""
         if self.scale == 0:
-            return eps
+            return torch.zeros_like(eps_u)
         with torch.enable_grad():
             z = z_t.detach().float().requires_grad_(True)
             grad, = torch.autograd.grad(self.regressor.log_prob_at_least(z, t, self.target).sum(), z)
-        sigma = self.diffusion._at(self.diffusion.sqrt_one_minus_alphas_cumprod, t).to(eps.dtype)
-        return eps - self.scale * sigma * grad.to(eps.dtype)
+        sigma = self.diffusion._at(self.diffusion.sqrt_one_minus_alphas_cumprod, t).to(eps_u.dtype)
+        return -self.scale * sigma * grad.to(eps_u.dtype)
 
 
 class ComposedPrior(nn.Module):
     """Several conditions at once: ``parts`` are guided priors (one per condition) around the same ``prior``;
     each part's shift of the unconditional prediction is added, ``eps = eps_u + sum_i (eps_i - eps_u)`` (a
-    product of experts, see the module docstring). Costs one prior pass more than its parts together."""
+    product of experts, see the module docstring). One unconditional prior pass is shared: a guide's part
+    adds only its gradient, a classifier-free part one conditional pass."""
 
     def __init__(self, prior: nn.Module, parts: list[nn.Module]):
         super().__init__()
@@ -196,7 +213,8 @@ class ComposedPrior(nn.Module):
 
     def forward(self, z_t: torch.Tensor, t: torch.Tensor, z_self: torch.Tensor | None = None) -> torch.Tensor:
         eps_u = prior_eps(self.prior, z_t, t, z_self=z_self)
-        return eps_u + sum(part(z_t, t, z_self) - eps_u for part in self.parts)
+        return eps_u + sum(part.shift(z_t, t, z_self, eps_u) if hasattr(part, "shift") else part(z_t, t, z_self) - eps_u
+                           for part in self.parts)
 
 
 def _noised_batches(diffusion, z0: torch.Tensor, steps: int, batch_size: int, gen: torch.Generator):

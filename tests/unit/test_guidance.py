@@ -314,3 +314,33 @@ def test_conditions_of_two_labels_compose_and_their_guides_save_with_the_model(t
     conditional.guides = {"vertical": guides["vertical"]}  # its latents are the same four clusters
     z = conditional.sample_latents(400, steps=50, generator=g(), condition=["right", "up"], guidance_scale=3.0)
     assert float(((z[:, 0] > 0) & (z[:, 1] > 0)).float().mean()) > 0.85
+
+
+def test_a_composition_shares_one_unconditional_pass_and_adds_what_each_guidance_adds():
+    """Each guided prior's ``shift`` is its prediction less the unconditional one, so a composition of its
+    parts equals their own predictions combined; and composed guides run the prior once per call, not once
+    per part and once more."""
+    from diled.guidance import (AtLeastGuidedPrior, CFGPrior, ClassifierGuidedPrior, ComposedPrior, LatentRegressor)
+    from diled.denoiser import prior_eps
+
+    torch.manual_seed(0)
+    diffusion = LatentDiffusion("linear", 100)
+    conditional = MLPSkipNet(2, hidden=16, depth=2, time_dim=8, classes=CLASSES).eval()
+    plain = MLPSkipNet(2, hidden=16, depth=2, time_dim=8).eval()
+    classifier = LatentClassifier(2, ["down", "up"], hidden=16, depth=2, time_dim=8)
+    regressor = LatentRegressor(2, "fitness", hidden=16, depth=2, time_dim=8)
+    z_t, t = torch.randn(5, 2), torch.randint(1, 101, (5,))
+    for prior, part in ((conditional, CFGPrior(conditional, 1, 3.0)), (conditional, CFGPrior(conditional, 0, 1.0)),
+                        (plain, ClassifierGuidedPrior(plain, classifier, diffusion, 1, 2.0)),
+                        (plain, AtLeastGuidedPrior(plain, regressor, diffusion, 0.5, 2.0))):
+        with torch.no_grad():
+            eps_u = prior_eps(prior, z_t, t)
+            torch.testing.assert_close(part.shift(z_t, t, None, eps_u), part(z_t, t) - eps_u, atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(ComposedPrior(prior, [part])(z_t, t), part(z_t, t), atol=1e-5, rtol=1e-4)
+    calls = []
+    plain.register_forward_hook(lambda *_: calls.append(1))
+    composed = ComposedPrior(plain, [ClassifierGuidedPrior(plain, classifier, diffusion, 1, 2.0),
+                                     AtLeastGuidedPrior(plain, regressor, diffusion, 0.5, 2.0)])
+    with torch.no_grad():
+        composed(z_t, t)
+    assert len(calls) == 1
