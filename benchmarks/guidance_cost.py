@@ -1,6 +1,7 @@
 """What guidance costs: latents per second sampled by DDIM with no guidance, with classifier guidance (a
 ``LatentClassifier``'s gradient at every step, autograd inside the sampler) and with classifier-free
 guidance (the conditional and unconditional predictions of a prior built with classes, one batched call),
+and with two guides composed (a sentiment and a source, ``ComposedPrior``: one prior pass, two gradients),
 for the priors the presets use. The networks are freshly initialised: cost does not depend on training.
 
     .venv/bin/python benchmarks/guidance_cost.py
@@ -53,6 +54,7 @@ def main() -> None:
         plain = DiLED(codec, build_prior(spec), diffusion, w=1.0).eval()
         conditional = DiLED(codec, build_prior({**spec, "classes": classes}), diffusion, w=1.0).eval()
         plain.guide = LatentClassifier(d, classes)
+        plain.guides = {"source": LatentClassifier(d, ["rotten_tomatoes", "tweets"])}
         z_T = torch.randn(args.n, d)
         fns = {
             "unguided": lambda: plain.sample_latents(args.n, steps=args.steps, z_T=z_T),
@@ -60,6 +62,8 @@ def main() -> None:
                                                                 condition="positive", guidance_scale=3.0),
             "classifier-free": lambda: conditional.sample_latents(args.n, steps=args.steps, z_T=z_T,
                                                                   condition="positive", guidance_scale=3.0),
+            "two guides composed": lambda: plain.sample_latents(args.n, steps=args.steps, z_T=z_T,
+                                                                condition=["positive", "tweets"], guidance_scale=3.0),
         }
         times = alternate(fns, args.repeats)
         base = median(times["unguided"])
@@ -68,7 +72,7 @@ def main() -> None:
         print(f"{label}: " + ", ".join(f"{k} {args.n / median(v):,.0f}/s" for k, v in times.items()), flush=True)
     print()
     print(f"DDIM-{args.steps}, {args.n} latents per call, {args.threads} threads; latents/s (time vs unguided)")
-    print(markdown_table(["prior", "unguided", "classifier guidance", "classifier-free"], rows))
+    print(markdown_table(["prior", "unguided", "classifier guidance", "classifier-free", "two guides composed"], rows))
     if args.json:
         Path(args.json).write_text(json.dumps({"n": args.n, "steps": args.steps, "threads": args.threads,
                                                "results": out}, indent=2) + "\n")
