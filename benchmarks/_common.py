@@ -26,6 +26,21 @@ TEXT_SIZES = {
 }
 
 
+def number_pair(names: str) -> Callable[[str], tuple[float, float]]:
+    """An argparse ``type`` for two numbers written ``a,b``; ``names`` ("sentiment,source") is what the error
+    says is expected."""
+    import argparse
+
+    def parse(text: str) -> tuple[float, float]:
+        try:
+            a, b = (float(v) for v in text.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected '{names}' (two numbers), got {text!r}") from None
+        return a, b
+
+    return parse
+
+
 def corpus_texts(n: int) -> list[str]:
     from diled.data.text import default_corpus
 

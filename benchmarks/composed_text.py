@@ -21,15 +21,9 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-
-def scale_pair(text: str) -> tuple[float, float]:
-    try:
-        sentiment, source = (float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"a scale pair is 'sentiment,source' (two numbers), got {text!r}") from None
-    return sentiment, source
+from _common import number_pair  # noqa: E402  (sets up the paths)
 
 
 def main() -> None:
@@ -37,7 +31,8 @@ def main() -> None:
     parser.add_argument("--model", required=True, help="a saved text model folder with a sentiment and a source guide")
     parser.add_argument("--preset", default="text-cpu", help="the preset whose data splits the model was trained on")
     parser.add_argument("--out", required=True)
-    parser.add_argument("--scales", type=scale_pair, nargs="+", default=[(5.0, 5.0)], help="sentiment,source pairs")
+    parser.add_argument("--scales", type=number_pair("sentiment,source"), nargs="+", default=[(5.0, 5.0)],
+                        help="sentiment,source pairs")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--n", type=int, default=100, help="samples per (sentiment, source) pair, scale pair and seed")
     args = parser.parse_args()

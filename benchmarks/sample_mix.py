@@ -18,22 +18,16 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-
-def setting(text: str) -> tuple[float, float]:
-    try:
-        temperature, eta = (float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"a setting is 'temperature,eta' (two numbers), got {text!r}") from None
-    return temperature, eta
+from _common import number_pair  # noqa: E402  (sets up the paths)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="a saved text model folder")
     parser.add_argument("--preset", default="text-cpu", help="the preset whose data splits the model was trained on")
-    parser.add_argument("--settings", type=setting, nargs="+", default=None,
+    parser.add_argument("--settings", type=number_pair("temperature,eta"), nargs="+", default=None,
                         help="temperature,eta pairs (default: the model's own)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--n", type=int, default=200, help="samples per setting and seed")
