@@ -58,7 +58,7 @@ class CFGPrior(nn.Module):
 
     def forward(self, z_t: torch.Tensor, t: torch.Tensor, z_self: torch.Tensor | None = None) -> torch.Tensor:
         n = z_t.shape[0]
-        cond = self._cond(n, z_t.device)
+        cond = _class_per_row(self.cond, n, z_t.device)
         if self.scale == 1.0:
             return prior_eps(self.prior, z_t, t, cond, z_self)
         both = prior_eps(self.prior, torch.cat([z_t, z_t]), torch.cat([t, t]),
@@ -70,10 +70,13 @@ class CFGPrior(nn.Module):
         """What this guidance adds to the unconditional prediction ``eps_u`` (given, not recomputed)."""
         if self.scale == 0:
             return torch.zeros_like(eps_u)
-        return self.scale * (prior_eps(self.prior, z_t, t, self._cond(z_t.shape[0], z_t.device), z_self) - eps_u)
+        cond = _class_per_row(self.cond, z_t.shape[0], z_t.device)
+        return self.scale * (prior_eps(self.prior, z_t, t, cond, z_self) - eps_u)
 
-    def _cond(self, n: int, device) -> torch.Tensor:
-        return torch.as_tensor(self.cond, device=device).long().reshape(-1).expand(n)
+
+def _class_per_row(cond, n: int, device) -> torch.Tensor:
+    """A class index (or one per row) as a long tensor [n]."""
+    return torch.as_tensor(cond, device=device).long().reshape(-1).expand(n)
 
 
 class LatentClassifier(nn.Module):
@@ -122,7 +125,7 @@ class ClassifierGuidedPrior(nn.Module):
         """-s sqrt(1 - abar_t) grad log p(cond | z_t, t): what this guidance adds to ``eps_u`` (no prior pass)."""
         if self.scale == 0:
             return torch.zeros_like(eps_u)
-        cond = torch.as_tensor(self.cond, device=z_t.device).long().reshape(-1).expand(z_t.shape[0])
+        cond = _class_per_row(self.cond, z_t.shape[0], z_t.device)
         with torch.enable_grad():
             z = z_t.detach().float().requires_grad_(True)
             logp = self.classifier(z, t).log_softmax(-1).gather(1, cond[:, None]).sum()
