@@ -98,12 +98,12 @@ def main() -> None:
 
 
 def guide_positive(model, z) -> dict:
-    """The saved guide's reading of clean latents ``z`` (t = 0): its mean P(positive) and the share it
-    calls positive (argmax over its classes)."""
+    """The saved guide's reading of clean latents ``z`` (t = 0, in the prior's coordinates, where the guide was
+    trained): its mean P(positive) and the share it calls positive (argmax over its classes)."""
     import torch
 
     with torch.no_grad():
-        probs = model.guide(z, torch.zeros(len(z), dtype=torch.long)).softmax(-1)
+        probs = model.guide(model.prior_space.to_prior(z), torch.zeros(len(z), dtype=torch.long)).softmax(-1)
     i = list(model.guide.classes).index("positive")
     return {"mean_p": probs[:, i].mean().item(), "argmax_share": (probs.argmax(-1) == i).float().mean().item()}
 

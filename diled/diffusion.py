@@ -296,3 +296,12 @@ def ddim_invert(diffusion: LatentDiffusion, denoiser: nn.Module, z1: torch.Tenso
         z1_hat = (z - math.sqrt(1 - abar_s) * eps) / math.sqrt(abar_s)
         z = math.sqrt(abar_t) * z1_hat + math.sqrt(1 - abar_t) * eps
     return z
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Spherical interpolation between rows of ``a`` and ``b`` [N x D] (Shoemake 1985); linear if parallel."""
+    a_n, b_n = a / a.norm(dim=-1, keepdim=True), b / b.norm(dim=-1, keepdim=True)
+    omega = torch.acos((a_n * b_n).sum(-1, keepdim=True).clamp(-1 + 1e-7, 1 - 1e-7))
+    so = torch.sin(omega)
+    out = (torch.sin((1 - alpha) * omega) / so) * a + (torch.sin(alpha * omega) / so) * b
+    return torch.where(so.abs() < 1e-6, (1 - alpha) * a + alpha * b, out)

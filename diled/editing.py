@@ -156,7 +156,7 @@ def edit_until(model, inputs, condition, settings: list[tuple[float, float]], un
     for i, (strength, scale) in enumerate(settings):
         z = model.edit_latents(inputs, condition, strength=strength, guidance_scale=scale, steps=steps,
                                classifier=classifier)
-        probability = classifier(z, torch.ones(len(z), dtype=torch.long)).float().softmax(-1)[:, target]
+        probability = classifier(model.prior_space.to_prior(z), torch.ones(len(z), dtype=torch.long)).float().softmax(-1)[:, target]
         if kept is None:
             kept, taken, settled = z.clone(), [i] * len(z), torch.zeros(len(z), dtype=torch.bool)
         take = ~settled & ((probability >= until) | (i == len(settings) - 1))

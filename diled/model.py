@@ -22,8 +22,10 @@ from diled.codecs.base import Codec, build_codec, codec_reference
 from diled.checks import check_keys
 from diled.conditions import training_condition
 from diled.denoiser import build_prior, prior_name
-from diled.diffusion import LatentDiffusion, check_eta, check_sampler_name, check_temperature, ddim_invert, ddim_sample
-from diled.persistence import (DEFAULT_SHARD_BYTES, INDEX_NAME, WEIGHTS_NAME, has_weights, load_into,
+from diled.diffusion import (LatentDiffusion, check_eta, check_sampler_name, check_temperature, ddim_invert, ddim_sample,
+                             slerp)
+from diled.prior_space import PriorSpace
+from diled.persistence import (DEFAULT_SHARD_BYTES, check_pretrained_folder, load_into,
                                parameters_on_meta, save_sharded, weight_files)
 
 CONFIG_NAME = "config.json"
@@ -35,15 +37,6 @@ Via = Literal["latent", "inversion"]
 Objective = Literal["diled", "autoencoder", "prior_only", "vae"]
 OBJECTIVES = ("diled", "autoencoder", "prior_only", "vae")
 MODEL_CLASSES: dict[str, type] = {}  # objective -> the DiLED subclass that trains it (filled by subclassing)
-
-
-def slerp(a: torch.Tensor, b: torch.Tensor, alpha: float) -> torch.Tensor:
-    """Spherical interpolation between rows of ``a`` and ``b`` [N x D] (Shoemake 1985); linear if parallel."""
-    a_n, b_n = a / a.norm(dim=-1, keepdim=True), b / b.norm(dim=-1, keepdim=True)
-    omega = torch.acos((a_n * b_n).sum(-1, keepdim=True).clamp(-1 + 1e-7, 1 - 1e-7))
-    so = torch.sin(omega)
-    out = (torch.sin((1 - alpha) * omega) / so) * a + (torch.sin(alpha * omega) / so) * b
-    return torch.where(so.abs() < 1e-6, (1 - alpha) * a + alpha * b, out)
 
 
 class DiLED(nn.Module):
@@ -67,6 +60,7 @@ class DiLED(nn.Module):
             inversion, interpolation or editing, which start from codes.
         sampling_eta: DDIM's default eta (0: deterministic; 1: fresh noise at every step, DDPM's variance), saved
             beside the temperature; like it, not used by inversion, interpolation and editing (deterministic).
+        prior_space: where the prior works (``diled.prior_space``): the latents standardised, or themselves.
     """
 
     #: the objectives this class trains (``diled.baselines.VAE`` has "vae")
@@ -82,7 +76,7 @@ class DiLED(nn.Module):
 
     def __init__(self, codec: Codec, denoiser: nn.Module, diffusion: LatentDiffusion, w: float = DEFAULT_W,
                  objective: Objective = "diled", vae=None, prior_temperature: float = 1.0,
-                 sampling_eta: float = 0.0):
+                 sampling_eta: float = 0.0, prior_space: PriorSpace | None = None):
         super().__init__()
         d_codec, d_prior = getattr(codec, "latent_dim", None), getattr(denoiser, "latent_dim", None)
         if d_codec != d_prior:
@@ -103,6 +97,9 @@ class DiLED(nn.Module):
         self.objective = objective
         self.prior_temperature = check_temperature(prior_temperature)
         self.sampling_eta = check_eta(sampling_eta)
+        if prior_space is not None and prior_space.dim not in (None, d_codec):
+            raise ValueError(f"prior_space has {prior_space.dim} numbers, the latent {d_codec}")
+        self.prior_space = prior_space or PriorSpace()  # PriorSpace(): the prior works on the latents themselves
         # what an objective does not train is frozen, so optimisers (and DeepSpeed) never see it
         if objective in ("autoencoder", "vae"):
             self.denoiser.requires_grad_(False)
@@ -136,13 +133,14 @@ class DiLED(nn.Module):
                 "codec": {"name": codec_reference(type(self.codec)), **self.codec.get_config()},
                 "denoiser": {"name": prior_name(self.denoiser), **self.denoiser.get_config()},
                 "diffusion": self.diffusion.get_config(),
-                "sampling": {"prior_temperature": self.prior_temperature, "eta": self.sampling_eta}}
+                "sampling": {"prior_temperature": self.prior_temperature, "eta": self.sampling_eta},
+                **({"prior_space": self.prior_space.get_config()} if self.prior_space.dim else {})}
 
     @classmethod
     def from_config(cls, config: dict[str, Any], directory: str | Path | None = None) -> "DiLED":
         """Build an untrained model from ``{"codec": {...}, "denoiser": {...}, "diffusion": {...}, "w": ...}``;
         ``"objective": "vae"`` builds the VAE baseline (``diled.baselines.VAE``)."""
-        known = {"format_version", "w", "objective", "codec", "denoiser", "diffusion", "vae", "sampling"}
+        known = {"format_version", "w", "objective", "codec", "denoiser", "diffusion", "vae", "sampling", "prior_space"}
         check_keys(config, known, "DiLED config key(s)")
         for key in ("codec", "denoiser", "diffusion"):
             if key not in config:
@@ -151,6 +149,8 @@ class DiLED(nn.Module):
         if objective not in cls.objectives and objective in MODEL_CLASSES:
             cls = MODEL_CLASSES[objective]  # the class that trains it (the VAE's, registered by diled.baselines)
         extra = {"vae": config["vae"]} if "vae" in config else {}
+        if "prior_space" in config:
+            extra["prior_space"] = PriorSpace.from_config(config["prior_space"], config["codec"].get("latent_dim"))
         sampling = config.get("sampling", {})
         check_keys(sampling, ["prior_temperature", "eta"], "DiLED config key(s)", "in sampling")
         return cls(build_codec(config["codec"], directory=directory), build_prior(config["denoiser"]),
@@ -188,19 +188,22 @@ class DiLED(nn.Module):
             t = self.diffusion.check_t(t.to(z0.device).reshape(-1).expand(n) if t.numel() == 1 else t.to(z0.device))
         z1 = z0 + self.diffusion.encoder_noise_std * torch.randn_like(z0)
         cond = training_condition(self.denoiser, batch.get("cond"), self.cond_drop)
+        space = self.prior_space  # the prior reads (and its terms compare) the latents in its coordinates
+        prior_terms = lambda a, b: self.diffusion.training_losses(  # noqa: E731
+            self.denoiser, space.to_prior(a), space.to_prior(b), t, cond=cond)["diff"]
         if self.objective == "prior_only":  # second stage: the codec is frozen (no gradient reaches it)
             z0, z1 = z0.detach(), z1.detach()
             with torch.no_grad():
                 rec = self.codec.reconstruction_loss(batch, z1)
-            diff = self.diffusion.training_losses(self.denoiser, z0, z1, t, cond=cond)["diff"]
+            diff = prior_terms(z0, z1)
             return self.outputs(self.w * diff.mean(), rec, diff, self._nelbo(rec, diff, t), t, z0)
         rec = self.codec.reconstruction_loss(batch, z1)
         if self.objective == "diled":
-            diff = self.diffusion.training_losses(self.denoiser, z0, z1, t, cond=cond)["diff"]
+            diff = prior_terms(z0, z1)
             loss = (rec * self.diffusion.rec_weight(t)).mean() + self.w * diff.mean()
         else:  # autoencoder: reconstruction only; the (frozen) prior's loss is only reported
             with torch.no_grad():
-                diff = self.diffusion.training_losses(self.denoiser, z0.detach(), z1.detach(), t, cond=cond)["diff"]
+                diff = prior_terms(z0.detach(), z1.detach())
             loss = rec.mean()
         return self.outputs(loss, rec, diff, self._nelbo(rec.detach(), diff.detach(), t), t, z0, (batch, z1))
 
@@ -266,8 +269,8 @@ class DiLED(nn.Module):
         default = self.default_eta(sampler)  # checks the sampler's name
         prior = self.guided_prior(condition, guidance_scale, classifier)
         z_T = self.noise(n, generator, prior_temperature) if z_T is None else z_T
-        return ddim_sample(self.diffusion, prior, z_T, self._steps(steps, sampler), default if eta is None else eta,
-                           generator, noise)
+        return self.prior_space.from_prior(ddim_sample(self.diffusion, prior, z_T, self._steps(steps, sampler),
+                                           default if eta is None else eta, generator, noise))
 
     def default_eta(self, sampler: str = "ddim") -> float:
         """The eta a sampler runs with when none is given: the model's ``sampling_eta`` for DDIM, 1 for DDPM."""
@@ -317,7 +320,8 @@ class DiLED(nn.Module):
         ts = [t for t in self._steps(steps) if t <= top]
         if not ts:
             return z0
-        return ddim_sample(self.diffusion, prior, ddim_invert(self.diffusion, self.denoiser, z0, ts), ts)
+        return self.prior_space.from_prior(ddim_sample(self.diffusion, prior, ddim_invert(self.diffusion, self.denoiser,
+                                                                              self.prior_space.to_prior(z0), ts), ts))
 
     @torch.no_grad()
     def edit(self, inputs, condition, strength: float = 0.5, guidance_scale: float = 1.0, steps: int | None = None,
@@ -330,7 +334,7 @@ class DiLED(nn.Module):
     @torch.no_grad()
     def invert(self, batch, steps: int | None = None) -> torch.Tensor:
         """Deterministic DDIM codes z_T [N x D] of the inputs' encoder means."""
-        return ddim_invert(self.diffusion, self.denoiser, self.encode(batch), self._steps(steps))
+        return ddim_invert(self.diffusion, self.denoiser, self.prior_space.to_prior(self.encode(batch)), self._steps(steps))
 
     @torch.no_grad()
     def reconstruct_latents(self, batch, via: Via = "latent", steps: int | None = None) -> torch.Tensor:
@@ -365,15 +369,16 @@ class DiLED(nn.Module):
     def _through_prior(self, z0: torch.Tensor, steps: int | None) -> torch.Tensor:
         """Encoder means [N x D] DDIM-inverted to z_T and sampled back to z1 with the prior."""
         ts = self._steps(steps)
-        return ddim_sample(self.diffusion, self.denoiser, ddim_invert(self.diffusion, self.denoiser, z0, ts), ts)
+        codes = ddim_invert(self.diffusion, self.denoiser, self.prior_space.to_prior(z0), ts)
+        return self.prior_space.from_prior(ddim_sample(self.diffusion, self.denoiser, codes, ts))
 
     def _slerp_through_prior(self, za: torch.Tensor, zb: torch.Tensor, alphas: list[float],
                              steps: int | None) -> torch.Tensor:
         """Slerp between the DDIM codes of two means [1 x D], each point sampled back: [len(alphas) x D]."""
         ts = self._steps(steps)
-        codes = ddim_invert(self.diffusion, self.denoiser, torch.cat([za, zb]), ts)
+        codes = ddim_invert(self.diffusion, self.denoiser, self.prior_space.to_prior(torch.cat([za, zb])), ts)
         z_T = torch.cat([slerp(codes[:1], codes[1:], s) for s in alphas])
-        return ddim_sample(self.diffusion, self.denoiser, z_T, ts)
+        return self.prior_space.from_prior(ddim_sample(self.diffusion, self.denoiser, z_T, ts))
 
     @torch.no_grad()
     def interpolate(self, a, b, num: int = 5, steps: int | None = None, via: Via = "inversion",
@@ -408,12 +413,9 @@ class DiLED(nn.Module):
         meta device and each weight file's tensors are put in their place, one file at a time, so the peak
         is about the model plus one shard. ``dtype`` casts floating weights (default fp32, whatever dtype they were saved in);
         ``device`` is where the weights are read to (a GPU: straight there, not through host memory)."""
-        directory = Path(directory)
-        for missing, what in ((not directory.is_dir(), f"no such directory: {directory}"),
-                              (not (directory / CONFIG_NAME).is_file(), f"{directory} has no {CONFIG_NAME}"),
-                              (not has_weights(directory), f"{directory} has no {WEIGHTS_NAME} (nor {INDEX_NAME})")):
-            if missing:
-                raise FileNotFoundError(f"DiLED.from_pretrained: {what}")
+        if not Path(directory).is_dir():
+            raise FileNotFoundError(f"DiLED.from_pretrained: no such directory: {directory}")
+        directory = check_pretrained_folder(directory)
         config = json.loads((directory / CONFIG_NAME).read_text())
         version = config.get("format_version", FORMAT_VERSION)
         if version != FORMAT_VERSION:

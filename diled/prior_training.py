@@ -58,8 +58,8 @@ def train_prior(model, prior: nn.Module, z0: torch.Tensor, *, steps: int | None 
                 t_sampling: TSampling = "uniform", log: Callable[[str], None] | None = None,
                 log_every: int = 500, labels: torch.Tensor | None = None,
                 drop_prob: float = 0.1) -> tuple[nn.Module, dict]:
-    """Train ``prior`` (any prior of ``diled.denoiser``) on encoder means ``z0`` [N x D] with ``model``'s
-    diffusion (z1 = z0 + sqrt(beta_1) eps', t drawn by ``sample_steps``), AdamW with a linear warm-up
+    """Train ``prior`` (any prior of ``diled.denoiser``) on encoder means ``z0`` [N x D], taken into ``model``'s
+    ``prior_space`` (if it has one), with its diffusion (z1 = z0 + sqrt(beta_1) eps', t drawn by ``sample_steps``), AdamW with a linear warm-up
     then cosine decay to 10%, for ``steps`` steps or ``seconds`` of wall time (the one given; with both,
     whichever ends first). Returns the EMA copy of the prior (decay ``ema``; 0: the raw weights) and a
     summary dict. ``labels`` [N] (class indices; -1: unlabelled) train a prior built with classes, each
@@ -83,6 +83,8 @@ def train_prior(model, prior: nn.Module, z0: torch.Tensor, *, steps: int | None 
             raise ValueError(f"drop_prob must be in [0, 1], got {drop_prob!r}")
         labels = labels.long()
     diffusion = model.diffusion
+    space = getattr(model, "prior_space", None)
+    z0 = z0 if space is None else space.to_prior(z0)
     gen = torch.Generator().manual_seed(seed)
     prior = prior.float().train()
     averaged = copy.deepcopy(prior).eval().requires_grad_(False)

@@ -81,7 +81,7 @@ class ModelConfig:
 
 @dataclass
 class DiffusionConfig:
-    schedule: ScheduleName = "constant"         # constant (official code) | linear | cosine (diled.schedules)
+    schedule: ScheduleName = "constant"         # constant (official code) | linear | cosine | linear_wide (diled.schedules)
     T: int = 1000
 
     def validate(self):
@@ -220,6 +220,9 @@ class PriorStageConfig:
     temperatures: list = field(default_factory=list)
     etas: list = field(default_factory=list)
     temperature_samples: int = 500              # samples per candidate and draw (two draws)
+    # a fresh prior on the latents standardised to this spread (0: off), under its own schedule (None: the model's)
+    spread: float = 0.0
+    schedule: ScheduleName | None = None
 
     @property
     def active(self) -> bool:
@@ -228,21 +231,22 @@ class PriorStageConfig:
 
     def validate(self):
         _positive(self, "batch_size")
-        if self.temperature_samples < 10:
-            raise ConfigError(f"prior_stage.temperature_samples must be >= 10, got {self.temperature_samples}")
         for key, ok, span in (("temperatures", lambda v: 0 < v <= 2, "(0, 2]"), ("etas", lambda v: 0 <= v <= 1, "[0, 1]")):
             for i, value in enumerate(getattr(self, key)):
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
                     raise ConfigError(f"prior_stage.{key}[{i}] must be a number in {span}, got {value!r}")
         for key, ok, rule in (("steps", self.steps >= 0, ">= 0 (0: off)"), ("cond_drop", 0 <= self.cond_drop <= 1, "in [0, 1]"),
                               ("guide_steps", self.guide_steps >= 0, ">= 0 (0: no guide)"), ("lr", self.lr > 0, "> 0"),
-                              ("ema", 0 <= self.ema < 1, "in [0, 1)")):
+                              ("ema", 0 <= self.ema < 1, "in [0, 1)"), ("spread", self.spread >= 0, ">= 0 (0: off)"),
+                              ("temperature_samples", self.temperature_samples >= 10, ">= 10")):
             if not ok:
                 raise ConfigError(f"prior_stage.{key} must be {rule}, got {getattr(self, key)}")
         if self.conditional and not self.steps:
             raise ConfigError("prior_stage.conditional trains the stage's prior with classes: it needs prior_stage.steps > 0")
         if "latent_dim" in self.prior:
             raise ConfigError("prior_stage.prior must not set latent_dim: it is the model's (model.latent_dim)")
+        if (self.spread or self.schedule) and not (self.steps and self.prior):
+            raise ConfigError("prior_stage.spread and .schedule are for a fresh prior: set prior_stage.steps and .prior")
 
     def prior_config(self, model: ModelConfig) -> dict[str, Any] | None:
         """The ``build_prior`` dict of the stage's fresh prior (None: the joint prior goes on training)."""
@@ -253,7 +257,7 @@ class PriorStageConfig:
 class JobConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
-    data: DataOptions = field(default_factory=lambda: _data_options({}))
+    data: DataOptions = field(default_factory=lambda: _build_section("data", _data_options_class({}), {}))
     optim: OptimConfig = field(default_factory=OptimConfig)
     scaling: ScalingConfig = field(default_factory=ScalingConfig)
     prior_stage: PriorStageConfig = field(default_factory=PriorStageConfig)
@@ -303,10 +307,6 @@ def _data_options_class(values: dict) -> type[DataOptions]:
         return datatype_class(values.get("type") or type_of_source(values.get("source"))).Options
     except ValueError as e:
         raise ConfigError(f"data.type: {e}") from None
-
-
-def _data_options(values: dict) -> DataOptions:
-    return _build_section("data", _data_options_class(values), values)
 
 
 def _check_prior(config: dict[str, Any], where: str) -> None:

@@ -170,3 +170,40 @@ def test_a_further_label_gets_its_own_guide_that_composes_with_the_first(tmp_pat
     assert (folder / "model.safetensors").read_bytes() == weights
     _, other = identity_model(tmp_path / "one")
     assert "guides" not in prior_stage.run_prior_stage(stage_config(guide_steps=50), TwoClusters(), other)
+
+
+def test_a_stage_prior_on_standardised_latents_under_its_own_schedule(tmp_path, monkeypatch):
+    """Latents far from the unit scale of the noise (two clusters of spread 0.015 around 3): the stage's fresh
+    prior works on them standardised (spread 1) under linear_wide; both are saved with the model, its samples
+    come back as latents of the clusters, and the guide (trained in the same coordinates) steers them."""
+    from diled_platform.training import prior_stage
+
+    model, folder = identity_model(tmp_path)
+    data = TwoClusters()
+    small = 3.0 + 0.01 * data.x
+    import diled.prior_training as pt
+
+    monkeypatch.setattr(pt, "encode_all", lambda m, examples, log=None: small.clone())
+    record = prior_stage.run_prior_stage(
+        stage_config(steps=1500, batch_size=256, lr=2e-3, ema=0.99, spread=1.0, schedule="linear_wide", guide_steps=300,
+                     prior={"name": "mlp_skip", "hidden": 64, "depth": 3, "time_dim": 32}), data, folder)
+    assert record["diffusion"] == {"schedule": "linear_wide", "T": 100} and record["spread"] == 1.0
+    staged = DiLED.from_pretrained(folder)
+    assert staged.diffusion.schedule == "linear_wide"
+    assert float(staged.prior_space.scale) == pytest.approx(float((small - small.mean(0)).std()), rel=1e-5)
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    z = staged.sample_latents(400, steps=50, eta=1.0, generator=g())
+    first = (z[:, 0] - 3.0) / 0.01  # back in the clusters' units: about -1.5 or +1.5
+    assert float(((first.abs() - 1.5).abs() < 0.75).float().mean()) > 0.8, first[:10]
+    assert 0.25 < float((first > 0).float().mean()) < 0.75
+    right = staged.sample_latents(400, steps=50, eta=1.0, generator=g(), condition="right", guidance_scale=3.0)
+    assert float(((right[:, 0] - 3.0) > 0).float().mean()) > 0.9
+
+
+def test_spread_and_schedule_are_for_a_fresh_stage_prior():
+    from diled_platform.config import ConfigError, PriorStageConfig
+
+    with pytest.raises(ConfigError, match="prior_stage.spread and .schedule are for a fresh prior"):
+        PriorStageConfig(steps=5, spread=1.0).validate()
+    with pytest.raises(ConfigError, match="prior_stage.spread must be >= 0"):
+        PriorStageConfig(steps=5, spread=-1.0, prior={"name": "mlp_skip"}).validate()

@@ -45,8 +45,9 @@ def run_prior_stage(cfg, datatype, model_dir: Path) -> dict[str, Any] | None:
     """Train the prior of the model in ``model_dir`` (a checkpoint's ``model`` folder, or a link to one)
     on the encoder means of ``datatype``'s training split; returns the stage's record (None when
     ``cfg.prior_stage.steps`` is 0). ``model_dir`` keeps its path; it holds the new model afterwards."""
-    from diled import DiLED, build_prior
+    from diled import DiLED, LatentDiffusion, build_prior
     from diled.denoiser import prior_name
+    from diled.prior_space import PriorSpace
     from diled.prior_training import encode_all, train_prior
 
     stage = cfg.prior_stage
@@ -77,12 +78,17 @@ def run_prior_stage(cfg, datatype, model_dir: Path) -> dict[str, Any] | None:
         labels = torch.tensor(labels, dtype=torch.long)
     if stage.steps:
         prior = model.denoiser if fresh is None else build_prior(fresh)
+        if stage.schedule:  # the fresh prior's own schedule (config validation: only with a fresh prior)
+            model.diffusion = LatentDiffusion(stage.schedule, model.diffusion.T)
+        if stage.spread:  # and its coordinates: the latents standardised (train_prior maps z0 into them)
+            model.prior_space = PriorSpace.fit(z0, stage.spread)
         trained, summary = train_prior(model, prior, z0, steps=stage.steps, batch_size=stage.batch_size,
                                        lr=stage.lr, ema=stage.ema, seed=cfg.run.seed, t_sampling=stage.t_sampling,
                                        log=lambda m: print(m, flush=True), log_every=max(1, stage.steps // 10),
                                        labels=labels, drop_prob=stage.cond_drop)
         model.denoiser = trained
         record = {**summary, "prior": fresh or "the jointly trained prior, continued",
+                  "diffusion": model.diffusion.get_config(), "spread": stage.spread,
                   "parameters": sum(p.numel() for p in trained.parameters()), "encode_seconds": round(t1 - t0, 1),
                   "train_seconds": round(summary["seconds"], 1)}
     else:  # only a guide or a temperature: the prior stays the jointly trained one
@@ -171,7 +177,7 @@ def temperature_only(cfg, datatype, target: Path, record: dict[str, Any]) -> dic
 
 
 def train_guide(model, datatype, z0: torch.Tensor, steps: int, seed: int, kind: str = "classes"):
-    """A guide on the training latents ``z0``, noised as the prior sees them: a ``LatentClassifier`` on the
+    """A guide on the training latents ``z0``, in the prior's coordinates and noised as the prior sees them: a ``LatentClassifier`` on the
     labelled ones (the data type's ``training_labels``), or with ``kind="value"`` a ``LatentRegressor`` on
     those with a value (``training_values``); returns (guide, its record)."""
     from diled.guidance import LatentRegressor, train_regressor
@@ -183,7 +189,8 @@ def train_guide(model, datatype, z0: torch.Tensor, steps: int, seed: int, kind: 
         keep = torch.tensor([v is not None for v in values])
         y = torch.tensor([float(v) for v in values if v is not None])
         regressor = LatentRegressor(model.latent_dim, name)
-        summary = train_regressor(regressor, model.diffusion, z0[keep], y, steps=steps, seed=seed)
+        summary = train_regressor(regressor, model.diffusion, model.prior_space.to_prior(z0[keep]), y, steps=steps,
+                                  seed=seed)
         print(f"prior stage: value guide ({name}) on {int(keep.sum()):,} latents, {steps} steps, NLL "
               f"{summary['final_nll']:.3f} (a constant prediction: {summary['constant_nll']:.3f})", flush=True)
         return regressor, {**summary, "kind": "value", "with_value": int(keep.sum()),
@@ -202,7 +209,8 @@ def class_guide(model, z0: torch.Tensor, classes: list[str], labels: list[int], 
     labels = torch.tensor(labels, dtype=torch.long)
     keep = labels >= 0
     classifier = LatentClassifier(model.latent_dim, classes)
-    summary = train_classifier(classifier, model.diffusion, z0[keep], labels[keep], steps=steps, seed=seed)
+    summary = train_classifier(classifier, model.diffusion, model.prior_space.to_prior(z0[keep]), labels[keep],
+                               steps=steps, seed=seed)
     counts = {c: int((labels == i).sum()) for i, c in enumerate(classes)}
     print(f"prior stage: guide{f' of {label}' if label else ''} on {int(keep.sum()):,} labelled latents {counts}, "
           f"{steps} steps, loss {summary['final_loss']:.3f} (chance {summary['chance_loss']:.3f})", flush=True)
