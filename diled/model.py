@@ -150,7 +150,7 @@ class DiLED(nn.Module):
             cls = MODEL_CLASSES[objective]  # the class that trains it (the VAE's, registered by diled.baselines)
         extra = {"vae": config["vae"]} if "vae" in config else {}
         if "prior_space" in config:
-            extra["prior_space"] = PriorSpace.from_config(config["prior_space"], config["codec"].get("latent_dim"))
+            extra["prior_space"] = PriorSpace.from_config(config["prior_space"])  # its size is checked when built
         sampling = config.get("sampling", {})
         check_keys(sampling, ["prior_temperature", "eta"], "DiLED config key(s)", "in sampling")
         return cls(build_codec(config["codec"], directory=directory), build_prior(config["denoiser"]),

@@ -63,11 +63,8 @@ class PriorSpace:
         return {"center": [round(float(c), 7) for c in self.center], "scale": self.scale}
 
     @classmethod
-    def from_config(cls, config: dict[str, Any], latent_dim: int) -> "PriorSpace":
-        unknown = set(config) - {"center", "scale"}
-        if unknown or not {"center", "scale"} <= set(config):
-            raise ValueError(f"prior_space needs exactly the keys center and scale, got {sorted(config)}")
-        space = cls(config["center"], config["scale"])
-        if space.dim != latent_dim:
-            raise ValueError(f"prior_space center has {space.dim} numbers, the latent {latent_dim}")
-        return space
+    def from_config(cls, config: dict[str, Any]) -> "PriorSpace":
+        """``get_config``'s inverse ({} is the identity)."""
+        if not isinstance(config, dict) or (config and set(config) != {"center", "scale"}):
+            raise ValueError(f"prior_space needs exactly the keys center and scale, got {config!r:.80}")
+        return cls(config["center"], config["scale"]) if config else cls()

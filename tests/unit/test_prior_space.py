@@ -31,8 +31,9 @@ def test_fit_centres_and_scales_to_the_spread_and_maps_back_exactly():
     (lambda: PriorSpace([0.0, 1.0], 0.0), "scale must be a finite number > 0, got 0.0"),
     (lambda: PriorSpace.fit(torch.zeros(5, 2), spread=-1), "spread must be a finite number > 0, got -1"),
     (lambda: PriorSpace.fit(torch.zeros(1, 2)), r"N >= 2, got shape \(1, 2\)"),
-    (lambda: PriorSpace.from_config({"center": [0.0], "scale": 1.0, "shift": 2}, 1), "exactly the keys center and scale"),
-    (lambda: PriorSpace.from_config({"center": [0.0, 1.0], "scale": 1.0}, 3), "center has 2 numbers, the latent 3"),
+    (lambda: PriorSpace.from_config({"center": [0.0], "scale": 1.0, "shift": 2}), "exactly the keys center and scale"),
+    (lambda: DiLED(VectorCodec(3, 3, hidden=8, depth=1), MLPSkipNet(3, hidden=16, depth=2, time_dim=8),
+                   LatentDiffusion("linear", 10), prior_space=PriorSpace([0.0, 1.0], 1.0)), "prior_space has 2 numbers, the latent 3"),
 ])
 def test_bad_spaces_are_named(make, match):
     with pytest.raises(ValueError, match=match):
