@@ -4,8 +4,8 @@ A text latent is about 0.11 per number against the unit noise of the diffusion, 
 its signal-to-noise ratio falls below 1 within the first ~15 of 200 steps: most steps of training and of
 sampling see noise alone. A prior trained on a finished model's latents (``diled.prior_training``) may instead
 work on standardised latents (center: the latents' mean, scale: their spread), as latent diffusion scales its
-autoencoder's latents (Rombach et al. 2022). The model maps at its boundary (``DiLED.to_prior`` and
-``from_prior``): samples come back as ``center + scale * u``; inversion, editing, interpolation, the prior's
+autoencoder's latents (Rombach et al. 2022). The model maps at its boundary (``model.prior_space.to_prior``
+and ``from_prior``): samples come back as ``center + scale * u``; inversion, editing, interpolation, the prior's
 training terms and the guides read ``(z - center) / scale``. Saved in the model's ``config.json``.
 """
 
@@ -60,7 +60,7 @@ class PriorSpace:
     def get_config(self) -> dict[str, Any]:
         if self.center is None:
             return {}
-        return {"center": [round(float(c), 7) for c in self.center], "scale": self.scale}
+        return {"center": self.center.tolist(), "scale": self.scale}
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> "PriorSpace":
